@@ -1,0 +1,45 @@
+# The README's entry points. Each target installs what it needs and starts the
+# services it uses, so `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit integration acceptance chaos bench deps services tls-node clean
+
+$(STAMP): pyproject.toml deploy/local/bootstrap.sh
+	bash deploy/local/bootstrap.sh $(VENV)
+	touch $(STAMP)
+
+deps: $(STAMP)
+
+services: deps
+	bash deploy/local/services.sh
+
+tls-node: deps
+	bash deploy/local/tls-node.sh start
+
+demo: services
+	$(VENV)/bin/scaleout demo
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: deps
+	$(VENV)/bin/mypy
+
+test: lint typecheck services tls-node
+	$(VENV)/bin/pytest tests
+
+unit: deps
+	$(VENV)/bin/pytest tests/unit
+
+chaos: services tls-node
+	$(VENV)/bin/pytest -m chaos tests/chaos -s
+
+bench: services
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

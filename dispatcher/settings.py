@@ -1,0 +1,247 @@
+"""Settings, loaded once at the edge (the CLI) and passed down as frozen objects.
+
+Precedence, highest first: explicit overrides (CLI flags), ``SCALEOUT_*`` environment
+variables (nested with ``__``, e.g. ``SCALEOUT_BROKER__URL``), a TOML file, defaults.
+A TOML file may use SSIS's setting names (``MasterHeartbeatIntervalInMs = 30000``,
+``AgentHeartbeatInterval = "00:01:00"``) or ours; each field records its SSIS name in
+``json_schema_extra["ssis"]`` and :func:`settings_table` renders the documentation table.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "SCALEOUT_"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+_TIMESPAN = re.compile(r"^(?:(?P<d>\d+)\.)?(?P<h>\d{1,2}):(?P<m>\d{2}):(?P<s>\d{2}(?:\.\d+)?)$")
+
+
+def parse_timespan(value: object) -> object:
+    """Accept .NET TimeSpan text (``d.hh:mm:ss``), as SSIS's config files write it."""
+    if isinstance(value, str) and (match := _TIMESPAN.match(value.strip())):
+        days = int(match["d"] or 0)
+        return days * 86400 + int(match["h"]) * 3600 + int(match["m"]) * 60 + float(match["s"])
+    return value
+
+
+def ssis(name: str, description: str) -> dict[str, Any]:
+    """Field metadata: the SSIS setting name and a one-line description."""
+    return {"json_schema_extra": {"ssis": name}, "description": description}
+
+
+class BrokerSettings(BaseModel):
+    """How to reach RabbitMQ. TLS (``amqps://``) verifies the server's certificate and host
+    name; with a client certificate and no password in the URL, login is EXTERNAL (the
+    certificate's CN is the RabbitMQ user)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/%2F",
+        description="amqp:// (loopback only) or amqps:// broker URL",
+    )
+    ca_file: Path | None = Field(None, description="CA bundle that signed the broker's cert")
+    cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    key_file: Path | None = Field(None, description="client certificate's private key")
+    server_hostname: str | None = Field(
+        None, description="name to verify in the broker's certificate (default: URL host)"
+    )
+    heartbeat_s: int = Field(30, ge=0, description="AMQP heartbeat; dead peers found in ~2x")
+    confirm_timeout_s: float = Field(30.0, gt=0, description="wait for a publish confirm")
+    connect_timeout_s: float = Field(10.0, gt=0, description="TCP + TLS + AMQP handshake")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        scheme = urlsplit(url).scheme
+        if scheme not in {"amqp", "amqps"}:
+            msg = f"broker URL must start with amqp:// or amqps://, got {scheme or 'none'}://"
+            raise ValueError(msg)
+        return url
+
+    @property
+    def uses_tls(self) -> bool:
+        return urlsplit(self.url).scheme == "amqps"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "localhost"
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL without its password, for logs."""
+        parts = urlsplit(self.url)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc = f"{netloc}:{parts.port}"
+        if parts.username:
+            netloc = f"{parts.username}:***@{netloc}"
+        return parts._replace(netloc=netloc).geturl()
+
+
+class CatalogSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(
+        "sqlite:///ssisdb.sqlite3",
+        description="SQLAlchemy URL of the SSISDB catalog (sqlite, postgresql, mssql+pyodbc)",
+        json_schema_extra={"ssis": "SqlServerName"},
+    )
+    connection_timeout_s: int = Field(
+        15, ge=1, **ssis("SqlConnectionTimeoutInSecs", "timeout to connect to the catalog")
+    )
+
+    @property
+    def redacted_url(self) -> str:
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        return self.url.replace(f":{parts.password}@", ":***@", 1)
+
+
+_TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("scaleout_toml", default={})  # noqa: B039
+
+
+class _TomlData(PydanticBaseSettingsSource):
+    """The TOML file's values, placed below the environment in precedence."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return _TOML_DATA.get()
+
+
+class ScaleoutSettings(BaseSettings):
+    """Base of the master's and the worker's settings: env prefix, TOML loading."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+    toml_section: ClassVar[str] = ""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlData(settings_cls))
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: Any) -> Self:
+        """Settings from overrides, the environment and an optional TOML file."""
+        data = cls._read_toml(path) if path is not None else {}
+        token = _TOML_DATA.set(data)
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        finally:
+            _TOML_DATA.reset(token)
+
+    @classmethod
+    def _read_toml(cls, path: Path) -> dict[str, Any]:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            msg = f"settings file {path} does not exist"
+            raise SettingsError(msg) from None
+        except tomllib.TOMLDecodeError as exc:
+            msg = f"settings file {path} is not valid TOML: {exc}"
+            raise SettingsError(msg) from None
+        if cls.toml_section and isinstance(raw.get(cls.toml_section), dict):
+            raw = raw[cls.toml_section]
+        by_ssis = {ssis_name: field for field, ssis_name, _ in cls.describe()}
+        return {by_ssis.get(key, key): value for key, value in raw.items()}
+
+    @classmethod
+    def describe(cls) -> Iterator[tuple[str, str, FieldInfo]]:
+        """(field name, SSIS name or '', field) for every setting."""
+        for name, info in cls.model_fields.items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            yield name, str(extra.get("ssis", "")), info
+
+
+class SettingsError(ValueError):
+    """A settings file or value that cannot be used; the message says what to fix."""
+
+
+class MasterSettings(ScaleoutSettings):
+    """The Scale Out Master (``scaleout master``); SSIS's MasterSettings.config."""
+
+    toml_section: ClassVar[str] = "master"
+
+    broker: BrokerSettings = BrokerSettings()
+    catalog: CatalogSettings = CatalogSettings()
+    master_heartbeat_interval_ms: int = Field(
+        30000, gt=0, **ssis("MasterHeartbeatIntervalInMs", "write LAST_ONLINE_TIME")
+    )
+    deal_with_expired_tasks_interval_ms: int = Field(
+        300000, gt=0, **ssis("DealWithExpiredTasksIntervalInMs", "requeue or end expired tasks")
+    )
+    cleanup_completed_jobs_interval_ms: int = Field(
+        43200000,
+        gt=0,
+        **ssis("CleanupCompletedJobsIntervalInMs", "move finished tasks to history"),
+    )
+    completed_jobs_retention_min: int = Field(
+        60, ge=0, **ssis("@minutesToKeep", "how long finished tasks stay before cleanup")
+    )
+    initial_lease_s: float = Field(
+        300.0, gt=0, description="lease of a dispatched attempt until the worker's first renewal"
+    )
+    worker_offline_after_s: float = Field(
+        180.0, gt=0, description="a worker with no heartbeat for this long is offline"
+    )
+    dispatch_poll_interval_ms: int = Field(
+        1000, gt=0, description="safety-net poll for pending tasks written by plain SQL"
+    )
+    dispatch_batch_size: int = Field(100, gt=0, description="tasks claimed per dispatch pass")
+    republish_after_s: float = Field(
+        10.0, gt=0, description="republish a dispatched attempt whose publish was unconfirmed"
+    )
+    status_batch_max: int = Field(200, gt=0, description="status reports applied per commit")
+    sender_identity: str = Field(
+        "user_id",
+        pattern="^(user_id|shared_user)$",
+        description=(
+            "user_id: a report's sender is its AMQP user_id (one RabbitMQ user per worker). "
+            "shared_user: trust the body's worker_id; only for a loopback dev broker."
+        ),
+    )
+    metrics_port: int = Field(9540, ge=0, description="Prometheus /metrics port; 0 = off")
+    metrics_host: str = Field("127.0.0.1", description="address the metrics server binds")
+    log_folder: Path | None = Field(None, description="also write JSON logs here")
+
+
+def settings_table(cls: type[ScaleoutSettings]) -> list[tuple[str, str, str, str]]:
+    """(SSIS name, our name, environment variable, default) rows for the README."""
+    rows = []
+    for name, ssis_name, info in cls.describe():
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            for sub, sub_info in type(default).model_fields.items():
+                extra = sub_info.json_schema_extra
+                sub_ssis = str(extra.get("ssis", "")) if isinstance(extra, dict) else ""
+                env = f"{ENV_PREFIX}{name}__{sub}".upper()
+                rows.append((sub_ssis, f"{name}.{sub}", env, repr(getattr(default, sub))))
+            continue
+        rows.append((ssis_name, name, f"{ENV_PREFIX}{name}".upper(), repr(default)))
+    return rows

@@ -1,0 +1,317 @@
+"""The wire protocol: every message the master and the workers exchange over RabbitMQ.
+
+Each message is a JSON object with the envelope fields ``type``, ``schema_version``,
+``message_id`` and ``sent_at`` beside its own. Models are frozen and forbid unknown
+fields; :func:`decode` goes through one discriminated union, so a body is either exactly
+one known message or a :class:`DecodeError` that names why (the reason becomes the
+dead-letter reason and a metric label, so the set of reasons is closed).
+
+Who sends what (DESIGN.md, wire protocol):
+
+=====================  ===========  =====================================
+type                   sender       exchange -> queue
+=====================  ===========  =====================================
+``task.assign``        master       scaleout.tasks -> scaleout.worker.<id>
+``task.cancel``        master       scaleout.control -> scaleout.control.<id>
+``project.archive``    master       scaleout.control -> scaleout.control.<id>
+``task.started``       worker       scaleout.status -> scaleout.master.status
+``task.progress``      worker       scaleout.status -> scaleout.master.status
+``task.log``           worker       scaleout.status -> scaleout.master.status
+``task.finished``      worker       scaleout.status -> scaleout.master.status
+``project.fetch``      worker       scaleout.status -> scaleout.master.fetch
+``agent.heartbeat``    worker       scaleout.heartbeat -> scaleout.master.heartbeat
+=====================  ===========  =====================================
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+
+SCHEMA_VERSION: Final = 1
+MAX_BODY_BYTES: Final = 1024 * 1024
+"""Largest body a consumer decodes; project archives have their own, larger bound."""
+MAX_ARCHIVE_BODY_BYTES: Final = 64 * 1024 * 1024
+
+WorkerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+"""A worker agent id: SSIS uses a GUID; any short name of these characters works. It is
+also the worker's RabbitMQ user (its certificate's CN) and the suffix of its queues."""
+ContentHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+"""SHA-256 of a project archive, lower-case hex."""
+Attempt = Annotated[int, Field(ge=1)]
+ParameterScalar = str | int | float | bool | None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    message_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    sent_at: AwareDatetime = Field(default_factory=_now)
+
+
+class _AboutAttempt(_Message):
+    """A message about one attempt of one task: the fence every catalog write checks."""
+
+    task_id: uuid.UUID
+    attempt: Attempt
+    execution_id: int
+
+
+class _FromWorker(_AboutAttempt):
+    worker_id: WorkerId
+
+
+# --- master -> worker ------------------------------------------------------------------
+
+
+class ParameterValue(BaseModel):
+    """One execution parameter value (``catalog.execution_parameter_values``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    object_type: Literal[20, 30, 50] = 30
+    """20 project, 30 package, 50 system (SSIS's object types)."""
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    value: ParameterScalar
+    sensitive: bool = False
+
+
+class TaskAssign(_AboutAttempt):
+    """The master hands one attempt of a task to one worker."""
+
+    type: Literal["task.assign"] = "task.assign"
+    worker_id: WorkerId
+    folder: str
+    project: str
+    package: str
+    project_lsn: int
+    project_hash: ContentHash
+    parameters: tuple[ParameterValue, ...] = ()
+    use32bitruntime: bool = False
+    max_attempts: Attempt = 1
+    lease_expires_at: AwareDatetime
+
+
+class CancelReason(StrEnum):
+    STOP_REQUESTED = "stop_requested"  # catalog.stop_operation
+    STALE_ATTEMPT = "stale_attempt"  # the worker runs an attempt the catalog has moved past
+    WORKER_DISABLED = "worker_disabled"
+
+
+class TaskCancel(_AboutAttempt):
+    """Stop this attempt: on the worker's control queue, and again in heartbeat replies."""
+
+    type: Literal["task.cancel"] = "task.cancel"
+    reason: CancelReason
+
+
+class ProjectArchive(_Message):
+    """The master's answer to :class:`ProjectFetch`: the archive, base64 in JSON."""
+
+    type: Literal["project.archive"] = "project.archive"
+    project_hash: ContentHash
+    found: bool
+    archive_b64: str = ""
+
+
+# --- worker -> master ------------------------------------------------------------------
+
+
+class TaskStarted(_FromWorker):
+    """The worker accepted the attempt; it acks the task message once this is confirmed."""
+
+    type: Literal["task.started"] = "task.started"
+    machine_name: str = ""
+    pid: int | None = None
+
+
+class TaskProgress(_FromWorker):
+    type: Literal["task.progress"] = "task.progress"
+    percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    message: str = ""
+
+
+class LogEntry(BaseModel):
+    """One line of package output, as an SSIS event message."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seq: Annotated[int, Field(ge=0)]
+    """Position in the attempt's log: with ``(task_id, attempt)`` it makes a line unique,
+    so a batch sent twice is stored once."""
+    time: AwareDatetime
+    message_type: int = 70
+    """SSIS ``message_type``: 70 information, 110 warning, 120 error, 60 progress."""
+    source: Literal["stdout", "stderr", "agent"] = "stdout"
+    message: Annotated[str, StringConstraints(max_length=8192)]
+
+
+class TaskLog(_FromWorker):
+    type: Literal["task.log"] = "task.log"
+    entries: Annotated[tuple[LogEntry, ...], Field(min_length=1, max_length=1000)]
+
+
+class TaskOutcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class TaskFinished(_FromWorker):
+    type: Literal["task.finished"] = "task.finished"
+    outcome: TaskOutcome
+    exit_code: int | None = None
+    error: Annotated[str, StringConstraints(max_length=4096)] = ""
+    duration_s: Annotated[float, Field(ge=0)] = 0.0
+
+
+class RunningAttempt(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task_id: uuid.UUID
+    attempt: Attempt
+    execution_id: int
+
+
+class AgentHeartbeat(_Message):
+    """The worker's periodic report: it is alive, what it runs, how loaded it is.
+
+    The master renews the leases of ``running`` attempts and answers any stale one with a
+    :class:`TaskCancel`.
+    """
+
+    type: Literal["agent.heartbeat"] = "agent.heartbeat"
+    worker_id: WorkerId
+    machine_name: str = ""
+    user_account: str = ""
+    display_name: str = ""
+    running: tuple[RunningAttempt, ...] = ()
+    max_task_count: Annotated[int, Field(ge=0)] = 10
+    cpu_percent: Annotated[float, Field(ge=0)] = 0.0
+    free_memory_mb: Annotated[float, Field(ge=0)] = 0.0
+    accepting: bool = True
+    """False while CPU or memory is past TaskRequestMaxCPU / TaskRequestMinMemory."""
+    lease_interval_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    """The worker's LeaseInterval: the master renews each running attempt's lease to the
+    database's now plus this."""
+
+
+class ProjectFetch(_Message):
+    """A worker asks for a project archive by content hash; the answer comes on its
+    control queue."""
+
+    type: Literal["project.fetch"] = "project.fetch"
+    worker_id: WorkerId
+    project_hash: ContentHash
+
+
+Message = Annotated[
+    TaskAssign
+    | TaskCancel
+    | ProjectArchive
+    | TaskStarted
+    | TaskProgress
+    | TaskLog
+    | TaskFinished
+    | AgentHeartbeat
+    | ProjectFetch,
+    Field(discriminator="type"),
+]
+StatusReport = TaskStarted | TaskProgress | TaskLog | TaskFinished
+
+MESSAGE_TYPES: Final[tuple[type[_Message], ...]] = (
+    TaskAssign,
+    TaskCancel,
+    ProjectArchive,
+    TaskStarted,
+    TaskProgress,
+    TaskLog,
+    TaskFinished,
+    AgentHeartbeat,
+    ProjectFetch,
+)
+_ADAPTER: Final = TypeAdapter[Message](Message)
+_KNOWN_TYPES: Final = frozenset(m.model_fields["type"].default for m in MESSAGE_TYPES)
+
+
+class DecodeReason(StrEnum):
+    """Why a body was refused; a closed set, used as a log field and a metric label."""
+
+    OVERSIZED = "oversized"
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_TYPE = "unknown_type"
+    SCHEMA_VERSION = "schema_version"
+    INVALID = "invalid"
+    UNEXPECTED_TYPE = "unexpected_type"
+    FORGED_SENDER = "forged_sender"
+
+
+class DecodeError(ValueError):
+    """A body that is not a valid message; ``reason`` says which check refused it."""
+
+    def __init__(self, reason: DecodeReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def encode(message: _Message) -> bytes:
+    """The JSON body of ``message``."""
+    return message.model_dump_json().encode()
+
+
+def decode(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> Message:
+    """Parse and validate one body; raise :class:`DecodeError` with the reason otherwise."""
+    if len(body) > max_bytes:
+        raise DecodeError(DecodeReason.OVERSIZED, f"{len(body)} bytes > {max_bytes}")
+    try:
+        raw: Any = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DecodeError(DecodeReason.MALFORMED_JSON, str(exc)) from None
+    if not isinstance(raw, dict):
+        raise DecodeError(DecodeReason.NOT_AN_OBJECT, type(raw).__name__)
+    if raw.get("type") not in _KNOWN_TYPES:
+        raise DecodeError(DecodeReason.UNKNOWN_TYPE, repr(raw.get("type"))[:80])
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        version = repr(raw.get("schema_version"))[:20]
+        raise DecodeError(
+            DecodeReason.SCHEMA_VERSION, f"{version}, this side speaks {SCHEMA_VERSION}"
+        )
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise DecodeError(DecodeReason.INVALID, _summarise(exc)) from None
+
+
+def _summarise(exc: ValidationError) -> str:
+    """A one-line description of the first few errors; never echoes input values, which
+    may hold sensitive parameters."""
+    parts = [
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:3]
+    ]
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema of every message, keyed by its ``type``; for workers in other languages."""
+    return {m.model_fields["type"].default: m.model_json_schema() for m in MESSAGE_TYPES}
