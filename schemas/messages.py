@@ -305,9 +305,7 @@ def decode(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> Message:
 def _summarise(exc: ValidationError) -> str:
     """A one-line description of the first few errors; never echoes input values, which
     may hold sensitive parameters."""
-    parts = [
-        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:3]
-    ]
+    parts = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:3]]
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
