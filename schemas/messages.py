@@ -20,6 +20,7 @@ type                   sender       exchange -> queue
 ``task.finished``      worker       scaleout.status -> scaleout.master.status
 ``project.fetch``      worker       scaleout.status -> scaleout.master.fetch
 ``agent.heartbeat``    worker       scaleout.heartbeat -> scaleout.master.heartbeat
+``dispatch.wake``      CLI / API    scaleout.status -> scaleout.master.wake
 =====================  ===========  =====================================
 """
 
@@ -223,6 +224,14 @@ class ProjectFetch(_Message):
     project_hash: ContentHash
 
 
+class DispatchWake(_Message):
+    """Someone started an execution: the master's dispatcher should look now rather than
+    at its next poll. Carries nothing the master relies on; losing one costs one poll."""
+
+    type: Literal["dispatch.wake"] = "dispatch.wake"
+    execution_id: int | None = None
+
+
 Message = Annotated[
     TaskAssign
     | TaskCancel
@@ -232,7 +241,8 @@ Message = Annotated[
     | TaskLog
     | TaskFinished
     | AgentHeartbeat
-    | ProjectFetch,
+    | ProjectFetch
+    | DispatchWake,
     Field(discriminator="type"),
 ]
 StatusReport = TaskStarted | TaskProgress | TaskLog | TaskFinished
@@ -247,6 +257,7 @@ MESSAGE_TYPES: Final[tuple[type[_Message], ...]] = (
     TaskFinished,
     AgentHeartbeat,
     ProjectFetch,
+    DispatchWake,
 )
 _ADAPTER: Final = TypeAdapter[Message](Message)
 _KNOWN_TYPES: Final = frozenset(m.model_fields["type"].default for m in MESSAGE_TYPES)
