@@ -1,0 +1,49 @@
+"""Structured logs: one JSON object per line, the message is a stable event name.
+
+Call sites log ``logger.info("dispatch.published", extra={"task_id": ..., "attempt": 2})``;
+the formatter puts the event, the level, the logger and every extra field in one line.
+Operators grep or parse event names, so an event's name never changes once shipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+_STANDARD = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+            "logger": record.name,
+        }
+        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(*, level: str = "INFO", folder: Path | None = None, name: str) -> None:
+    """JSON lines to stderr and, when ``folder`` is given, to ``folder/<name>.log``."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(folder / f"{name}.log", encoding="utf-8"))
+    formatter = JsonFormatter()
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = handlers
+    root.setLevel(level.upper())
+    # pika logs every reconnect attempt at WARNING with tracebacks; ours say it once, clearly.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)

@@ -1,0 +1,190 @@
+"""Every Prometheus metric scaleout exports, declared once.
+
+Names carry the ``scaleout_`` prefix, ``_total`` on counters and units in the name. Labels
+take bounded values only (status, outcome, reason, queue, worker): never a task or
+execution id. Figures that live in the catalog (executions by status, workers online) are
+read at scrape time by :class:`CatalogCollector`, so they are never stale or double-counted
+across master restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from threading import Lock
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+from dispatcher.catalog.records import CatalogCounts, WorkerAgentRow
+from schemas.states import ExecutionStatus
+
+logger = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+# --- master -----------------------------------------------------------------------------
+TASKS_DISPATCHED = Counter("scaleout_tasks_dispatched_total", "Attempts published to workers")
+REPUBLISHED = Counter(
+    "scaleout_tasks_republished_total", "Attempts published again (unconfirmed outbox rows)"
+)
+LEASES_EXPIRED = Counter(
+    "scaleout_leases_expired_total", "Leases that lapsed, by what became of the task", ["outcome"]
+)
+ATTEMPTS_REQUEUED = Counter(
+    "scaleout_attempts_requeued_total", "Tasks returned to pending for a new attempt", ["reason"]
+)
+REPORTS = Counter(
+    "scaleout_status_reports_total",
+    "Worker status reports by type and outcome (applied, duplicate, stale, forged_sender, ...)",
+    ["type", "outcome"],
+)
+HEARTBEATS = Counter(
+    "scaleout_agent_heartbeats_total", "Agent heartbeats received, by outcome", ["outcome"]
+)
+CANCELS_SENT = Counter("scaleout_cancels_sent_total", "Cancels published to workers", ["reason"])
+DEAD_LETTERS = Counter(
+    "scaleout_dead_letters_total",
+    "Messages dead-lettered, by queue and reason",
+    ["queue", "reason"],
+)
+RECONCILE_SECONDS = Histogram(
+    "scaleout_reconcile_batch_seconds",
+    "Time to apply one batch of status reports (one commit)",
+    buckets=_LATENCY_BUCKETS,
+)
+RECONCILE_SIZE = Histogram(
+    "scaleout_reconcile_batch_size", "Status reports per commit", buckets=_BATCH_BUCKETS
+)
+DISPATCH_LATENCY = Histogram(
+    "scaleout_dispatch_latency_seconds",
+    "From start_execution to the worker's started report recorded",
+    buckets=_LATENCY_BUCKETS,
+)
+PUBLISH_CONFIRM_SECONDS = Histogram(
+    "scaleout_publish_confirm_seconds",
+    "Time from publish to broker confirm, per batch",
+    buckets=_LATENCY_BUCKETS,
+)
+BROKER_RECONNECTS = Counter(
+    "scaleout_broker_reconnects_total", "Broker reconnections, by connection", ["connection"]
+)
+CATALOG_ERRORS = Counter(
+    "scaleout_catalog_errors_total", "Catalog operations that failed, by loop", ["loop"]
+)
+MASTER_HEARTBEAT_AGE = Gauge(
+    "scaleout_master_heartbeat_age_seconds", "Seconds since this master last wrote LAST_ONLINE_TIME"
+)
+
+# --- worker -----------------------------------------------------------------------------
+WORKER_TASKS_RUNNING = Gauge("scaleout_worker_tasks_running", "Packages running on this worker")
+WORKER_TASKS_FINISHED = Counter(
+    "scaleout_worker_tasks_finished_total", "Packages finished, by outcome", ["outcome"]
+)
+WORKER_PACKAGE_SECONDS = Histogram(
+    "scaleout_worker_package_duration_seconds",
+    "Package run time",
+    buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400),
+)
+WORKER_HEARTBEAT_GAP = Histogram(
+    "scaleout_worker_heartbeat_gap_seconds",
+    "Time between two heartbeats sent by this worker",
+    buckets=(0.5, 1, 2, 5, 10, 15, 20, 30, 60, 90, 120, 300),
+)
+WORKER_CACHED_REPORTS = Gauge(
+    "scaleout_worker_cached_reports", "Reports held on disk until the broker takes them"
+)
+
+
+class HeartbeatClock:
+    """Tracks when this master last wrote its heartbeat, for the age gauge."""
+
+    def __init__(self) -> None:
+        self._lock = Lock()
+        self._last: float | None = None
+        MASTER_HEARTBEAT_AGE.set_function(self.age)
+
+    def beat(self) -> None:
+        with self._lock:
+            self._last = time.monotonic()
+
+    def age(self) -> float:
+        with self._lock:
+            return float("inf") if self._last is None else time.monotonic() - self._last
+
+
+class CatalogCollector(Collector):
+    """Reads catalog-held figures at scrape time."""
+
+    def __init__(
+        self,
+        counts: Callable[[], CatalogCounts],
+        workers: Callable[[], list[WorkerAgentRow]],
+    ) -> None:
+        self._counts = counts
+        self._workers = workers
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            counts = self._counts()
+            workers = self._workers()
+        except Exception:  # a scrape must not fail the process; the error is the signal
+            logger.warning("metrics.catalog_unavailable", exc_info=True)
+            CATALOG_ERRORS.labels(loop="metrics").inc()
+            return
+        yield from _execution_families(counts)
+        yield from _worker_families(counts, workers)
+
+
+def _execution_families(counts: CatalogCounts) -> Iterator[GaugeMetricFamily]:
+    by_status = GaugeMetricFamily(
+        "scaleout_executions", "Executions in the catalog, by status", labels=["status"]
+    )
+    for status in ExecutionStatus:
+        by_status.add_metric([status.label], counts.executions_by_status.get(status, 0))
+    yield by_status
+    yield GaugeMetricFamily(
+        "scaleout_oldest_pending_execution_seconds",
+        "Age of the oldest execution waiting for a worker (0 when none)",
+        value=counts.oldest_pending_age_s,
+    )
+
+
+def _worker_families(
+    counts: CatalogCounts, workers: list[WorkerAgentRow]
+) -> Iterator[GaugeMetricFamily]:
+    yield GaugeMetricFamily(
+        "scaleout_workers_online", "Workers with a recent heartbeat", value=counts.workers_online
+    )
+    yield GaugeMetricFamily(
+        "scaleout_workers_enabled", "Workers enabled for dispatch", value=counts.workers_enabled
+    )
+    age = GaugeMetricFamily(
+        "scaleout_worker_last_heartbeat_age_seconds",
+        "Seconds since each worker's last heartbeat",
+        labels=["worker", "enabled"],
+    )
+    now = time.time()
+    for worker in workers:
+        if worker.last_online_time is not None:
+            seconds = max(0.0, now - worker.last_online_time.timestamp())
+            age.add_metric([worker.worker_agent_id, str(worker.is_enabled).lower()], seconds)
+    yield age
+
+
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics; ``port`` 0 turns the endpoint off."""
+    if port:
+        start_http_server(port, addr=host)
+        logger.info("metrics.listening", extra={"host": host, "port": port})
+
+
+def register(collector: Collector) -> None:
+    REGISTRY.register(collector)
+
+
+def unregister(collector: Collector) -> None:
+    REGISTRY.unregister(collector)
