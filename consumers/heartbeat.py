@@ -1,0 +1,86 @@
+"""The master's heartbeat reconciler: a worker is alive, here is what it runs.
+
+Each heartbeat updates the worker's row (an unknown worker is registered disabled, as
+SSIS does, and gets its queues declared), renews the leases of the attempts it runs, and
+is answered with a cancel for every attempt it must stop: one the catalog has moved past
+(stale) or one whose stop was requested. Cancels repeat with every heartbeat until the
+worker stops reporting the attempt, so a cancel survives a lost message or a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from consumers.identity import SenderCheck
+from consumers.verdicts import dead_letter, decode_as
+from dispatcher import metrics
+from dispatcher.broker import ACK, Delivery, Verdict
+from dispatcher.catalog.records import CancelOrder, HeartbeatResult
+from dispatcher.topology import HEARTBEAT_QUEUE
+from schemas.messages import AgentHeartbeat, DecodeReason
+
+logger = logging.getLogger(__name__)
+
+
+class HeartbeatSink(Protocol):
+    def record_heartbeat(self, heartbeat: AgentHeartbeat, sender: str) -> HeartbeatResult: ...
+
+
+class HeartbeatReplies(Protocol):
+    def cancel(self, orders: Sequence[CancelOrder]) -> list[bool]: ...
+
+    def ensure_worker(self, worker_id: str) -> None: ...
+
+
+class HeartbeatReconciler:
+    """The handler of the ``scaleout.master.heartbeat`` consumer."""
+
+    def __init__(
+        self,
+        catalog: HeartbeatSink,
+        replies: HeartbeatReplies,
+        *,
+        senders: SenderCheck,
+        on_capacity: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._catalog = catalog
+        self._replies = replies
+        self._senders = senders
+        self._on_capacity = on_capacity
+        self._known: set[str] = set()
+
+    def __call__(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
+        return [self._one(delivery) for delivery in deliveries]
+
+    def _one(self, delivery: Delivery) -> Verdict:
+        heartbeat = decode_as(HEARTBEAT_QUEUE, delivery, AgentHeartbeat)
+        if isinstance(heartbeat, Verdict):
+            return heartbeat
+        sender = self._senders.sender(delivery, heartbeat.worker_id)
+        if sender is None:
+            detail = f"body says {heartbeat.worker_id}, broker says {delivery.user_id}"
+            metrics.HEARTBEATS.labels(outcome="forged_sender").inc()
+            return dead_letter(HEARTBEAT_QUEUE, delivery, DecodeReason.FORGED_SENDER, detail)
+        result = self._catalog.record_heartbeat(heartbeat, sender)
+        self._after(heartbeat, result)
+        return ACK
+
+    def _after(self, heartbeat: AgentHeartbeat, result: HeartbeatResult) -> None:
+        outcome = "registered" if result.registered else "recorded"
+        metrics.HEARTBEATS.labels(outcome=outcome).inc()
+        if heartbeat.worker_id not in self._known:
+            # First sight in this master's life: make sure its queues exist before any
+            # dispatch to it (a publish to a missing queue is unroutable).
+            self._replies.ensure_worker(heartbeat.worker_id)
+            self._known.add(heartbeat.worker_id)
+        if result.registered:
+            logger.info(
+                "heartbeat.worker_registered",
+                extra={"worker": heartbeat.worker_id, "hint": "enable it to give it tasks"},
+            )
+        if result.cancels:
+            self._replies.cancel(result.cancels)
+        if result.is_enabled and heartbeat.accepting:
+            self._on_capacity()

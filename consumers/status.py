@@ -1,0 +1,107 @@
+"""The master's status reconciler: worker reports -> fenced catalog writes.
+
+A batch of deliveries becomes one catalog transaction (``apply_status_reports``); the
+deliveries are acked only after it commits (the Consumer applies the verdicts we return).
+A report the catalog refuses (stale attempt, a worker reporting another's attempt,
+unknown task) is counted, acked and changes nothing: redelivering it would change nothing
+either. Bodies that are not valid reports are dead-lettered with their reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from consumers.identity import SenderCheck
+from consumers.verdicts import dead_letter, decode_as
+from dispatcher import metrics
+from dispatcher.broker import ACK, Delivery, Verdict
+from dispatcher.catalog.records import ReportOutcome, ReportResult
+from dispatcher.topology import STATUS_QUEUE
+from schemas.messages import (
+    DecodeReason,
+    StatusReport,
+    TaskFinished,
+    TaskLog,
+    TaskProgress,
+    TaskStarted,
+)
+
+logger = logging.getLogger(__name__)
+
+_REPORT_TYPES = (TaskStarted, TaskProgress, TaskLog, TaskFinished)
+
+
+class ReportSink(Protocol):
+    def apply_status_reports(
+        self, reports: Sequence[tuple[StatusReport, str]]
+    ) -> list[ReportResult]: ...
+
+
+class StatusReconciler:
+    """The handler of the ``scaleout.master.status`` consumer."""
+
+    def __init__(
+        self,
+        catalog: ReportSink,
+        *,
+        senders: SenderCheck,
+        on_requeued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._catalog = catalog
+        self._senders = senders
+        self._on_requeued = on_requeued
+
+    def __call__(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
+        verdicts: list[Verdict | None] = [None] * len(deliveries)
+        accepted: list[tuple[int, StatusReport, str]] = []
+        for index, delivery in enumerate(deliveries):
+            checked = self._check(delivery)
+            if isinstance(checked, Verdict):
+                verdicts[index] = checked
+            else:
+                accepted.append((index, *checked))
+        if accepted:
+            self._apply(accepted)
+        return [ACK if verdict is None else verdict for verdict in verdicts]
+
+    def _check(self, delivery: Delivery) -> tuple[StatusReport, str] | Verdict:
+        report = decode_as(STATUS_QUEUE, delivery, _REPORT_TYPES)
+        if isinstance(report, Verdict):
+            return report
+        sender = self._senders.sender(delivery, report.worker_id)
+        if sender is None:
+            detail = f"body says {report.worker_id}, broker says {delivery.user_id}"
+            return dead_letter(STATUS_QUEUE, delivery, DecodeReason.FORGED_SENDER, detail)
+        return report, sender
+
+    def _apply(self, accepted: list[tuple[int, StatusReport, str]]) -> None:
+        started = time.perf_counter()
+        results = self._catalog.apply_status_reports([(r, s) for _, r, s in accepted])
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        metrics.RECONCILE_SIZE.observe(len(accepted))
+        requeued = False
+        for (_, report, sender), result in zip(accepted, results, strict=True):
+            metrics.REPORTS.labels(type=report.type, outcome=result.outcome.value).inc()
+            if result.retried:
+                requeued = True
+                metrics.ATTEMPTS_REQUEUED.labels(reason="package_failed").inc()
+            if result.outcome not in {ReportOutcome.APPLIED, ReportOutcome.DUPLICATE}:
+                _log_refused(report, sender, result)
+        if requeued:
+            self._on_requeued()
+
+
+def _log_refused(report: StatusReport, sender: str, result: ReportResult) -> None:
+    logger.info(
+        "status.refused",
+        extra={
+            "outcome": result.outcome.value,
+            "type": report.type,
+            "task_id": str(report.task_id),
+            "attempt": report.attempt,
+            "sender": sender,
+        },
+    )

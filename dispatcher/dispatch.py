@@ -1,0 +1,116 @@
+"""The dispatch loop: pending tasks -> attempts in the catalog -> confirmed publishes.
+
+Order matters for "nothing lost, nothing run twice": the attempt (its number, worker and
+lease) is committed first, then published with a confirm, then marked published. A crash
+between the two leaves an unpublished attempt that the next pass publishes again (the
+dispatched rows are the outbox); a worker that gets the same attempt twice reports it
+twice, and the catalog's attempt fence makes the second report a duplicate.
+
+The loop sleeps on an event that a ``dispatch.wake`` message, a requeue or a heartbeat
+from a worker with room sets, and polls as a safety net so that a task row written by
+plain SQL is dispatched too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+from dispatcher import metrics
+from dispatcher.catalog.records import Assignment, CancelOrder
+from dispatcher.errors import CatalogUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class DispatchCatalog(Protocol):
+    def claim_tasks(self, limit: int) -> list[Assignment]: ...
+
+    def mark_published(self, attempts: Sequence[tuple[object, int]]) -> None: ...
+
+    def unpublished_assignments(self, older_than_s: float) -> list[Assignment]: ...
+
+    def pending_cancels(self) -> list[CancelOrder]: ...
+
+    def mark_cancels_sent(self, orders: Sequence[CancelOrder]) -> None: ...
+
+
+class DispatchPublisher(Protocol):
+    def assign(self, assignments: Sequence[Assignment]) -> list[bool]: ...
+
+    def cancel(self, orders: Sequence[CancelOrder]) -> list[bool]: ...
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        catalog: DispatchCatalog,
+        publisher: DispatchPublisher,
+        *,
+        batch_size: int,
+        poll_interval_s: float,
+        republish_after_s: float,
+    ) -> None:
+        self._catalog = catalog
+        self._publisher = publisher
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._republish_after_s = republish_after_s
+        self.wake = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        """Dispatch until ``stop`` is set. A catalog outage is waited out, not fatal."""
+        while not stop.is_set():
+            self.wake.wait(self._poll_interval_s)
+            self.wake.clear()
+            if stop.is_set():
+                return
+            try:
+                self.run_once()
+            except CatalogUnavailable as exc:
+                metrics.CATALOG_ERRORS.labels(loop="dispatch").inc()
+                logger.warning("dispatch.catalog_unavailable", extra={"error": str(exc)})
+                stop.wait(self._poll_interval_s)
+
+    def run_once(self) -> int:
+        """One pass: claim and publish until nothing is claimable; republish the outbox;
+        deliver pending cancels. Returns the number of attempts confirmed."""
+        confirmed = 0
+        while True:
+            claimed = self._catalog.claim_tasks(self._batch_size)
+            confirmed += self._publish(claimed)
+            if len(claimed) < self._batch_size:
+                break
+        stale = self._catalog.unpublished_assignments(self._republish_after_s)
+        if stale:
+            metrics.REPUBLISHED.inc(len(stale))
+            logger.info("dispatch.republishing", extra={"count": len(stale)})
+            confirmed += self._publish(stale)
+        self._deliver_cancels()
+        return confirmed
+
+    def _publish(self, assignments: list[Assignment]) -> int:
+        if not assignments:
+            return 0
+        confirmed = [
+            a for a, ok in zip(assignments, self._publisher.assign(assignments), strict=True) if ok
+        ]
+        if confirmed:
+            self._catalog.mark_published([(a.task_id, a.attempt) for a in confirmed])
+            metrics.TASKS_DISPATCHED.inc(len(confirmed))
+        for a in confirmed:
+            logger.debug(
+                "dispatch.published",
+                extra={"task_id": str(a.task_id), "attempt": a.attempt, "worker": a.worker_id},
+            )
+        return len(confirmed)
+
+    def _deliver_cancels(self) -> None:
+        orders = self._catalog.pending_cancels()
+        if not orders:
+            return
+        sent = [o for o, ok in zip(orders, self._publisher.cancel(orders), strict=True) if ok]
+        if sent:
+            self._catalog.mark_cancels_sent(sent)
