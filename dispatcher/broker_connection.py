@@ -1,0 +1,194 @@
+"""Connecting to RabbitMQ: connection parameters from :class:`BrokerSettings`, the
+translation of pika's exceptions into :mod:`dispatcher.errors`, and the reconnect policy.
+
+pika reports a refused TLS handshake as a protocol error whose text carries the SSL
+alert, and a refused login or vhost as "probable" errors; :func:`is_permanent` sorts
+these from the transient failures (a restarting broker) that are worth a retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Final, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import pika
+import pika.exceptions as pe
+from pika.adapters.blocking_connection import BlockingConnection
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    stop_when_event_set,
+    wait_exponential,
+)
+from tenacity.stop import stop_base
+
+from dispatcher.errors import AccessRefused, BrokerError, BrokerUnavailable
+from dispatcher.settings import BrokerSettings
+from dispatcher.tls import client_ssl_context
+
+logger = logging.getLogger("dispatcher.broker")
+
+RECONNECT_BUDGET_S: Final = 30.0
+"""How long a Publisher keeps reconnecting before it raises BrokerUnavailable."""
+RECONNECT_MAX_WAIT_S: Final = 5.0
+"""Ceiling of the exponential backoff between attempts."""
+
+_TLS_REFUSALS: Final = ("CERTIFICATE_REQUIRED", "UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE")
+_warned_plain: set[str] = set()
+_warn_lock = threading.Lock()
+T = TypeVar("T")
+
+
+def connection_parameters(settings: BrokerSettings, *, name: str) -> pika.ConnectionParameters:
+    """pika parameters for ``settings``: TLS for amqps://, EXTERNAL login with a client
+    certificate and no password, plain AMQP only on loopback."""
+    parts = urlsplit(settings.url)
+    if not settings.uses_tls:
+        _check_plain_allowed(settings)
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    credentials: pika.credentials.ExternalCredentials | pika.PlainCredentials
+    if parts.password is None and settings.cert_file is not None:
+        credentials = pika.credentials.ExternalCredentials()
+    else:
+        credentials = pika.PlainCredentials(
+            unquote(parts.username or "guest"), unquote(parts.password or "guest")
+        )
+    ssl_options = None
+    if settings.uses_tls:
+        context = client_ssl_context(settings.ca_file, settings.cert_file, settings.key_file)
+        ssl_options = pika.SSLOptions(context, settings.server_hostname or settings.host)
+    return pika.ConnectionParameters(
+        host=settings.host,
+        port=parts.port or (5671 if settings.uses_tls else 5672),
+        virtual_host=vhost,
+        credentials=credentials,
+        ssl_options=ssl_options,
+        heartbeat=settings.heartbeat_s,
+        connection_attempts=1,
+        socket_timeout=settings.connect_timeout_s,
+        stack_timeout=settings.connect_timeout_s + 5,
+        blocked_connection_timeout=settings.confirm_timeout_s,
+        client_properties={"connection_name": name},
+    )
+
+
+def _check_plain_allowed(settings: BrokerSettings) -> None:
+    if not settings.is_loopback:
+        msg = f"plain AMQP to a non-loopback host ({settings.redacted_url}) is refused"
+        raise BrokerUnavailable(msg, hint="use amqps:// with ca_file (and a client certificate)")
+    with _warn_lock:
+        if settings.redacted_url not in _warned_plain:
+            _warned_plain.add(settings.redacted_url)
+            logger.warning(
+                "broker.plain_amqp: no TLS to %s (loopback only)",
+                settings.redacted_url,
+                extra={"url": settings.redacted_url},
+            )
+
+
+def reply_code(exc: BaseException) -> int | None:
+    """The AMQP reply code of a broker-initiated close, if ``exc`` is one."""
+    if isinstance(exc, pe.ConnectionClosed | pe.ChannelClosed):
+        return exc.reply_code
+    return None
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for failures a retry cannot fix: TLS refusals, login or vhost refusals, access
+    refused (403), missing resource (404), a bad configuration."""
+    if isinstance(exc, ssl.SSLError | BrokerError):
+        return True
+    if isinstance(exc, pe.ProbableAuthenticationError | pe.AuthenticationError):
+        return True
+    if isinstance(exc, pe.ProbableAccessDeniedError):
+        return True
+    if reply_code(exc) in {403, 404, 406, 530}:
+        return True
+    text = str(exc)
+    return "SSL" in text and any(alert in text for alert in _TLS_REFUSALS)
+
+
+def translate(exc: BaseException, what: str) -> BrokerError:
+    """The :mod:`dispatcher.errors` class for a pika (or ssl/socket) exception."""
+    if isinstance(exc, BrokerError):
+        return exc
+    detail = f"{what}: {type(exc).__name__}: {exc}"
+    code = reply_code(exc)
+    if isinstance(exc, pe.ProbableAccessDeniedError) or code in {403, 530}:
+        return AccessRefused(detail, hint="check this user's permissions on the vhost", code=code)
+    if code is not None:
+        hint = "declare or provision it first" if code == 404 else ""
+        return BrokerError(detail, hint=hint, code=code)
+    hint = "is the broker up and reachable?"
+    if isinstance(exc, pe.ProbableAuthenticationError | pe.AuthenticationError):
+        hint = "the broker refused the login: is the certificate's CN a RabbitMQ user?"
+    elif is_permanent(exc):
+        hint = "TLS refused: check ca_file, the client certificate and server_hostname"
+    return BrokerUnavailable(detail, hint=hint)
+
+
+CONNECTION_ERRORS: Final = (pe.AMQPError, OSError)
+"""What a pika call may raise when the connection or channel breaks (ssl.SSLError is an
+OSError)."""
+
+
+def _log_retry(what: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        logger.warning(
+            "broker.reconnecting: %s attempt %d failed (%s); next in %.1f s",
+            what,
+            state.attempt_number,
+            type(exc).__name__,
+            state.upcoming_sleep,
+            extra={"what": what, "attempt": state.attempt_number},
+        )
+
+    return before_sleep
+
+
+def retrying(what: str, stop_event: threading.Event | None = None) -> Retrying:
+    """Exponential backoff on transient errors: bounded by :data:`RECONNECT_BUDGET_S`, or,
+    with ``stop_event``, until that event is set (a consumer keeps trying)."""
+    stop: stop_base = stop_after_delay(RECONNECT_BUDGET_S)
+    sleep: Callable[[float], object] | None = None
+    if stop_event is not None:
+        stop = stop_when_event_set(stop_event)
+        sleep = stop_event.wait
+    kwargs: dict[str, object] = {} if sleep is None else {"sleep": sleep}
+    return Retrying(
+        retry=retry_if_exception(lambda exc: not is_permanent(exc)),
+        wait=wait_exponential(multiplier=0.2, max=RECONNECT_MAX_WAIT_S),
+        stop=stop,
+        before_sleep=_log_retry(what),
+        reraise=True,
+        **kwargs,  # type: ignore[arg-type]  # tenacity types sleep narrowly
+    )
+
+
+def open_connection(settings: BrokerSettings, *, name: str) -> BlockingConnection:
+    """One connection attempt; raises the pika error (callers retry, then translate)."""
+    connection = BlockingConnection(connection_parameters(settings, name=name))
+    logger.info(
+        "broker.connected: %s as %s",
+        settings.redacted_url,
+        name,
+        extra={"url": settings.redacted_url, "connection_name": name},
+    )
+    return connection
+
+
+def with_retries(
+    what: str, attempt: Callable[[], T], stop_event: threading.Event | None = None
+) -> T:
+    """Run ``attempt`` under :func:`retrying`; translate the final failure."""
+    try:
+        return retrying(what, stop_event)(attempt)
+    except CONNECTION_ERRORS as exc:
+        raise translate(exc, what) from exc

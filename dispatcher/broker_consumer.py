@@ -1,0 +1,312 @@
+"""The consuming half of the broker adapter: :class:`Consumer` and the verdict types.
+
+pika's BlockingConnection is not thread-safe and services heartbeats only inside its own
+calls, so a slow handler must never run in its callbacks (pika issues #564, #930). Here
+the connection's thread only moves deliveries into a local queue and settles verdicts;
+a handler thread runs the handler and sends each batch's verdicts back through
+``add_callback_threadsafe``, the one thread-safe BlockingConnection method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import queue as queue_lib
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.spec import Basic, BasicProperties
+
+from dispatcher.broker_connection import (
+    CONNECTION_ERRORS,
+    is_permanent,
+    open_connection,
+    translate,
+    with_retries,
+)
+from dispatcher.errors import BrokerError
+from dispatcher.settings import BrokerSettings
+
+logger = logging.getLogger("dispatcher.broker")
+
+_POLL_S: Final = 0.2
+"""How often each loop looks at the stop event; also bounds a batch's extra latency."""
+_DRAIN_TIMEOUT_S: Final = 30.0
+"""On stop, how long the current batch may take before the connection closes anyway
+(its unsettled deliveries are then redelivered by the broker)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    body: bytes
+    exchange: str
+    routing_key: str
+    user_id: str | None
+    """AMQP user_id property; RabbitMQ guarantees it equals the sender's login."""
+    message_id: str | None
+    redelivered: bool
+    delivery_tag: int
+    headers: Mapping[str, object]
+
+
+class Disposition(StrEnum):
+    ACK = "ack"
+    DEAD_LETTER = "dead_letter"
+    REQUEUE = "requeue"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    disposition: Disposition
+    reason: str = ""
+    """For DEAD_LETTER: logged (event ``broker.dead_letter``) with the queue."""
+
+
+ACK: Final = Verdict(Disposition.ACK)
+_REQUEUE: Final = Verdict(Disposition.REQUEUE)
+
+Handler = Callable[[Sequence[Delivery]], Sequence[Verdict]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    generation: int
+    deliveries: tuple[Delivery, ...]
+
+
+class Consumer:
+    """Consumes one queue on its own connection. The handler NEVER runs in pika's I/O
+    callback: deliveries go to a handler thread; verdicts come back to the connection's
+    thread through add_callback_threadsafe. Reconnects with backoff and re-declares."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        queue: str,
+        handler: Handler,
+        *,
+        name: str,
+        prefetch: int = 100,
+        batch_max: int = 1,
+        declare: Callable[[BlockingChannel], None] | None = None,
+    ) -> None:
+        if batch_max < 1 or prefetch < 1:
+            msg = "prefetch and batch_max must be at least 1"
+            raise ValueError(msg)
+        self._settings = settings
+        self._queue = queue
+        self._handler = handler
+        self._name = name
+        self._prefetch = prefetch
+        self._batch_max = batch_max
+        self._declare = declare
+        self._inbox: queue_lib.SimpleQueue[tuple[int, Delivery]] = queue_lib.SimpleQueue()
+        self._generation = 0
+        self._connected = threading.Event()
+        self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # --- the connection's thread ----------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Block until ``stop`` is set, reconnecting after any transient failure; raise
+        (translated) only on a fatal one, e.g. AccessRefused on the queue."""
+        handler_thread = threading.Thread(
+            target=self._handle_loop,
+            args=(stop,),
+            name=f"{self._name}-handler",
+            daemon=True,
+        )
+        handler_thread.start()
+        try:
+            while not stop.is_set():
+                self._session(stop)
+        finally:
+            stop.set()
+            self._drain_and_close(handler_thread)
+
+    def _session(self, stop: threading.Event) -> None:
+        """One connection's life: connect (with retries), consume until stop or loss."""
+        try:
+            connection = with_retries(f"consume {self._queue}", self._connect, stop)
+        except BrokerError:
+            if stop.is_set():
+                return  # asked to stop while the broker was unreachable
+            raise
+        try:
+            while not stop.is_set():
+                connection.process_data_events(time_limit=_POLL_S)
+        except CONNECTION_ERRORS as exc:
+            self._lost()
+            if is_permanent(exc):
+                raise translate(exc, f"consume {self._queue}") from exc
+            logger.warning(
+                "consumer.connection_lost: %s: %s: %s",
+                self._queue,
+                type(exc).__name__,
+                exc,
+                extra={"queue": self._queue, "consumer": self._name},
+            )
+
+    def _connect(self) -> BlockingConnection:
+        connection = open_connection(self._settings, name=self._name)
+        try:
+            channel = connection.channel()
+            channel.basic_qos(prefetch_count=self._prefetch)
+            if self._declare is not None:
+                self._declare(channel)
+            self._generation += 1
+            on_message = functools.partial(self._on_message, self._generation)
+            channel.basic_consume(self._queue, on_message)
+        except BaseException:
+            _close_quietly(connection)
+            raise
+        self._connection, self._channel = connection, channel
+        self._connected.set()
+        logger.info(
+            "consumer.started: %s (prefetch %d)",
+            self._queue,
+            self._prefetch,
+            extra={"queue": self._queue, "consumer": self._name},
+        )
+        return connection
+
+    def _lost(self) -> None:
+        """Forget the dead connection: its delivery tags mean nothing on the next one."""
+        self._connected.clear()
+        self._generation += 1
+        if self._connection is not None:
+            _close_quietly(self._connection)
+        self._connection = self._channel = None
+
+    def _on_message(
+        self,
+        generation: int,
+        _channel: BlockingChannel,
+        method: Basic.Deliver,
+        properties: BasicProperties,
+        body: bytes,
+    ) -> None:
+        delivery = Delivery(
+            body=body,
+            exchange=method.exchange or "",
+            routing_key=method.routing_key or "",
+            user_id=properties.user_id,
+            message_id=properties.message_id,
+            redelivered=bool(method.redelivered),
+            delivery_tag=int(method.delivery_tag or 0),
+            headers=dict(properties.headers or {}),
+        )
+        self._inbox.put((generation, delivery))
+
+    def _settle(self, batch: _Batch, verdicts: Sequence[Verdict]) -> None:
+        """Runs on the connection's thread (scheduled via add_callback_threadsafe)."""
+        channel = self._channel
+        if batch.generation != self._generation or channel is None or not channel.is_open:
+            return  # the channel that delivered these is gone; the broker redelivers them
+        for delivery, verdict in zip(batch.deliveries, verdicts, strict=True):
+            tag = delivery.delivery_tag
+            if verdict.disposition is Disposition.ACK:
+                channel.basic_ack(tag)
+            elif verdict.disposition is Disposition.REQUEUE:
+                channel.basic_nack(tag, requeue=True)
+            else:
+                channel.basic_nack(tag, requeue=False)
+                logger.warning(
+                    "broker.dead_letter: %s: %s",
+                    self._queue,
+                    verdict.reason,
+                    extra={
+                        "queue": self._queue,
+                        "reason": verdict.reason,
+                        "message_id": delivery.message_id,
+                        "user_id": delivery.user_id,
+                    },
+                )
+
+    def _drain_and_close(self, handler_thread: threading.Thread) -> None:
+        connection = self._connection
+        if connection is not None and connection.is_open:
+            try:
+                # Stop new deliveries, let the batch in hand finish and settle its verdicts.
+                if self._channel is not None and self._channel.is_open:
+                    self._channel.stop_consuming()
+                waited = 0.0
+                while handler_thread.is_alive() and waited < _DRAIN_TIMEOUT_S:
+                    connection.process_data_events(time_limit=_POLL_S)
+                    waited += _POLL_S
+                connection.process_data_events(time_limit=0)
+            except CONNECTION_ERRORS:
+                pass  # closing anyway; unsettled deliveries return to the queue
+        self._lost()
+        handler_thread.join(timeout=_POLL_S * 5)
+
+    # --- the handler thread ---------------------------------------------------------
+
+    def _handle_loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            batch = self._next_batch()
+            if batch is not None:
+                self._handle(batch)
+
+    def _next_batch(self) -> _Batch | None:
+        """Whatever has arrived, up to batch_max, without waiting for a full batch; only
+        deliveries of the current connection (older tags cannot be settled)."""
+        try:
+            generation, first = self._inbox.get(timeout=_POLL_S)
+        except queue_lib.Empty:
+            return None
+        items = [first]
+        while len(items) < self._batch_max:
+            try:
+                gen, delivery = self._inbox.get_nowait()
+            except queue_lib.Empty:
+                break
+            if gen != generation:
+                generation, items = gen, []
+            items.append(delivery)
+        if generation != self._generation:
+            return None
+        return _Batch(generation, tuple(items))
+
+    def _handle(self, batch: _Batch) -> None:
+        try:
+            verdicts = list(self._handler(batch.deliveries))
+            if len(verdicts) != len(batch.deliveries):
+                msg = f"{len(verdicts)} verdicts for {len(batch.deliveries)} deliveries"
+                raise ValueError(msg)
+        except Exception as exc:
+            logger.exception(
+                "consumer.handler_error: %s: %s; requeueing %d deliveries",
+                self._queue,
+                type(exc).__name__,
+                len(batch.deliveries),
+                extra={"queue": self._queue, "consumer": self._name},
+            )
+            verdicts = [_REQUEUE] * len(batch.deliveries)
+        connection = self._connection
+        if connection is None:
+            return
+        # If the connection closed meanwhile, the broker redelivers the batch.
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            connection.add_callback_threadsafe(functools.partial(self._settle, batch, verdicts))
+
+
+def _close_quietly(connection: BlockingConnection) -> None:
+    try:
+        if connection.is_open:
+            connection.close()
+    except CONNECTION_ERRORS:
+        pass  # a broken connection cannot close cleanly; dropping it is the goal
+
+
+__all__ = ["ACK", "BrokerError", "Consumer", "Delivery", "Disposition", "Verdict"]
