@@ -1,0 +1,214 @@
+"""The worker's composition and run loop: ``run_worker(settings)`` is ``scaleout worker``.
+
+Threads and their connections (pika: one connection per thread):
+
+============  ====================================  ===============================
+thread        connection                            job
+============  ====================================  ===============================
+tasks         Consumer on ``scaleout.worker.<id>``  accept assignments (prefetch 1)
+control       Consumer on ``scaleout.control.<id>`` cancels, project archives
+reporter      Publisher (user_id = worker id)       started, logs, finished, fetches
+heartbeat     Publisher (user_id = worker id)       agent heartbeats
+task-<id>     none                                  one per running package
+============  ====================================  ===============================
+
+SIGTERM or SIGINT: stop taking tasks, let running packages finish for
+``shutdown_grace_s``, then kill and report the rest, flush the reports, exit 0.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from dispatcher.broker import Consumer, Publisher
+from dispatcher.errors import ScaleoutError
+from dispatcher.topology import FETCH_ROUTING_KEY, STATUS_EXCHANGE, control_queue, worker_queue
+from schemas.messages import AgentHeartbeat, ProjectFetch, TaskOutcome
+
+from .control import ControlHandler
+from .heartbeat import Heartbeat
+from .outbox import Outbox, Outgoing, Reporter
+from .projects import ProjectStore
+from .resources import LoadMonitor
+from .settings import WorkerSettings
+from .tasks import Registry, TaskHandler
+
+logger = logging.getLogger(__name__)
+
+_REPORT_DRAIN_S = 30.0
+"""How long shutdown waits for the final reports to be confirmed or cached."""
+
+
+class Agent:
+    """One worker: its handlers, its threads, its shutdown."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.machine_name = socket.gethostname()
+        self.stopping = threading.Event()
+        self.load = LoadMonitor(
+            max_cpu=settings.task_request_max_cpu,
+            min_memory_mb=settings.task_request_min_memory_mb,
+        )
+        self.reporter = Reporter(
+            lambda: self._publisher("reports"),
+            Outbox(settings.execution_log_cache_folder, settings.execution_log_max_cached),
+        )
+        self.projects = ProjectStore(
+            settings.project_cache_folder,
+            self._request_project,
+            timeout_s=settings.project_fetch_timeout_s,
+        )
+        self.heartbeat = Heartbeat(
+            lambda: self._publisher("heartbeat"),
+            self._snapshot,
+            agent_interval_s=settings.agent_heartbeat_interval_s,
+            task_interval_s=settings.task_heartbeat_interval_s,
+            error_tolerance_s=settings.heartbeat_error_tolerance_s,
+            on_tolerance_exceeded=lambda: self.stop_all(
+                TaskOutcome.FAILED, "heartbeat error tolerance exceeded"
+            ),
+        )
+        self.registry = Registry(settings.max_task_count, on_change=self.heartbeat.nudge)
+        self.tasks = TaskHandler(
+            settings,
+            registry=self.registry,
+            reporter=self.reporter,
+            projects=self.projects,
+            load=self.load,
+            stopping=self.stopping,
+            machine_name=self.machine_name,
+        )
+        self.control = ControlHandler(self.registry, self.projects, settings.master_user_id)
+        self._failed = threading.Event()
+
+    def run(self, stop: threading.Event) -> int:
+        """Serve until ``stop`` is set (or a consumer fails for good); 0 on a clean stop."""
+        s = self.settings
+        name = f"scaleout-worker-{s.worker_id}"
+        reporter_stop, heartbeat_stop = threading.Event(), threading.Event()
+        control_stop, tasks_stop = threading.Event(), threading.Event()
+        control = Consumer(
+            s.broker, control_queue(s.worker_id), self.control, name=f"{name}-control", prefetch=10
+        )
+        tasks = Consumer(
+            s.broker, worker_queue(s.worker_id), self.tasks, name=f"{name}-tasks", prefetch=1
+        )
+        threads = {
+            "reporter": self._thread("reporter", lambda: self.reporter.run(reporter_stop)),
+            "heartbeat": self._thread("heartbeat", lambda: self.heartbeat.run(heartbeat_stop)),
+            "control": self._thread("control", lambda: control.run(control_stop), stop),
+            "tasks": self._thread("tasks", lambda: tasks.run(tasks_stop), stop),
+        }
+        logger.info(
+            "worker.started: %s on %s, broker %s",
+            s.worker_id,
+            self.machine_name,
+            s.broker.redacted_url,
+            extra={"event": "worker.started", "worker_id": s.worker_id},
+        )
+        stop.wait()
+        logger.info("worker.stopping: no new tasks; %d running", len(self.registry.runs()))
+        self.stopping.set()
+        tasks_stop.set()
+        threads["tasks"].join()
+        self._drain_running()
+        control_stop.set()
+        heartbeat_stop.set()
+        reporter_stop.set()
+        for thread_name in ("control", "heartbeat", "reporter"):
+            threads[thread_name].join(timeout=_REPORT_DRAIN_S)
+        logger.info("worker.stopped: %s", s.worker_id, extra={"event": "worker.stopped"})
+        return 1 if self._failed.is_set() else 0
+
+    def stop_all(self, outcome: TaskOutcome, reason: str) -> None:
+        """Kill every running package's process tree; each is reported with ``outcome``."""
+        for run in self.registry.runs():
+            run.stop(outcome, reason)
+
+    def _drain_running(self) -> None:
+        grace = self.settings.shutdown_grace_s
+        if self.registry.wait_idle(grace):
+            return
+        self.stop_all(
+            TaskOutcome.FAILED, f"worker shut down; package still running after {grace:g} s"
+        )
+        if not self.registry.wait_idle(self.settings.kill_grace_s + _REPORT_DRAIN_S):
+            logger.error("worker.stop_timeout: packages did not end after being killed")
+
+    def _thread(
+        self, name: str, target: Callable[[], None], stop_on_error: threading.Event | None = None
+    ) -> threading.Thread:
+        def guarded() -> None:
+            try:
+                target()
+            except ScaleoutError as exc:
+                logger.critical("worker.thread_failed: %s: %s %s", name, exc, exc.hint)
+                self._failed.set()
+                if stop_on_error is not None:
+                    stop_on_error.set()
+
+        thread = threading.Thread(target=guarded, name=f"worker-{name}", daemon=True)
+        thread.start()
+        return thread
+
+    def _publisher(self, purpose: str) -> Publisher:
+        s = self.settings
+        return Publisher(
+            s.broker, name=f"scaleout-worker-{s.worker_id}-{purpose}", user_id=s.worker_id
+        )
+
+    def _request_project(self, project_hash: str) -> None:
+        fetch = ProjectFetch(worker_id=self.settings.worker_id, project_hash=project_hash)
+        future = self.reporter.submit(
+            Outgoing(STATUS_EXCHANGE, FETCH_ROUTING_KEY, fetch), durable=False
+        )
+        future.result(timeout=self.settings.broker.confirm_timeout_s * 3)
+
+    def _snapshot(self) -> AgentHeartbeat:
+        s = self.settings
+        load = self.load.sample()
+        return AgentHeartbeat(
+            worker_id=s.worker_id,
+            machine_name=self.machine_name,
+            user_account=_user(),
+            display_name=s.display_name,
+            running=self.registry.running_attempts(),
+            max_task_count=s.max_task_count,
+            cpu_percent=load.cpu_percent,
+            free_memory_mb=load.free_memory_mb,
+            accepting=not self.stopping.is_set() and self.load.accepting(load),
+            lease_interval_s=s.lease_interval_s,
+        )
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
+def run_worker(settings: WorkerSettings) -> int:
+    """Run the worker until SIGTERM or SIGINT; the process exit code."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logger.info("worker.signal: %s", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        return Agent(settings).run(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

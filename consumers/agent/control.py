@@ -1,0 +1,68 @@
+"""The control queue's handler: cancels and project archive replies from the master.
+
+Both must come from the master's RabbitMQ user (the AMQP ``user_id``, which the broker
+checks against the sender's login); anything else is dead-lettered as forged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from dispatcher.broker import ACK, Delivery, Disposition, Verdict
+from schemas.messages import (
+    MAX_ARCHIVE_BODY_BYTES,
+    DecodeError,
+    ProjectArchive,
+    TaskCancel,
+    TaskOutcome,
+    decode,
+)
+
+from .projects import ProjectStore
+from .tasks import Registry
+
+logger = logging.getLogger(__name__)
+
+
+class ControlHandler:
+    """One delivery in, one verdict out; nothing here waits on a package."""
+
+    def __init__(self, registry: Registry, projects: ProjectStore, master_user_id: str) -> None:
+        self._registry = registry
+        self._projects = projects
+        self._master_user_id = master_user_id
+
+    def __call__(self, deliveries: Sequence[Delivery]) -> Sequence[Verdict]:
+        return [self.handle(delivery) for delivery in deliveries]
+
+    def handle(self, delivery: Delivery) -> Verdict:
+        if delivery.user_id != self._master_user_id:
+            return _refuse("forged_sender", f"user_id {delivery.user_id!r} is not the master")
+        try:
+            message = decode(delivery.body, max_bytes=MAX_ARCHIVE_BODY_BYTES)
+        except DecodeError as exc:
+            return _refuse(exc.reason.value, exc.detail)
+        if isinstance(message, TaskCancel):
+            self._cancel(message)
+        elif isinstance(message, ProjectArchive):
+            self._projects.deliver(message)
+        else:
+            return _refuse("unexpected_type", f"{message.type} on a control queue")
+        return ACK
+
+    def _cancel(self, cancel: TaskCancel) -> None:
+        key = (cancel.task_id, cancel.attempt)
+        run = self._registry.run_of(key)
+        if run is not None:
+            run.stop(TaskOutcome.CANCELED, f"canceled by the master ({cancel.reason.value})")
+            return
+        if self._registry.cancel_waiting(key):
+            logger.info("task.cancel_waiting: %s/%d dropped before it started", *key)
+            return
+        logger.info("task.cancel_ignored: %s/%d is not running here", *key)
+
+
+def _refuse(reason: str, detail: str) -> Verdict:
+    logger.warning("control.dead_letter: %s: %s", reason, detail)
+    return Verdict(Disposition.DEAD_LETTER, f"{reason}: {detail}")

@@ -1,0 +1,102 @@
+"""The worker's heartbeat: its own thread and its own broker connection.
+
+Every ``TaskHeartbeatInterval`` while packages run (the master renews their leases), else
+every ``AgentHeartbeatInterval``. Nothing else publishes on this connection, so package
+output or a slow handler cannot delay it. When heartbeats keep failing for
+``HeartbeatErrorTolerance`` while packages run, the master will give their attempts to
+another worker: this worker kills them itself (SSIS does the same).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from dispatcher.errors import BrokerError
+from dispatcher.topology import HEARTBEAT_EXCHANGE, HEARTBEAT_ROUTING_KEY
+from schemas.messages import AgentHeartbeat
+
+logger = logging.getLogger(__name__)
+
+
+class HeartbeatPublisher(Protocol):
+    def publish(self, exchange: str, routing_key: str, message: BaseModel) -> None: ...
+    def close(self) -> None: ...
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        connect: Callable[[], HeartbeatPublisher],
+        snapshot: Callable[[], AgentHeartbeat],
+        *,
+        agent_interval_s: float,
+        task_interval_s: float,
+        error_tolerance_s: float,
+        on_tolerance_exceeded: Callable[[], None],
+    ) -> None:
+        self._connect = connect
+        self._snapshot = snapshot
+        self._agent_interval_s = agent_interval_s
+        self._task_interval_s = task_interval_s
+        self._tolerance_s = error_tolerance_s
+        self._on_tolerance_exceeded = on_tolerance_exceeded
+        self._publisher: HeartbeatPublisher | None = None
+        self._changed = threading.Event()
+        self.last_ok = time.monotonic()
+
+    def nudge(self) -> None:
+        """The set of running attempts changed: pick the interval again now."""
+        self._changed.set()
+
+    def run(self, stop: threading.Event) -> None:
+        last_sent = float("-inf")
+        try:
+            while not stop.is_set():
+                beat = self._snapshot()
+                interval = self._task_interval_s if beat.running else self._agent_interval_s
+                wait = last_sent + interval - time.monotonic()
+                if wait > 0:
+                    self._changed.wait(min(wait, 1.0))
+                    self._changed.clear()
+                    continue
+                last_sent = time.monotonic()
+                self._beat(beat)
+        finally:
+            self._close()
+
+    def _beat(self, beat: AgentHeartbeat) -> None:
+        try:
+            if self._publisher is None:
+                self._publisher = self._connect()
+            self._publisher.publish(HEARTBEAT_EXCHANGE, HEARTBEAT_ROUTING_KEY, beat)
+        except BrokerError as exc:
+            self._close()
+            failing_for = time.monotonic() - self.last_ok
+            logger.warning(
+                "heartbeat.failed: %s (failing for %.0f s)",
+                exc,
+                failing_for,
+                extra={"event": "heartbeat.failed", "failing_for_s": failing_for},
+            )
+            if beat.running and failing_for >= self._tolerance_s:
+                logger.error(
+                    "heartbeat.tolerance_exceeded: stopping %d packages", len(beat.running)
+                )
+                self._on_tolerance_exceeded()
+                self.last_ok = time.monotonic()
+            return
+        self.last_ok = time.monotonic()
+
+    def _close(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            try:
+                publisher.close()
+            except BrokerError:
+                logger.debug("heartbeat.close_failed")

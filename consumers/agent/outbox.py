@@ -1,0 +1,291 @@
+"""Reports on their way to the master: one publishing thread, and a disk cache for the
+time the broker is away (SSIS's ExecutionLogCacheFolder).
+
+The :class:`Reporter` thread owns the worker's report connection and publishes status,
+logs and fetches in the order they were submitted. A report that cannot be confirmed
+(logs, finished) is appended to the :class:`Outbox`, one JSON line per message, and
+everything after it follows it there, so order holds; the outbox is resent, oldest first,
+when the broker answers again and when a restarted worker starts. Duplicates are harmless
+(the master dedupes by attempt, seq and message id); loss is not, so only the bound drops
+anything, oldest first, with a counted warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from dispatcher.errors import BrokerError, BrokerUnavailable
+from schemas.messages import DecodeError, decode
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_FILE = "outbox.jsonl"
+_RESEND_CHUNK = 50
+_RECONNECT_EVERY_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    exchange: str
+    routing_key: str
+    message: BaseModel
+
+
+class PublisherLike(Protocol):
+    """What the reporter needs of :class:`dispatcher.broker.Publisher`."""
+
+    def publish_batch(
+        self, items: Sequence[tuple[str, str, BaseModel]]
+    ) -> list[BrokerError | None]: ...
+    def close(self) -> None: ...
+
+
+class Outbox:
+    """Unsent reports in ``<folder>/outbox.jsonl``, oldest first, at most ``max_messages``."""
+
+    def __init__(self, folder: Path, max_messages: int) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self._path = folder / OUTBOX_FILE
+        self._max = max_messages
+        self._lock = threading.Lock()
+        self.dropped = 0
+        self._count = sum(1 for _ in self._raw_lines())
+
+    def __len__(self) -> int:
+        return self._count
+
+    def append(self, items: Sequence[Outgoing]) -> None:
+        if not items:
+            return
+        with self._lock, self._path.open("a", encoding="utf-8") as out:
+            for item in items:
+                record = {
+                    "exchange": item.exchange,
+                    "routing_key": item.routing_key,
+                    "body": item.message.model_dump_json(),
+                }
+                out.write(json.dumps(record) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+            self._count += len(items)
+            excess = self._count - self._max
+        if excess > 0:
+            self._drop_oldest(excess)
+
+    def _drop_oldest(self, count: int) -> None:
+        with self._lock:
+            self._rewrite(skip=count)
+            self.dropped += count
+        logger.warning(
+            "outbox.dropped: %d oldest unsent reports dropped (%d in all); the cache is full",
+            count,
+            self.dropped,
+            extra={"event": "outbox.dropped", "count": count, "total": self.dropped},
+        )
+
+    def resend(self, send: Callable[[list[Outgoing]], int]) -> int:
+        """Hand the cached reports to ``send`` in chunks, oldest first; ``send`` returns how
+        many of a chunk were confirmed. Confirmed ones leave the file; returns that count."""
+        with self._lock:
+            sent = 0
+            chunk: list[Outgoing] = []
+            for item in self._items():
+                chunk.append(item)
+                if len(chunk) < _RESEND_CHUNK:
+                    continue
+                confirmed = send(chunk)
+                sent += confirmed
+                chunk = []
+                if confirmed < _RESEND_CHUNK:
+                    break
+            else:
+                if chunk:
+                    sent += send(chunk)
+            if sent:
+                self._rewrite(skip=sent)
+            return sent
+
+    def _items(self) -> Iterator[Outgoing]:
+        for line in self._raw_lines():
+            try:
+                record = json.loads(line)
+                message = decode(record["body"].encode())
+                yield Outgoing(record["exchange"], record["routing_key"], message)
+            except (ValueError, KeyError, TypeError, DecodeError) as exc:
+                # A line cut by a crash mid-write; the rest of the file is still good.
+                logger.warning("outbox.corrupt_line: skipped (%s)", type(exc).__name__)
+                yield Outgoing("", "", _Skip())
+
+    def _raw_lines(self) -> Iterator[str]:
+        if not self._path.exists():
+            return
+        with self._path.open(encoding="utf-8", errors="replace") as lines:
+            yield from (line for line in lines if line.strip())
+
+    def _rewrite(self, *, skip: int) -> None:
+        """Keep all but the first ``skip`` lines (atomic: temp file, then rename)."""
+        tmp = self._path.with_suffix(".tmp")
+        kept = 0
+        with tmp.open("w", encoding="utf-8") as out:
+            for index, line in enumerate(self._raw_lines()):
+                if index >= skip:
+                    out.write(line if line.endswith("\n") else line + "\n")
+                    kept += 1
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(self._path)
+        self._count = kept
+
+
+class _Skip(BaseModel):
+    """Stands for an unreadable outbox line: counted as sent, never published."""
+
+
+class Reporter:
+    """The thread that publishes the worker's reports, in submission order.
+
+    ``submit(..., durable=True)`` (logs, finished): resolves True once confirmed, False once
+    cached in the outbox. ``durable=False`` (started, fetch): resolves True or raises the
+    broker error, since the caller decides what to do (requeue the task, fail the fetch).
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], PublisherLike],
+        outbox: Outbox,
+        *,
+        max_queued: int = 256,
+        batch_max: int = 32,
+    ) -> None:
+        self._connect = connect
+        self._outbox = outbox
+        self._queue: queue.Queue[tuple[Outgoing, bool, Future[bool]]] = queue.Queue(max_queued)
+        self._batch_max = batch_max
+        self._publisher: PublisherLike | None = None
+        self._next_connect = 0.0
+
+    def submit(self, item: Outgoing, *, durable: bool = True) -> Future[bool]:
+        """Queue ``item``; blocks while the queue is full (back-pressure on the package)."""
+        future: Future[bool] = Future()
+        self._queue.put((item, durable, future))
+        return future
+
+    def run(self, stop: threading.Event) -> None:
+        """Publish until ``stop`` is set and everything submitted has been handled."""
+        try:
+            while not (stop.is_set() and self._queue.empty()):
+                batch = self._take(timeout=0.2)
+                publisher = self._publisher_or_none()
+                if publisher is not None and len(self._outbox):
+                    self._resend(publisher)
+                if batch:
+                    self._handle(batch)
+        finally:
+            self._disconnect()
+
+    def _take(self, timeout: float) -> list[tuple[Outgoing, bool, Future[bool]]]:
+        try:
+            batch = [self._queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(batch) < self._batch_max:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _handle(self, batch: list[tuple[Outgoing, bool, Future[bool]]]) -> None:
+        publisher = self._publisher_or_none()
+        if publisher is None or len(self._outbox):
+            self._set_aside(batch, BrokerUnavailable("broker unavailable; report cached"))
+            return
+        items = [(o.exchange, o.routing_key, o.message) for o, _, _ in batch]
+        try:
+            errors = publisher.publish_batch(items)
+        except BrokerError as exc:
+            errors = [exc] * len(batch)
+        first_failure = next((i for i, e in enumerate(errors) if e is not None), None)
+        for _, _, future in batch[:first_failure]:
+            future.set_result(True)
+        if first_failure is not None:
+            error = errors[first_failure]
+            assert error is not None
+            logger.warning(
+                "reporter.publish_failed: %s", error, extra={"event": "reporter.publish_failed"}
+            )
+            if isinstance(error, BrokerUnavailable):
+                self._disconnect()
+            self._set_aside(batch[first_failure:], error)
+
+    def _set_aside(
+        self, batch: list[tuple[Outgoing, bool, Future[bool]]], error: BrokerError
+    ) -> None:
+        """Durable reports go to the outbox in order; the others fail with ``error``."""
+        self._outbox.append([o for o, durable, _ in batch if durable])
+        for _, durable, future in batch:
+            if durable:
+                future.set_result(False)
+            else:
+                future.set_exception(error)
+
+    def _resend(self, publisher: PublisherLike) -> None:
+        def send(chunk: list[Outgoing]) -> int:
+            real = [(o.exchange, o.routing_key, o.message) for o in chunk if o.exchange]
+            try:
+                errors = iter(publisher.publish_batch(real)) if real else iter(())
+            except BrokerError:
+                return 0
+            confirmed = 0
+            for outgoing in chunk:
+                if outgoing.exchange and next(errors) is not None:
+                    break
+                confirmed += 1
+            return confirmed
+
+        before = len(self._outbox)
+        sent = self._outbox.resend(send)
+        logger.info(
+            "outbox.resent: %d of %d cached reports",
+            sent,
+            before,
+            extra={"event": "outbox.resent", "sent": sent, "cached": before},
+        )
+        if sent < before:
+            self._disconnect()
+
+    def _publisher_or_none(self) -> PublisherLike | None:
+        if self._publisher is not None:
+            return self._publisher
+        now = time.monotonic()
+        if now < self._next_connect:
+            return None
+        self._next_connect = now + _RECONNECT_EVERY_S
+        try:
+            self._publisher = self._connect()
+        except BrokerError as exc:
+            logger.warning(
+                "reporter.connect_failed: %s", exc, extra={"event": "reporter.connect_failed"}
+            )
+            return None
+        return self._publisher
+
+    def _disconnect(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            try:
+                publisher.close()
+            except BrokerError:
+                logger.debug("reporter.close_failed")

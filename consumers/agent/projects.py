@@ -1,0 +1,185 @@
+"""Project archives on the worker: fetched from the master by content hash, verified,
+cached by that hash, extracted once.
+
+The worker holds no catalog credentials: it publishes a :class:`ProjectFetch` and the
+master answers with a :class:`ProjectArchive` on the worker's control queue, which the
+control handler hands to :meth:`ProjectStore.deliver`. Bytes whose SHA-256 is not the hash
+asked for are refused, whoever sent them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+import shutil
+import tempfile
+import threading
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from schemas.messages import ProjectArchive
+from schemas.project import ArchiveError, ProjectManifest, content_hash, read_manifest
+
+logger = logging.getLogger(__name__)
+
+MAX_EXTRACTED_BYTES = 1024 * 1024 * 1024
+"""A zip bomb stops here."""
+
+
+class ProjectUnavailable(ValueError):
+    """The archive cannot be used (not found, hash mismatch, invalid); the task fails."""
+
+
+class FetchFailed(RuntimeError):
+    """The archive could not be asked for or did not arrive in time; worth another try."""
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    project_hash: str
+    root: Path
+    """The extracted archive; read-only by convention: each task copies it."""
+    manifest: ProjectManifest
+
+
+@dataclass
+class _Pending:
+    done: threading.Event = field(default_factory=threading.Event)
+    archive: bytes | None = None
+    error: str = ""
+
+
+class ProjectStore:
+    """Archives by hash under ``cache_folder``: ``<hash>.zip`` and ``<hash>/`` extracted."""
+
+    def __init__(
+        self, cache_folder: Path, request: Callable[[str], None], *, timeout_s: float
+    ) -> None:
+        self._folder = cache_folder
+        self._folder.mkdir(parents=True, exist_ok=True)
+        self._request = request
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}
+        self._manifests: dict[str, ProjectManifest] = {}
+
+    def get(self, project_hash: str) -> Project:
+        """The extracted project; fetches it first when it is not cached."""
+        root = self._folder / project_hash
+        if not root.is_dir():
+            self._extract(project_hash, self._cached_or_fetched(project_hash), root)
+        manifest = self._manifests.get(project_hash)
+        if manifest is None:
+            try:
+                manifest = ProjectManifest.model_validate_json(
+                    (root / "manifest.json").read_bytes()
+                )
+            except (OSError, ValueError) as exc:
+                msg = f"project {project_hash[:12]}: cached manifest unreadable: {exc}"
+                raise ProjectUnavailable(msg) from None
+            self._manifests[project_hash] = manifest
+        return Project(project_hash, root, manifest)
+
+    def deliver(self, reply: ProjectArchive) -> None:
+        """An archive from the master: completes the fetch that waits for its hash."""
+        with self._lock:
+            pending = self._pending.get(reply.project_hash)
+        if pending is None:
+            logger.info("project.unsolicited: %s", reply.project_hash[:12])
+            return
+        if not reply.found:
+            pending.error = f"the master has no project archive with hash {reply.project_hash}"
+        else:
+            try:
+                archive = base64.b64decode(reply.archive_b64, validate=True)
+            except (binascii.Error, ValueError):
+                pending.error = "project archive reply is not valid base64"
+            else:
+                actual = content_hash(archive)
+                if actual == reply.project_hash:
+                    pending.archive = archive
+                else:
+                    pending.error = (
+                        f"project archive hash mismatch: asked for {reply.project_hash}, "
+                        f"received bytes hashing to {actual}"
+                    )
+        pending.done.set()
+
+    def _cached_or_fetched(self, project_hash: str) -> bytes:
+        cached = self._folder / f"{project_hash}.zip"
+        if cached.exists():
+            archive = cached.read_bytes()
+            if content_hash(archive) == project_hash:
+                return archive
+            logger.warning("project.cache_corrupt: %s refetched", project_hash[:12])
+        archive = self._fetch(project_hash)
+        _write_atomic(cached, archive)
+        return archive
+
+    def _fetch(self, project_hash: str) -> bytes:
+        with self._lock:
+            pending = self._pending.setdefault(project_hash, _Pending())
+        try:
+            try:
+                self._request(project_hash)
+            except Exception as exc:  # the broker's error, whatever its class
+                msg = f"could not ask the master for project {project_hash[:12]}: {exc}"
+                raise FetchFailed(msg) from exc
+            if not pending.done.wait(self._timeout_s):
+                waited = f"{self._timeout_s:g} s"
+                msg = f"no reply from the master for project {project_hash[:12]} in {waited}"
+                raise FetchFailed(msg)
+        finally:
+            with self._lock:
+                self._pending.pop(project_hash, None)
+        if pending.archive is None:
+            raise ProjectUnavailable(pending.error)
+        return pending.archive
+
+    def _extract(self, project_hash: str, archive: bytes, root: Path) -> None:
+        try:
+            manifest = read_manifest(archive)
+        except ArchiveError as exc:
+            msg = f"project {project_hash[:12]} is not a usable archive: {exc}"
+            raise ProjectUnavailable(msg) from None
+        staging = Path(tempfile.mkdtemp(prefix=f".{project_hash[:12]}-", dir=self._folder))
+        try:
+            extract_safely(archive, staging)
+            try:
+                staging.rename(root)
+            except OSError:  # another thread extracted it first; same bytes, same content
+                if not root.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self._manifests[project_hash] = manifest
+
+
+def extract_safely(archive: bytes, target: Path) -> None:
+    """Extract ``archive`` into ``target``, refusing entries that would land outside it."""
+    total = 0
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        for info in zf.infolist():
+            parts = PurePosixPath(info.filename).parts
+            if info.filename.startswith("/") or ".." in parts or "\\" in info.filename:
+                msg = f"archive entry {info.filename!r} points outside the project"
+                raise ProjectUnavailable(msg)
+            total += info.file_size
+            if total > MAX_EXTRACTED_BYTES:
+                msg = f"archive expands past {MAX_EXTRACTED_BYTES} bytes"
+                raise ProjectUnavailable(msg)
+        zf.extractall(target)
+        for info in zf.infolist():  # keep the executable bit, as a packaged script needs
+            mode = (info.external_attr >> 16) & 0o777
+            if mode & 0o111 and not info.is_dir():
+                (target / info.filename).chmod(mode)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

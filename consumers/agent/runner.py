@@ -1,0 +1,407 @@
+"""Running one package: its parameters, its process group, its output lines.
+
+A command package runs as ``argv`` with ``{Name}`` placeholders filled in; a callable
+package runs as ``python -c <shim> module:function`` with its parameters as JSON on stdin.
+Either way the process starts a new session (``start_new_session``), so one ``killpg``
+reaches everything it spawned. Every parameter is also in the environment as
+``SSIS_PARAM_<NAME>``; sensitive values go there only and are never logged.
+
+Output is read line by line into a bounded queue: a package that writes faster than the
+worker can send blocks on its pipe instead of growing the worker's memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, Protocol
+
+from schemas.messages import ParameterScalar, ParameterValue
+from schemas.project import CallableEntry, PackageSpec, ParameterSpec, ProjectManifest
+
+Source = Literal["stdout", "stderr", "agent"]
+MAX_LINE_CHARS = 8192
+_READ_CHUNK = 64 * 1024
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
+_ENV_UNSAFE = re.compile(r"[^A-Z0-9_]")
+_ERRORISH = re.compile(r"^\s*(error|fatal|critical|traceback|exception)\b", re.IGNORECASE)
+_PROGRESSISH = re.compile(r"^\s*progress\b", re.IGNORECASE)
+_WORKER_ENV_PREFIX = "SCALEOUT_"
+"""The worker's own settings (broker URL, key paths) are not the package's business."""
+
+MESSAGE_TYPE_INFO, MESSAGE_TYPE_WARNING, MESSAGE_TYPE_ERROR, MESSAGE_TYPE_PROGRESS = (
+    70,
+    110,
+    120,
+    60,
+)
+
+_CALLABLE_SHIM = """\
+import importlib, json, sys
+sys.path.insert(0, ".")
+module, _, function = sys.argv[1].partition(":")
+params = json.loads(sys.stdin.read() or "{}")
+result = getattr(importlib.import_module(module), function)(params)
+sys.exit(result if isinstance(result, int) and not isinstance(result, bool) else 0)
+"""
+
+
+class PackageError(ValueError):
+    """The task cannot run as assigned (unknown package, bad parameter, ...); says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    name: str
+    value: ParameterScalar
+    sensitive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """What to start: argv, the environment to add, and the bytes for stdin (or None)."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    stdin: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    source: Source
+    text: str
+    time: datetime
+    message_type: int
+
+
+def resolve_parameters(
+    manifest: ProjectManifest, package: PackageSpec, assigned: Sequence[ParameterValue]
+) -> tuple[dict[str, Parameter], tuple[str, ...]]:
+    """Each declared parameter's value (assigned, else default), coerced to its type.
+
+    Returns the parameters and notes about assigned values nobody declared; raises
+    :class:`PackageError` for a missing required parameter or a value of the wrong type.
+    """
+    project_level = {p.name: p for p in manifest.parameters}
+    package_level = {p.name: p for p in package.parameters}
+    given: dict[tuple[int, str], ParameterValue] = {(v.object_type, v.name): v for v in assigned}
+    resolved: dict[str, Parameter] = {}
+    for object_type, specs in ((20, project_level), (30, package_level)):
+        for spec in specs.values():
+            value = given.get((object_type, spec.name))
+            resolved[spec.name] = _resolve_one(package.name, spec, value)
+    notes = tuple(
+        f"parameter {v.name} (object type {v.object_type}) is not declared; ignored"
+        for v in assigned
+        if v.object_type != 50
+        and v.name not in (project_level if v.object_type == 20 else package_level)
+    )
+    return resolved, notes
+
+
+def _resolve_one(package: str, spec: ParameterSpec, given: ParameterValue | None) -> Parameter:
+    raw = given.value if given is not None else spec.default
+    if raw is None and spec.required:
+        msg = f"package {package}: required parameter {spec.name} has no value"
+        raise PackageError(msg)
+    try:
+        value = spec.coerce(raw)
+    except ValueError:
+        # ParameterSpec.coerce echoes the value; a sensitive one must not reach a report.
+        shown = "a sensitive value" if spec.sensitive or (given and given.sensitive) else repr(raw)
+        msg = f"package {package}: parameter {spec.name} takes a {spec.type}, not {shown}"
+        raise PackageError(msg) from None
+    return Parameter(spec.name, value, spec.sensitive or bool(given and given.sensitive))
+
+
+def env_name(parameter: str) -> str:
+    """``SSIS_PARAM_<NAME>``: upper case, anything but letters, digits and _ as _."""
+    return "SSIS_PARAM_" + _ENV_UNSAFE.sub("_", parameter.upper())
+
+
+def as_text(value: ParameterScalar) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def build_launch(
+    package: PackageSpec, parameters: Mapping[str, Parameter], *, python: str = sys.executable
+) -> Launch:
+    """The argv, environment and stdin that run ``package`` with ``parameters``."""
+    env = {env_name(p.name): as_text(p.value) for p in parameters.values()}
+    if isinstance(package.entry, CallableEntry):
+        values = {p.name: p.value for p in parameters.values()}
+        argv = (python, "-c", _CALLABLE_SHIM, package.entry.callable)
+        return Launch(argv=argv, env=env, stdin=json.dumps(values).encode())
+
+    def fill(match: re.Match[str]) -> str:
+        name = match[1]
+        if name == "python":
+            return python
+        parameter = parameters[name]
+        if parameter.sensitive:  # the manifest refuses this; an assigned flag can add it
+            msg = f"package {package.name}: sensitive {name} may not appear in argv"
+            raise PackageError(msg)
+        return as_text(parameter.value)
+
+    return Launch(argv=tuple(_PLACEHOLDER.sub(fill, arg) for arg in package.entry.argv), env=env)
+
+
+def child_environment(
+    extra: Mapping[str, str], base: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """The package's environment: the worker's, minus its own settings, plus ``extra``."""
+    env = {k: v for k, v in base.items() if not k.startswith(_WORKER_ENV_PREFIX)}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def classify(source: Source, text: str) -> int:
+    """An SSIS message type for one output line."""
+    if _PROGRESSISH.match(text):
+        return MESSAGE_TYPE_PROGRESS
+    if source == "stderr":
+        return MESSAGE_TYPE_ERROR if _ERRORISH.match(text) else MESSAGE_TYPE_WARNING
+    return MESSAGE_TYPE_ERROR if _ERRORISH.match(text) else MESSAGE_TYPE_INFO
+
+
+def make_line(source: Source, text: str, message_type: int | None = None) -> Line:
+    text = text[:MAX_LINE_CHARS]
+    kind = classify(source, text) if message_type is None else message_type
+    return Line(source, text, datetime.now(UTC), kind)
+
+
+class PackageHandle(Protocol):
+    """A started package, as the task loop sees it."""
+
+    pid: int | None
+
+    def next_lines(self, timeout: float, limit: int) -> list[Line]: ...
+    def done(self) -> bool: ...
+    def returncode(self) -> int | None: ...
+    def stop(self, grace_s: float) -> None: ...
+    def error_summary(self) -> str: ...
+
+
+@dataclass
+class _Output:
+    """Lines from the reader threads; ``None`` marks one stream's end."""
+
+    lines: queue.Queue[Line | None]
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    open_streams: int = 0
+
+
+class PackageProcess:
+    """One package in its own process group, its stdout and stderr read line by line."""
+
+    def __init__(self, launch: Launch, cwd: Path, *, max_queued_lines: int = 2000) -> None:
+        self._launch = launch
+        self._cwd = cwd
+        self._out = _Output(queue.Queue(maxsize=max_queued_lines))
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._exited_at: float | None = None
+        self.pid: int | None = None
+
+    def start(self) -> int:
+        """Start the process; raise ``OSError`` when it cannot start."""
+        launch = self._launch
+        self._proc = subprocess.Popen(
+            launch.argv,
+            cwd=self._cwd,
+            env=child_environment(launch.env),
+            stdin=subprocess.PIPE if launch.stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.pid = self._proc.pid
+        if launch.stdin is not None and self._proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self._proc.stdin.write(launch.stdin)
+            self._proc.stdin.close()
+        for stream, source in ((self._proc.stdout, "stdout"), (self._proc.stderr, "stderr")):
+            self._out.open_streams += 1
+            threading.Thread(
+                target=self._read,
+                args=(stream, source),
+                name=f"pkg-{self.pid}-{source}",
+                daemon=True,
+            ).start()
+        return self.pid
+
+    def _read(self, stream: object, source: Source) -> None:
+        assert hasattr(stream, "readline")
+        try:
+            for raw in iter(lambda: stream.readline(_READ_CHUNK), b""):
+                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if source == "stderr":
+                    self._out.stderr_tail.append(text)
+                self._out.lines.put(make_line(source, text))
+        finally:
+            self._out.lines.put(None)
+
+    def next_lines(self, timeout: float, limit: int) -> list[Line]:
+        """Up to ``limit`` lines, waiting at most ``timeout`` for the first."""
+        lines: list[Line] = []
+        try:
+            item = self._out.lines.get(timeout=timeout)
+            while True:
+                if item is None:
+                    self._out.open_streams -= 1
+                else:
+                    lines.append(item)
+                if len(lines) >= limit:
+                    break
+                item = self._out.lines.get_nowait()
+        except queue.Empty:
+            pass
+        self._reap_stragglers()
+        return lines
+
+    def _reap_stragglers(self) -> None:
+        """Once the package's main process has exited, what it left in its group is
+        killed, so no orphan lives on and holds the pipes open."""
+        if self._proc is None or self._proc.poll() is None or self._out.open_streams == 0:
+            return
+        now = time.monotonic()
+        if self._exited_at is None:
+            self._exited_at = now
+        elif now - self._exited_at > 1.0:
+            kill_group(self._proc.pid, signal.SIGKILL)
+
+    def done(self) -> bool:
+        return (
+            self._proc is not None
+            and self._proc.poll() is not None
+            and self._out.open_streams == 0
+            and self._out.lines.empty()
+        )
+
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def stop(self, grace_s: float) -> None:
+        """SIGTERM to the whole group, SIGKILL to what is left after ``grace_s``."""
+        if self._proc is None:
+            return
+        pgid = self._proc.pid
+        if not kill_group(pgid, signal.SIGTERM):
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            self._proc.poll()  # reap the leader, or it keeps the group alive as a zombie
+            if not group_alive(pgid):
+                return
+            time.sleep(0.02)
+        kill_group(pgid, signal.SIGKILL)
+        self._proc.poll()
+
+    def error_summary(self) -> str:
+        return summarise(self._out.stderr_tail)
+
+
+def summarise(stderr_tail: Sequence[str], max_chars: int = 4000) -> str:
+    """The last stderr lines, newest kept when they must be cut."""
+    text = "\n".join(line for line in stderr_tail if line.strip())
+    return text[-max_chars:]
+
+
+def kill_group(pgid: int, sig: signal.Signals) -> bool:
+    """Send ``sig`` to a process group; False when the group is already gone."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member changed user; the rest were still signalled
+        return True
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ThreadPackage:
+    """A callable package run in a thread of the worker (``runner_mode = "inprocess"``).
+
+    For the dispatcher benchmark: no process start-up cost, but no output capture and no
+    way to kill it; a cancel is reported, the thread runs on to its end.
+    """
+
+    _import_lock = threading.Lock()
+
+    def __init__(self, entry: CallableEntry, root: Path, parameters: Mapping[str, Parameter]):
+        self._entry = entry
+        self._root = root
+        self._values = {p.name: p.value for p in parameters.values()}
+        self._result: int | None = None
+        self._error = ""
+        self._finished = threading.Event()
+        self.pid: int | None = None
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name=f"pkg-{self._entry.callable}", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            function = self._load()
+            result = function(self._values)
+            self._result = result if isinstance(result, int) and not isinstance(result, bool) else 0
+        except Exception as exc:  # the package's failure is its outcome
+            self._error = f"{type(exc).__name__}: {exc}"
+            self._result = 1
+        finally:
+            self._finished.set()
+
+    def _load(self) -> Callable[[dict[str, ParameterScalar]], object]:
+        import importlib  # noqa: PLC0415  # only this mode imports package code
+
+        module_name, _, function_name = self._entry.callable.partition(":")
+        with self._import_lock:
+            sys.path.insert(0, str(self._root))
+            try:
+                module = importlib.import_module(module_name)
+            finally:
+                sys.path.remove(str(self._root))
+        function: Callable[[dict[str, ParameterScalar]], object] = getattr(module, function_name)
+        return function
+
+    def next_lines(self, timeout: float, limit: int) -> list[Line]:
+        self._finished.wait(timeout)
+        return []
+
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def returncode(self) -> int | None:
+        return self._result
+
+    def stop(self, grace_s: float) -> None:
+        """A thread cannot be killed; the cancel is reported and the thread is left alone."""
+
+    def error_summary(self) -> str:
+        return self._error

@@ -1,0 +1,279 @@
+"""The task queue's handler: accept an assignment, run its package, report its end.
+
+One handler thread (prefetch 1) takes one :class:`TaskAssign` at a time: it waits for a
+free slot (``MaxTaskCount``, CPU, free memory), gets the project, checks the parameters,
+publishes ``task.started`` and acks only once that is confirmed. The package then runs in a
+:class:`TaskRun` thread of its own, which streams the output and reports ``task.finished``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from dispatcher.broker import ACK, Delivery, Disposition, Verdict
+from dispatcher.topology import STATUS_EXCHANGE, STATUS_ROUTING_KEY
+from schemas.messages import (
+    DecodeError,
+    RunningAttempt,
+    TaskAssign,
+    TaskFinished,
+    TaskOutcome,
+    TaskStarted,
+    decode,
+)
+
+from .attempt import TaskRun, prepare
+from .outbox import Outgoing, Reporter
+from .projects import FetchFailed, ProjectStore, ProjectUnavailable
+from .resources import LoadMonitor
+from .runner import PackageError
+
+if TYPE_CHECKING:
+    from .settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+AttemptKey = tuple[uuid.UUID, int]
+_REMEMBERED = 4096
+"""Finished attempts remembered, so a redelivered assignment is acked, not run twice."""
+
+
+def key_of(message: TaskAssign | RunningAttempt) -> AttemptKey:
+    return (message.task_id, message.attempt)
+
+
+class SlotResult(StrEnum):
+    GRANTED = "granted"
+    CANCELED = "canceled"
+    STOPPING = "stopping"
+
+
+@dataclass
+class _Waiting:
+    canceled: bool = False
+
+
+class Registry:
+    """The attempts this worker holds: waiting for a slot, running, recently finished."""
+
+    def __init__(self, max_task_count: int, on_change: Callable[[], None] = lambda: None):
+        self._max = max_task_count
+        self._cond = threading.Condition()
+        self._waiting: dict[AttemptKey, _Waiting] = {}
+        self._reserved: set[AttemptKey] = set()
+        self._running: dict[AttemptKey, TaskRun] = {}
+        self._finished: OrderedDict[AttemptKey, None] = OrderedDict()
+        self._on_change = on_change
+
+    def seen(self, key: AttemptKey) -> bool:
+        with self._cond:
+            return key in self._reserved or key in self._running or key in self._finished
+
+    def wait_for_slot(
+        self, key: AttemptKey, accepting: Callable[[], bool], stopping: threading.Event
+    ) -> SlotResult:
+        """Block until a slot is free and the load allows a task; the slot is reserved."""
+        waiting = _Waiting()
+        with self._cond:
+            self._waiting[key] = waiting
+            try:
+                while True:
+                    if waiting.canceled:
+                        return SlotResult.CANCELED
+                    if stopping.is_set():
+                        return SlotResult.STOPPING
+                    if len(self._reserved) < self._max and accepting():
+                        self._reserved.add(key)
+                        return SlotResult.GRANTED
+                    self._cond.wait(timeout=0.5)
+            finally:
+                del self._waiting[key]
+
+    def started(self, key: AttemptKey, run: TaskRun) -> None:
+        with self._cond:
+            self._running[key] = run
+        self._on_change()
+
+    def release(self, key: AttemptKey) -> None:
+        """The attempt is over (finished, refused or handed back); its slot is free."""
+        with self._cond:
+            self._reserved.discard(key)
+            self._running.pop(key, None)
+            self._finished[key] = None
+            while len(self._finished) > _REMEMBERED:
+                self._finished.popitem(last=False)
+            self._cond.notify_all()
+        self._on_change()
+
+    def unreserve(self, key: AttemptKey) -> None:
+        """The attempt goes back to the queue; it may come again."""
+        with self._cond:
+            self._reserved.discard(key)
+            self._cond.notify_all()
+
+    def cancel_waiting(self, key: AttemptKey) -> bool:
+        with self._cond:
+            waiting = self._waiting.get(key)
+            if waiting is None:
+                return False
+            waiting.canceled = True
+            self._cond.notify_all()
+            return True
+
+    def run_of(self, key: AttemptKey) -> TaskRun | None:
+        with self._cond:
+            return self._running.get(key)
+
+    def runs(self) -> list[TaskRun]:
+        with self._cond:
+            return list(self._running.values())
+
+    def running_attempts(self) -> tuple[RunningAttempt, ...]:
+        with self._cond:
+            return tuple(run.attempt_ref for run in self._running.values())
+
+    def busy(self) -> bool:
+        with self._cond:
+            return bool(self._reserved or self._running)
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._running, timeout=timeout)
+
+
+class TaskHandler:
+    """The task consumer's handler: one delivery in, one verdict out."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        registry: Registry,
+        reporter: Reporter,
+        projects: ProjectStore,
+        load: LoadMonitor,
+        stopping: threading.Event,
+        machine_name: str,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._reporter = reporter
+        self._projects = projects
+        self._load = load
+        self._stopping = stopping
+        self._machine_name = machine_name
+
+    def __call__(self, deliveries: Sequence[Delivery]) -> Sequence[Verdict]:
+        return [self.handle(delivery) for delivery in deliveries]
+
+    def handle(self, delivery: Delivery) -> Verdict:
+        assign = self._accept(delivery)
+        if isinstance(assign, Verdict):
+            return assign
+        key = key_of(assign)
+        if self._registry.seen(key):
+            logger.info("task.redelivered: %s/%d already accepted; acked", *key)
+            return ACK
+        slot = self._registry.wait_for_slot(key, self._load.accepting, self._stopping)
+        if slot is SlotResult.STOPPING:
+            return Verdict(Disposition.REQUEUE)
+        if slot is SlotResult.CANCELED:
+            self._finish_unstarted(assign, TaskOutcome.CANCELED, "canceled before it started")
+            return ACK
+        return self._start(assign)
+
+    def _accept(self, delivery: Delivery) -> TaskAssign | Verdict:
+        """The assignment in ``delivery``, or the dead-letter verdict that refuses it."""
+        if delivery.user_id != self._settings.master_user_id:
+            return _refuse("forged_sender", f"user_id {delivery.user_id!r} is not the master")
+        try:
+            message = decode(delivery.body)
+        except DecodeError as exc:
+            return _refuse(exc.reason.value, exc.detail)
+        if not isinstance(message, TaskAssign):
+            return _refuse("unexpected_type", f"{message.type} on a task queue")
+        if message.worker_id != self._settings.worker_id:
+            return _refuse("unexpected_type", f"task for worker {message.worker_id}")
+        return message
+
+    def _start(self, assign: TaskAssign) -> Verdict:
+        key = key_of(assign)
+        try:
+            project = self._projects.get(assign.project_hash)
+            prepared = prepare(self._settings, assign, project)
+        except FetchFailed as exc:
+            logger.warning("task.fetch_failed: %s; requeued", exc)
+            self._registry.unreserve(key)
+            return Verdict(Disposition.REQUEUE)
+        except (ProjectUnavailable, PackageError, OSError) as exc:
+            self._finish_unstarted(assign, TaskOutcome.FAILED, str(exc))
+            return ACK
+        started = TaskStarted(
+            task_id=assign.task_id,
+            attempt=assign.attempt,
+            execution_id=assign.execution_id,
+            worker_id=self._settings.worker_id,
+            machine_name=self._machine_name,
+        )
+        future = self._reporter.submit(_status(started), durable=False)
+        try:
+            future.result(timeout=self._settings.broker.confirm_timeout_s * 3)
+        except (Exception, FutureTimeout) as exc:  # any failure: not accepted
+            logger.warning("task.start_unconfirmed: %s/%d requeued (%s)", *key, exc)
+            self._registry.unreserve(key)
+            return Verdict(Disposition.REQUEUE)
+        run = TaskRun(
+            self._settings, assign, prepared, self._reporter, on_end=self._registry.release
+        )
+        self._registry.started(key, run)
+        run.start()
+        logger.info(
+            "task.started: %s/%d %s",
+            *key,
+            assign.package,
+            extra={
+                "event": "task.started",
+                "task_id": str(assign.task_id),
+                "attempt": assign.attempt,
+            },
+        )
+        return ACK
+
+    def _finish_unstarted(self, assign: TaskAssign, outcome: TaskOutcome, error: str) -> None:
+        """Report an attempt that never ran; the ack waits until the report is confirmed
+        or cached on disk."""
+        logger.warning(
+            "task.refused: %s/%d %s: %s",
+            assign.task_id,
+            assign.attempt,
+            outcome.value,
+            error,
+            extra={"event": "task.refused", "task_id": str(assign.task_id)},
+        )
+        finished = TaskFinished(
+            task_id=assign.task_id,
+            attempt=assign.attempt,
+            execution_id=assign.execution_id,
+            worker_id=self._settings.worker_id,
+            outcome=outcome,
+            error=error[-4000:],
+        )
+        self._reporter.submit(_status(finished)).result()
+        self._registry.release(key_of(assign))
+
+
+def _status(message: TaskStarted | TaskFinished) -> Outgoing:
+    return Outgoing(STATUS_EXCHANGE, STATUS_ROUTING_KEY, message)
+
+
+def _refuse(reason: str, detail: str) -> Verdict:
+    logger.warning("task.dead_letter: %s: %s", reason, detail)
+    return Verdict(Disposition.DEAD_LETTER, f"{reason}: {detail}")
