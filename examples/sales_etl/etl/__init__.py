@@ -1,0 +1,1 @@
+"""SalesETL's callable packages."""
