@@ -12,16 +12,23 @@ why each pattern is what RabbitMQ checks (docs/access-control.md):
   a permission, so publishing with user_id needs nothing more.
 - read ``^scaleout\\.(worker|control)\\.<id>$``: ``basic.consume`` (and ``basic.get``)
   checks read on the queue; its own two queues and nothing else.
+
+Checked on RabbitMQ 3.10 (tests/integration/broker/test_permissions.py): a passive
+``queue.declare`` needs no permission at all, so a worker can learn that another worker's
+queue exists and how many messages it holds, though it can never read them. Queue names
+are not secrets here; message bodies are.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -61,6 +68,11 @@ def _exactly(names: tuple[str, ...]) -> str:
     return "^(" + "|".join(re.escape(n) for n in names) + ")$"
 
 
+def _q(name: str) -> str:
+    """A path segment: vhost "/" is "%2F" in the management API."""
+    return urllib.parse.quote(name, safe="")
+
+
 class ManagementApi:
     """A small client of RabbitMQ's management HTTP API (basic auth; the admin's password
     never reaches a log or an error message)."""
@@ -98,35 +110,123 @@ class ManagementApi:
             raise BrokerUnavailable(detail, hint="is the management plugin up?") from exc
         return json.loads(raw) if raw else None
 
-    @staticmethod
-    def _q(name: str) -> str:
-        return urllib.parse.quote(name, safe="")
-
     def create_vhost(self, vhost: str) -> None:
-        self.request("PUT", f"/api/vhosts/{self._q(vhost)}", {})
+        self.request("PUT", f"/api/vhosts/{_q(vhost)}", {})
 
     def delete_vhost(self, vhost: str) -> None:
-        self.request("DELETE", f"/api/vhosts/{self._q(vhost)}")
+        self.request("DELETE", f"/api/vhosts/{_q(vhost)}")
 
     def create_user(self, user: str, *, password: str | None = None, tags: str = "") -> None:
         """A user; without a password it can only log in by certificate (EXTERNAL)."""
         body: dict[str, str] = {"tags": tags}
         body.update({"password": password} if password else {"password_hash": ""})
-        self.request("PUT", f"/api/users/{self._q(user)}", body)
+        self.request("PUT", f"/api/users/{_q(user)}", body)
 
     def delete_user(self, user: str) -> None:
-        self.request("DELETE", f"/api/users/{self._q(user)}")
+        self.request("DELETE", f"/api/users/{_q(user)}")
 
     def set_permissions(self, vhost: str, user: str, permissions: Permissions) -> None:
-        path = f"/api/permissions/{self._q(vhost)}/{self._q(user)}"
+        path = f"/api/permissions/{_q(vhost)}/{_q(user)}"
         self.request("PUT", path, permissions.as_json())
 
     def clear_permissions(self, vhost: str, user: str) -> None:
-        self.request("DELETE", f"/api/permissions/{self._q(vhost)}/{self._q(user)}")
+        self.request("DELETE", f"/api/permissions/{_q(vhost)}/{_q(user)}")
 
 
 class NotFoundInBroker(BrokerError):
     """The management API has no such vhost, user or queue."""
+
+
+def _queue_body(arguments: dict[str, object]) -> dict[str, object]:
+    return {"durable": True, "auto_delete": False, "arguments": arguments}
+
+
+def provision_worker(
+    api: ManagementApi, vhost: str, worker_id: str, *, create_user: bool = True
+) -> None:
+    """Make ``worker_id`` a working worker in ``vhost``: its user (certificate login only;
+    ``create_user=False`` keeps an existing user as it is), its permissions, its task and
+    control queues with their bindings. Idempotent."""
+    if create_user:
+        api.create_user(worker_id)
+    api.set_permissions(vhost, worker_id, worker_permissions(worker_id))
+    for spec in topology.worker_queue_specs(worker_id):
+        api.request(
+            "PUT", f"/api/exchanges/{_q(vhost)}/{_q(spec.exchange)}", _exchange_body("direct")
+        )
+        api.request("PUT", f"/api/queues/{_q(vhost)}/{_q(spec.name)}", _queue_body(spec.arguments))
+        binding = f"/api/bindings/{_q(vhost)}/e/{_q(spec.exchange)}/q/{_q(spec.name)}"
+        api.request("POST", binding, {"routing_key": spec.routing_key, "arguments": {}})
+
+
+def deprovision_worker(
+    api: ManagementApi, vhost: str, worker_id: str, *, delete_queues: bool = False
+) -> None:
+    """Take a worker's permissions away (it can no longer connect to ``vhost``); with
+    ``delete_queues`` also drop its queues and whatever they hold. The user stays: it may
+    work in other vhosts."""
+    with contextlib.suppress(NotFoundInBroker):
+        api.clear_permissions(vhost, worker_id)
+    if delete_queues:
+        for queue in (topology.worker_queue(worker_id), topology.control_queue(worker_id)):
+            with contextlib.suppress(NotFoundInBroker):
+                api.request("DELETE", f"/api/queues/{_q(vhost)}/{_q(queue)}")
+
+
+def _exchange_body(kind: str) -> dict[str, object]:
+    return {"type": kind, "durable": True, "auto_delete": False, "internal": False}
+
+
+def worker_definitions(
+    worker_ids: Iterable[str],
+    *,
+    vhost: str = "/",
+    master_user: str = "scaleout-master",
+) -> dict[str, Any]:
+    """A RabbitMQ definitions document (``rabbitmqctl import_definitions FILE``) with the
+    master's and each worker's user (certificate login only), their permissions in
+    ``vhost`` and the whole topology: exchanges, queues, bindings."""
+    workers = list(dict.fromkeys(worker_ids))
+    for worker in workers:
+        topology.worker_queue(worker)  # refuses an invalid id before anything is emitted
+    users = [_user(master_user), *(_user(w) for w in workers)]
+    permissions = [{"user": master_user, "vhost": vhost, **master_permissions().as_json()}]
+    permissions += [{"user": w, "vhost": vhost, **worker_permissions(w).as_json()} for w in workers]
+    specs = [*topology.master_queue_specs()]
+    for worker in workers:
+        specs.extend(topology.worker_queue_specs(worker))
+    return {
+        "users": users,
+        "vhosts": [{"name": vhost}],
+        "permissions": permissions,
+        "exchanges": [
+            {"name": name, "vhost": vhost, **_exchange_body(kind), "arguments": {}}
+            for name, kind in topology.exchange_specs()
+        ],
+        "queues": [{"name": s.name, "vhost": vhost, **_queue_body(s.arguments)} for s in specs],
+        "bindings": [_binding(vhost, s) for s in specs],
+    }
+
+
+def _user(name: str) -> dict[str, Any]:
+    # An empty hash: no password can match, the user logs in by certificate (EXTERNAL).
+    return {
+        "name": name,
+        "password_hash": "",
+        "hashing_algorithm": "rabbit_password_hashing_sha256",
+        "tags": [],
+    }
+
+
+def _binding(vhost: str, spec: topology.QueueSpec) -> dict[str, Any]:
+    return {
+        "source": spec.exchange,
+        "vhost": vhost,
+        "destination": spec.name,
+        "destination_type": "queue",
+        "routing_key": spec.routing_key,
+        "arguments": {},
+    }
 
 
 __all__ = [
@@ -134,6 +234,9 @@ __all__ = [
     "ManagementApi",
     "NotFoundInBroker",
     "Permissions",
+    "deprovision_worker",
     "master_permissions",
+    "provision_worker",
+    "worker_definitions",
     "worker_permissions",
 ]

@@ -13,6 +13,7 @@ latest value. The wake queue holds at most one transient nudge and dead-letters 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Final
 
 from pika.adapters.blocking_connection import BlockingChannel
@@ -82,45 +83,61 @@ def wake_arguments() -> dict[str, object]:
     return {"x-queue-type": "classic", "x-max-length": 1, "x-overflow": "drop-head"}
 
 
-def _declare_exchanges(channel: BlockingChannel) -> None:
-    for name in (TASKS_EXCHANGE, CONTROL_EXCHANGE, STATUS_EXCHANGE, HEARTBEAT_EXCHANGE):
-        channel.exchange_declare(name, exchange_type="direct", durable=True)
-    channel.exchange_declare(DEAD_LETTER_EXCHANGE, exchange_type="fanout", durable=True)
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """One queue, its arguments and its one binding."""
+
+    name: str
+    arguments: dict[str, object]
+    exchange: str
+    routing_key: str
 
 
-def _declare_bound(
-    channel: BlockingChannel,
-    queue: str,
-    arguments: dict[str, object],
-    exchange: str,
-    routing_key: str,
-) -> None:
-    channel.queue_declare(queue, durable=True, arguments=arguments)
-    channel.queue_bind(queue, exchange, routing_key=routing_key)
+def exchange_specs() -> tuple[tuple[str, str], ...]:
+    """(name, type) of every exchange."""
+    direct = (TASKS_EXCHANGE, CONTROL_EXCHANGE, STATUS_EXCHANGE, HEARTBEAT_EXCHANGE)
+    return (*((name, "direct") for name in direct), (DEAD_LETTER_EXCHANGE, "fanout"))
+
+
+def master_queue_specs() -> tuple[QueueSpec, ...]:
+    """The dead-letter queue and the master's queues."""
+    status_args = quorum_arguments(STATUS_DELIVERY_LIMIT)
+    return (
+        # The end of the line: no DLX of its own, quorum so dead letters survive a node loss.
+        QueueSpec(DEAD_QUEUE, {"x-queue-type": "quorum"}, DEAD_LETTER_EXCHANGE, ""),
+        QueueSpec(STATUS_QUEUE, status_args, STATUS_EXCHANGE, STATUS_ROUTING_KEY),
+        QueueSpec(FETCH_QUEUE, status_args, STATUS_EXCHANGE, FETCH_ROUTING_KEY),
+        QueueSpec(WAKE_QUEUE, wake_arguments(), STATUS_EXCHANGE, WAKE_ROUTING_KEY),
+        QueueSpec(
+            HEARTBEAT_QUEUE, heartbeat_arguments(), HEARTBEAT_EXCHANGE, HEARTBEAT_ROUTING_KEY
+        ),
+    )
+
+
+def worker_queue_specs(worker_id: str) -> tuple[QueueSpec, QueueSpec]:
+    """The worker's task and control queues; the routing key is the worker id."""
+    args = quorum_arguments(TASK_DELIVERY_LIMIT)
+    return (
+        QueueSpec(worker_queue(worker_id), args, TASKS_EXCHANGE, worker_id),
+        QueueSpec(control_queue(worker_id), args, CONTROL_EXCHANGE, worker_id),
+    )
+
+
+def _declare(channel: BlockingChannel, spec: QueueSpec) -> None:
+    channel.queue_declare(spec.name, durable=True, arguments=spec.arguments)
+    channel.queue_bind(spec.name, spec.exchange, routing_key=spec.routing_key)
 
 
 def declare_master_topology(channel: BlockingChannel) -> None:
     """Every exchange, the master's queues and the dead-letter queue (idempotent)."""
-    _declare_exchanges(channel)
-    # The end of the line: no DLX of its own, quorum so dead letters survive a node loss.
-    _declare_bound(channel, DEAD_QUEUE, {"x-queue-type": "quorum"}, DEAD_LETTER_EXCHANGE, "")
-    status_args = quorum_arguments(STATUS_DELIVERY_LIMIT)
-    _declare_bound(channel, STATUS_QUEUE, status_args, STATUS_EXCHANGE, STATUS_ROUTING_KEY)
-    _declare_bound(channel, FETCH_QUEUE, status_args, STATUS_EXCHANGE, FETCH_ROUTING_KEY)
-    _declare_bound(channel, WAKE_QUEUE, wake_arguments(), STATUS_EXCHANGE, WAKE_ROUTING_KEY)
-    _declare_bound(
-        channel,
-        HEARTBEAT_QUEUE,
-        heartbeat_arguments(),
-        HEARTBEAT_EXCHANGE,
-        HEARTBEAT_ROUTING_KEY,
-    )
+    for name, kind in exchange_specs():
+        channel.exchange_declare(name, exchange_type=kind, durable=True)
+    for spec in master_queue_specs():
+        _declare(channel, spec)
 
 
 def declare_worker_queues(channel: BlockingChannel, worker_id: str) -> None:
     """The worker's task and control queues and their bindings (idempotent)."""
-    args = quorum_arguments(TASK_DELIVERY_LIMIT)
-    channel.exchange_declare(TASKS_EXCHANGE, exchange_type="direct", durable=True)
-    channel.exchange_declare(CONTROL_EXCHANGE, exchange_type="direct", durable=True)
-    _declare_bound(channel, worker_queue(worker_id), args, TASKS_EXCHANGE, worker_id)
-    _declare_bound(channel, control_queue(worker_id), args, CONTROL_EXCHANGE, worker_id)
+    for spec in worker_queue_specs(worker_id):
+        channel.exchange_declare(spec.exchange, exchange_type="direct", durable=True)
+        _declare(channel, spec)
