@@ -1,0 +1,35 @@
+"""The SSISDB catalog: tables, migrations and the :class:`Catalog` of named operations."""
+
+from __future__ import annotations
+
+from dispatcher.catalog.catalog import Catalog
+from dispatcher.catalog.records import (
+    Assignment,
+    CancelOrder,
+    CatalogCounts,
+    CleanupResult,
+    DeployResult,
+    ExecutionRow,
+    ExpiredAttempt,
+    HeartbeatResult,
+    MessageRow,
+    ReportOutcome,
+    ReportResult,
+    WorkerAgentRow,
+)
+
+__all__ = [
+    "Assignment",
+    "CancelOrder",
+    "Catalog",
+    "CatalogCounts",
+    "CleanupResult",
+    "DeployResult",
+    "ExecutionRow",
+    "ExpiredAttempt",
+    "HeartbeatResult",
+    "MessageRow",
+    "ReportOutcome",
+    "ReportResult",
+    "WorkerAgentRow",
+]

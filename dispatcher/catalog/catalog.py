@@ -1,0 +1,245 @@
+"""The :class:`Catalog` facade: SSISDB's procedures and the master's operations.
+
+Every method is one transaction on the catalog database; each delegates to the module
+that owns its concern (procedures, workers, dispatching, reconcile, leases, reads), and
+driver errors leave here as ``dispatcher.errors`` classes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+from dispatcher.catalog import (
+    dispatching,
+    history,
+    leases,
+    migrate,
+    procedures,
+    reads,
+    reconcile,
+    workers,
+)
+from dispatcher.catalog.engine import Timing, Tx, create, transaction, translated
+from dispatcher.catalog.records import (
+    Assignment,
+    CancelOrder,
+    CatalogCounts,
+    CleanupResult,
+    DeployResult,
+    ExecutionRow,
+    ExpiredAttempt,
+    HeartbeatResult,
+    MessageRow,
+    ReportResult,
+    WorkerAgentRow,
+)
+from schemas.messages import AgentHeartbeat, ParameterScalar, StatusReport
+from schemas.states import ExecutionStatus
+
+T = TypeVar("T")
+
+
+class Catalog:
+    """The SSISDB catalog on SQLite, PostgreSQL or SQL Server."""
+
+    def __init__(self, url: str, *, connection_timeout_s: int, settings: Timing) -> None:
+        self._engine = create(url, connection_timeout_s=connection_timeout_s)
+        self._timing = settings
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        connection_timeout_s: int = 15,
+        worker_offline_after_s: float = 180.0,
+        initial_lease_s: float = 300.0,
+    ) -> Catalog:
+        """A catalog handle; connects lazily and creates nothing."""
+        timing = Timing(worker_offline_after_s, initial_lease_s)
+        return cls(url, connection_timeout_s=connection_timeout_s, settings=timing)
+
+    @property
+    def dialect_name(self) -> str:
+        return self._engine.dialect.name
+
+    def init(self) -> None:
+        """Create or upgrade the catalog to the newest revision; idempotent."""
+        with translated(self._engine), self._engine.begin() as conn:
+            migrate.upgrade(conn)
+
+    def schema_revision(self) -> str | None:
+        with translated(self._engine), self._engine.connect() as conn:
+            return migrate.current_revision(conn)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Tx]:
+        with transaction(self._engine) as tx:
+            yield tx
+
+    def _run(self, operation: Callable[[Tx], T]) -> T:
+        with self._tx() as tx:
+            return operation(tx)
+
+    # ---- SSIS stored procedures ------------------------------------------------------
+
+    def create_folder(self, folder_name: str, folder_description: str = "") -> int:
+        return self._run(lambda tx: procedures.create_folder(tx, folder_name, folder_description))
+
+    def deploy_project(
+        self, folder_name: str, project_name: str, project_stream: bytes
+    ) -> DeployResult:
+        return self._run(
+            lambda tx: procedures.deploy_project(tx, folder_name, project_name, project_stream)
+        )
+
+    def create_execution(  # noqa: PLR0917  # SSIS's parameters, in SSIS's order
+        self,
+        folder_name: str,
+        project_name: str,
+        package_name: str,
+        reference_id: int | None = None,
+        use32bitruntime: bool = False,
+        runinscaleout: bool | None = None,
+        useanyworker: bool = True,
+        *,
+        caller_name: str | None = None,
+    ) -> int:
+        return self._run(
+            lambda tx: procedures.create_execution(
+                tx,
+                folder_name=folder_name,
+                project_name=project_name,
+                package_name=package_name,
+                reference_id=reference_id,
+                use32bitruntime=use32bitruntime,
+                runinscaleout=runinscaleout,
+                useanyworker=useanyworker,
+                caller_name=caller_name,
+            )
+        )
+
+    def set_execution_parameter_value(
+        self,
+        execution_id: int,
+        object_type: int,
+        parameter_name: str,
+        parameter_value: ParameterScalar,
+    ) -> None:
+        self._run(
+            lambda tx: procedures.set_execution_parameter_value(
+                tx, execution_id, object_type, parameter_name, parameter_value
+            )
+        )
+
+    def add_execution_worker(self, execution_id: int, workeragent_id: str) -> None:
+        self._run(lambda tx: procedures.add_execution_worker(tx, execution_id, workeragent_id))
+
+    def start_execution(self, execution_id: int, retry_count: int = 0) -> None:
+        self._run(lambda tx: procedures.start_execution(tx, execution_id, retry_count))
+
+    def stop_operation(self, operation_id: int, *, stopped_by: str | None = None) -> None:
+        self._run(lambda tx: leases.stop_operation(tx, operation_id, stopped_by))
+
+    def add_worker_agent(
+        self,
+        worker_agent_id: str,
+        *,
+        display_name: str = "",
+        description: str = "",
+        is_enabled: bool = False,
+        max_task_count: int = 10,
+    ) -> None:
+        agent = workers.NewAgent(
+            worker_agent_id, display_name, description, is_enabled, max_task_count
+        )
+        self._run(lambda tx: workers.add_worker_agent(tx, agent))
+
+    def enable_worker_agent(self, worker_agent_id: str) -> None:
+        self._run(lambda tx: workers.set_enabled(tx, worker_agent_id, enabled=True))
+
+    def disable_worker_agent(self, worker_agent_id: str) -> None:
+        self._run(lambda tx: workers.disable_worker_agent(tx, worker_agent_id))
+
+    def set_worker_agent_property(
+        self, worker_agent_id: str, property_name: str, property_value: str
+    ) -> None:
+        self._run(
+            lambda tx: workers.set_property(tx, worker_agent_id, property_name, property_value)
+        )
+
+    def delete_worker_agent(self, worker_agent_id: str) -> None:
+        self._run(lambda tx: workers.delete_worker_agent(tx, worker_agent_id))
+
+    def configure_catalog(self, property_name: str, property_value: str) -> None:
+        self._run(lambda tx: workers.configure_catalog(tx, property_name, property_value))
+
+    # ---- reads ------------------------------------------------------------------------
+
+    def get_execution(self, execution_id: int) -> ExecutionRow:
+        return self._run(lambda tx: reads.get_execution(tx, execution_id))
+
+    def list_executions(
+        self, *, status: ExecutionStatus | None = None, limit: int = 100
+    ) -> list[ExecutionRow]:
+        return self._run(lambda tx: reads.list_executions(tx, status, limit))
+
+    def get_worker_agent(self, worker_agent_id: str) -> WorkerAgentRow:
+        return self._run(lambda tx: reads.get_worker_agent(tx, self._timing, worker_agent_id))
+
+    def list_worker_agents(self) -> list[WorkerAgentRow]:
+        return self._run(lambda tx: reads.list_worker_agents(tx, self._timing))
+
+    def execution_messages(
+        self, execution_id: int, *, after_id: int = 0, limit: int = 1000
+    ) -> list[MessageRow]:
+        return self._run(lambda tx: reads.execution_messages(tx, execution_id, after_id, limit))
+
+    def master_properties(self) -> dict[str, str]:
+        return self._run(reads.master_properties)
+
+    def project_archive(self, content_hash: str) -> bytes | None:
+        return self._run(lambda tx: reads.project_archive(tx, content_hash))
+
+    def counts(self) -> CatalogCounts:
+        return self._run(lambda tx: reads.counts(tx, self._timing))
+
+    # ---- the master's operations ------------------------------------------------------
+
+    def claim_tasks(self, limit: int) -> list[Assignment]:
+        return self._run(lambda tx: dispatching.claim_tasks(tx, self._timing, limit))
+
+    def mark_published(self, attempts: Sequence[tuple[uuid.UUID, int]]) -> None:
+        self._run(lambda tx: dispatching.mark_published(tx, attempts))
+
+    def unpublished_assignments(self, older_than_s: float) -> list[Assignment]:
+        return self._run(lambda tx: dispatching.unpublished_assignments(tx, older_than_s))
+
+    def apply_status_reports(
+        self, reports: Sequence[tuple[StatusReport, str]]
+    ) -> list[ReportResult]:
+        return self._run(lambda tx: reconcile.apply_status_reports(tx, reports))
+
+    def record_heartbeat(self, heartbeat: AgentHeartbeat, sender: str) -> HeartbeatResult:
+        return self._run(lambda tx: leases.record_heartbeat(tx, heartbeat, sender))
+
+    def pending_cancels(self) -> list[CancelOrder]:
+        return self._run(leases.pending_cancels)
+
+    def mark_cancels_sent(self, orders: Sequence[CancelOrder]) -> None:
+        self._run(lambda tx: leases.mark_cancels_sent(tx, orders))
+
+    def expire_leases(self) -> list[ExpiredAttempt]:
+        return self._run(leases.expire_leases)
+
+    def master_heartbeat(self, properties: Mapping[str, str]) -> None:
+        self._run(lambda tx: workers.master_heartbeat(tx, properties))
+
+    def cleanup_completed_jobs(self, minutes_to_keep: int = 60) -> CleanupResult:
+        return history.cleanup_completed_jobs(self._tx, minutes_to_keep)

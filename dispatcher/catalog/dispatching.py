@@ -1,0 +1,238 @@
+"""Dispatch: claim pending tasks for eligible workers; the dispatched rows are the outbox.
+
+``claim_tasks`` runs in one transaction: it locks the oldest pending tasks (``FOR UPDATE
+SKIP LOCKED`` on PostgreSQL, ``UPDLOCK, READPAST`` on SQL Server, ``BEGIN IMMEDIATE`` on
+SQLite), spreads them over the eligible workers (most free slots first) and moves each with
+a fenced DISPATCH, so two masters can never both win one task.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from dispatcher.catalog.engine import Timing, Tx, utc
+from dispatcher.catalog.records import Assignment
+from dispatcher.catalog.state import TaskRow, fetch_rows, in_states, move_task, select_tasks
+from schemas.messages import ParameterValue
+from schemas.states import LEASED_TASK_STATES, TaskEvent, TaskState
+
+AllowedWorkers = frozenset[str] | None
+"""The workers an execution allows; None means any worker (useanyworker=1)."""
+
+
+def claim_tasks(tx: Tx, timing: Timing, limit: int) -> list[Assignment]:
+    """Claim up to ``limit`` pending tasks, oldest first, for eligible workers."""
+    if limit <= 0:
+        return []
+    rows = _pending(tx, limit)
+    slots = _free_slots(tx, timing) if rows else {}
+    if not slots:
+        return []
+    allowed = _allowed_workers(tx, {row.execution_id for row in rows})
+    claimed: list[tuple[TaskRow, str]] = []
+    for row in rows:
+        worker = _pick(slots, allowed.get(row.execution_id))
+        if worker is not None and _dispatch(tx, timing, row, worker):
+            slots[worker] -= 1
+            claimed.append((row, worker))
+    if not claimed:
+        return []
+    tx.conn.execute(
+        sa.insert(tx.t.task_attempts),
+        [
+            {
+                "task_id": row.task_id,
+                "attempt": row.attempt + 1,
+                "worker_agent_id": worker,
+                "dispatched_at": tx.now,
+            }
+            for row, worker in claimed
+        ],
+    )
+    return assignments(tx, [row.task_id for row, _ in claimed])
+
+
+def _pending(tx: Tx, limit: int) -> list[TaskRow]:
+    tasks = tx.t.tasks
+    query = (
+        select_tasks(
+            tx, tasks.c.status == int(TaskState.PENDING), tasks.c.is_cancelled == sa.false()
+        )
+        .order_by(tasks.c.ready_for_dispatch_time, tasks.c.task_id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return fetch_rows(tx, query)
+
+
+def _free_slots(tx: Tx, timing: Timing) -> dict[str, int]:
+    """Eligible workers (enabled, online, accepting) and their free task slots."""
+    workers, tasks = tx.t.worker_agents, tx.t.tasks
+    leased = (
+        sa.select(tasks.c.worker_agent_id, sa.func.count().label("held"))
+        .where(in_states(tasks.c.status, LEASED_TASK_STATES))
+        .group_by(tasks.c.worker_agent_id)
+        .subquery()
+    )
+    online_since = tx.now - timedelta(seconds=timing.worker_offline_after_s)
+    query = (
+        sa.select(
+            workers.c.worker_agent_id,
+            (workers.c.max_task_count - sa.func.coalesce(leased.c.held, 0)).label("free"),
+        )
+        .outerjoin(leased, leased.c.worker_agent_id == workers.c.worker_agent_id)
+        .where(
+            workers.c.is_enabled == sa.true(),
+            workers.c.accepting == sa.true(),
+            workers.c.last_online_time >= online_since,
+        )
+    )
+    return {row.worker_agent_id: int(row.free) for row in tx.conn.execute(query) if row.free > 0}
+
+
+def _allowed_workers(tx: Tx, execution_ids: set[int]) -> dict[int, AllowedWorkers]:
+    jobs, members = tx.t.jobs, tx.t.job_worker_agents
+    query = (
+        sa.select(jobs.c.execution_id, jobs.c.use_any_worker, members.c.worker_agent_id)
+        .outerjoin(members, members.c.job_id == jobs.c.job_id)
+        .where(jobs.c.execution_id.in_(sorted(execution_ids)))
+    )
+    named: dict[int, set[str]] = {}
+    any_worker: set[int] = set()
+    for row in tx.conn.execute(query):
+        if row.use_any_worker:
+            any_worker.add(row.execution_id)
+        named.setdefault(row.execution_id, set())
+        if row.worker_agent_id is not None:
+            named[row.execution_id].add(row.worker_agent_id)
+    return {
+        execution_id: None if execution_id in any_worker else frozenset(workers)
+        for execution_id, workers in named.items()
+    }
+
+
+def _pick(slots: dict[str, int], allowed: AllowedWorkers) -> str | None:
+    """The allowed worker with the most free slots (ties: the smallest id)."""
+    candidates = sorted(
+        w for w, free in slots.items() if free > 0 and (allowed is None or w in allowed)
+    )
+    return max(candidates, key=lambda w: slots[w]) if candidates else None
+
+
+def _dispatch(tx: Tx, timing: Timing, row: TaskRow, worker: str) -> bool:
+    values = {
+        "attempt": row.attempt + 1,
+        "worker_agent_id": worker,
+        "last_pickup_time": tx.now,
+        "expires_at": tx.now + timedelta(seconds=timing.initial_lease_s),
+        "published": False,
+        "cancel_sent": False,
+    }
+    not_cancelled = tx.t.tasks.c.is_cancelled == sa.false()
+    return move_task(tx, TaskEvent.DISPATCH, row.task_id, row.attempt, values, not_cancelled)
+
+
+def assignments(tx: Tx, task_ids: Sequence[uuid.UUID]) -> list[Assignment]:
+    """The assignment messages' content for the current attempts of ``task_ids``, in order."""
+    if not task_ids:
+        return []
+    tasks, e, v = tx.t.tasks, tx.t.executions, tx.t.object_versions
+    query = (
+        sa.select(
+            tasks.c.task_id,
+            tasks.c.attempt,
+            tasks.c.execution_id,
+            tasks.c.worker_agent_id,
+            tasks.c.max_executed_count,
+            tasks.c.expires_at,
+            e.c.folder_name,
+            e.c.project_name,
+            e.c.package_name,
+            e.c.project_lsn,
+            e.c.use32bitruntime,
+            v.c.content_hash,
+        )
+        .join(e, e.c.execution_id == tasks.c.execution_id)
+        .join(v, v.c.object_version_lsn == e.c.project_lsn)
+        .where(tasks.c.task_id.in_(list(task_ids)))
+    )
+    rows = {row.task_id: row for row in tx.conn.execute(query)}
+    parameters = _parameters(tx, {row.execution_id for row in rows.values()})
+    return [
+        _assignment(rows[t], parameters.get(rows[t].execution_id, ()))
+        for t in task_ids
+        if t in rows
+    ]
+
+
+def _assignment(row: Any, parameters: tuple[ParameterValue, ...]) -> Assignment:
+    return Assignment(
+        task_id=row.task_id,
+        attempt=row.attempt,
+        execution_id=row.execution_id,
+        worker_id=row.worker_agent_id,
+        folder=row.folder_name,
+        project=row.project_name,
+        package=row.package_name,
+        project_lsn=row.project_lsn,
+        project_hash=row.content_hash,
+        parameters=parameters,
+        use32bitruntime=bool(row.use32bitruntime),
+        max_attempts=row.max_executed_count,
+        lease_expires_at=utc(row.expires_at),
+    )
+
+
+def _parameters(tx: Tx, execution_ids: set[int]) -> dict[int, tuple[ParameterValue, ...]]:
+    values = tx.t.execution_parameter_values
+    query = (
+        sa.select(values)
+        .where(values.c.execution_id.in_(sorted(execution_ids)))
+        .order_by(values.c.execution_id, values.c.object_type, values.c.parameter_name)
+    )
+    found: dict[int, list[ParameterValue]] = {}
+    for row in tx.conn.execute(query):
+        value = ParameterValue(
+            object_type=row.object_type,
+            name=row.parameter_name,
+            value=json.loads(row.parameter_value),
+            sensitive=bool(row.sensitive),
+        )
+        found.setdefault(row.execution_id, []).append(value)
+    return {execution_id: tuple(items) for execution_id, items in found.items()}
+
+
+def mark_published(tx: Tx, attempts: Sequence[tuple[uuid.UUID, int]]) -> None:
+    """Flag attempts whose publish the broker confirmed (one executemany)."""
+    if not attempts:
+        return
+    tasks = tx.t.tasks
+    statement = (
+        sa.update(tasks)
+        .where(
+            tasks.c.task_id == sa.bindparam("b_task"), tasks.c.attempt == sa.bindparam("b_attempt")
+        )
+        .values(published=True)
+    )
+    tx.conn.execute(statement, [{"b_task": t, "b_attempt": a} for t, a in attempts])
+
+
+def unpublished_assignments(tx: Tx, older_than_s: float) -> list[Assignment]:
+    """Dispatched attempts still unconfirmed after ``older_than_s``: publish them again."""
+    tasks = tx.t.tasks
+    query = (
+        sa.select(tasks.c.task_id)
+        .where(
+            tasks.c.status == int(TaskState.DISPATCHED),
+            tasks.c.published == sa.false(),
+            tasks.c.last_pickup_time <= tx.now - timedelta(seconds=older_than_s),
+        )
+        .order_by(tasks.c.last_pickup_time, tasks.c.task_id)
+    )
+    return assignments(tx, list(tx.conn.execute(query).scalars()))

@@ -1,0 +1,205 @@
+"""Engines per dialect, the database clock, and translation of driver errors.
+
+SQLite gets WAL, foreign keys, a busy timeout and ``BEGIN IMMEDIATE`` for every
+transaction (SQLAlchemy's pysqlite recipe), so concurrent writers queue instead of failing
+halfway. PostgreSQL runs READ COMMITTED; SQL Server goes through pyodbc, imported only when
+an ``mssql+pyodbc`` URL is opened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from dispatcher.catalog.tables import Tables, tables_for
+from dispatcher.errors import (
+    CatalogError,
+    CatalogNotInitialised,
+    CatalogUnavailable,
+    MissingDriver,
+    OperationRefused,
+)
+
+logger = logging.getLogger(__name__)
+
+INIT_HINT = "run `scaleout catalog init` to create or upgrade the catalog"
+ODBC_HINT = (
+    "install unixODBC (`apt-get install unixodbc`) and Microsoft's ODBC Driver 18 for SQL "
+    "Server (or FreeTDS: `apt-get install tdsodbc`), then `pip install pyodbc`"
+)
+_SUPPORTED = {"sqlite", "postgresql", "mssql"}
+_MISSING_TABLE_MARKERS = ("no such table", "undefinedtable", "42p01", "42s02", "invalid object")
+
+
+@dataclass(frozen=True, slots=True)
+class Tx:
+    """One open transaction: its connection, the tables, and the database's now."""
+
+    conn: Connection
+    t: Tables
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The catalog's time settings (seconds)."""
+
+    worker_offline_after_s: float = 180.0
+    initial_lease_s: float = 300.0
+
+
+def redact(url: str | URL) -> str:
+    """The URL without its password, safe for logs and messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa_exc.ArgumentError:
+        return "<unparsable catalog URL>"
+
+
+def create(url: str, *, connection_timeout_s: int) -> Engine:
+    """An engine for ``url``; connects lazily. Unknown dialects and drivers -> MissingDriver."""
+    parsed = _parse(url)
+    name = parsed.get_backend_name()
+    if name not in _SUPPORTED:
+        msg = f"unsupported catalog database {name!r} in {redact(parsed)}"
+        raise MissingDriver(msg, hint="use sqlite:///, postgresql+psycopg:// or mssql+pyodbc://")
+    try:
+        engine = sa.create_engine(parsed, **_engine_options(name, connection_timeout_s))
+    except ImportError as exc:
+        raise MissingDriver(f"no driver for {redact(parsed)}: {exc}", hint=_hint(name)) from exc
+    except sa_exc.NoSuchModuleError as exc:
+        raise MissingDriver(f"unknown driver in {redact(parsed)}", hint=_hint(name)) from exc
+    if name == "sqlite":
+        _setup_sqlite(engine, connection_timeout_s)
+    return engine
+
+
+def _parse(url: str) -> URL:
+    try:
+        return make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise MissingDriver(
+            "the catalog URL cannot be parsed", hint="see `scaleout --help`"
+        ) from exc
+
+
+def _hint(name: str) -> str:
+    return ODBC_HINT if name == "mssql" else "pip install the driver named in the URL"
+
+
+def _engine_options(name: str, timeout_s: int) -> dict[str, Any]:
+    if name == "postgresql":
+        return {"connect_args": {"connect_timeout": timeout_s}, "pool_pre_ping": True}
+    if name == "mssql":
+        return {"connect_args": {"timeout": timeout_s}, "pool_pre_ping": True}
+    return {"connect_args": {"timeout": timeout_s}}
+
+
+def _setup_sqlite(engine: Engine, timeout_s: int) -> None:
+    """The pysqlite recipe: the driver leaves transactions to us, and we begin IMMEDIATE."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def clock_query(dialect_name: str) -> sa.TextClause:
+    """The statement that reads the database's now, sub-second and UTC where it matters."""
+    if dialect_name == "sqlite":
+        return sa.text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+    if dialect_name == "mssql":
+        return sa.text("SELECT SYSUTCDATETIME()")
+    return sa.text("SELECT CURRENT_TIMESTAMP")
+
+
+def database_now(conn: Connection) -> datetime:
+    """The database's clock, once per transaction; naive UTC on SQLite, aware elsewhere."""
+    name = conn.dialect.name
+    value = conn.execute(clock_query(name)).scalar_one()
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        msg = f"the database clock returned {value!r}"
+        raise CatalogError(msg)
+    if name == "sqlite":
+        return value.replace(tzinfo=None)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """A stored time as an aware UTC datetime (SQLite returns naive UTC)."""
+    return None if value is None else utc(value)
+
+
+def utc(value: datetime) -> datetime:
+    """A time from the database as an aware UTC datetime."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def new_id(result: sa.CursorResult[Any]) -> int:
+    """The identity an INSERT generated."""
+    key = result.inserted_primary_key
+    if key is None:
+        msg = "the database returned no identity for an insert"
+        raise CatalogError(msg)
+    return int(key[0])
+
+
+def to_db(tx: Tx, value: datetime) -> datetime:
+    """A time to store: naive UTC on SQLite (which keeps text), aware elsewhere."""
+    value = utc(value)
+    return value.replace(tzinfo=None) if tx.conn.dialect.name == "sqlite" else value
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Tx]:
+    """A transaction with the clock read, translating driver errors at this edge."""
+    with translated(engine), engine.begin() as conn:
+        yield Tx(conn=conn, t=tables_for(conn.dialect.name), now=database_now(conn))
+
+
+@contextmanager
+def translated(engine: Engine) -> Iterator[None]:
+    """Turn SQLAlchemy/driver errors into dispatcher.errors classes."""
+    try:
+        yield
+    except sa_exc.IntegrityError as exc:
+        raise OperationRefused(f"the catalog refused the change: {_first_line(exc)}") from exc
+    except sa_exc.DBAPIError as exc:
+        raise classify(exc, engine.url) from exc
+
+
+def classify(exc: sa_exc.DBAPIError, url: URL) -> CatalogError:
+    """The error a driver failure means for the caller."""
+    text = f"{type(exc.orig).__name__} {exc.orig} {getattr(exc.orig, 'sqlstate', '')}".lower()
+    if any(marker in text for marker in _MISSING_TABLE_MARKERS):
+        return CatalogNotInitialised(
+            f"the catalog at {redact(url)} is not initialised", hint=INIT_HINT
+        )
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return CatalogUnavailable(
+            f"cannot use the catalog at {redact(url)}: {_first_line(exc)}",
+            hint="check that the database is running and the URL, user and password are right",
+        )
+    return CatalogError(f"catalog error: {_first_line(exc)}")
+
+
+def _first_line(exc: sa_exc.DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc).__name__

@@ -1,0 +1,420 @@
+"""SSISDB's stored procedures for projects and executions, with SSIS's refusals.
+
+Each function runs inside one transaction (:class:`~dispatcher.catalog.engine.Tx`); a
+refusal raises before anything is written, or the transaction rolls back, so a refused
+call leaves no partial rows.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from dispatcher.catalog.engine import Tx, new_id
+from dispatcher.catalog.records import DeployResult
+from dispatcher.errors import NotFound, OperationRefused
+from schemas.messages import ParameterScalar
+from schemas.project import (
+    ArchiveError,
+    ParameterSpec,
+    ProjectManifest,
+    content_hash,
+    read_manifest,
+)
+from schemas.states import ExecutionStatus, TaskState
+
+OPERATION_DEPLOY = 101
+OPERATION_EXECUTION = 200
+OBJECT_PROJECT, OBJECT_PACKAGE, OBJECT_SYSTEM = 20, 30, 50
+SYSTEM_PARAMETERS = {
+    spec.name: spec
+    for spec in (
+        ParameterSpec(name="LOGGING_LEVEL", type="int"),
+        ParameterSpec(name="CUSTOMIZED_LOGGING_LEVEL", type="string"),
+        ParameterSpec(name="SYNCHRONIZED", type="bool"),
+        ParameterSpec(name="DUMP_ON_ERROR", type="bool"),
+        ParameterSpec(name="DUMP_ON_EVENT", type="bool"),
+        ParameterSpec(name="DUMP_EVENT_CODE", type="string"),
+        ParameterSpec(name="CALLER_INFO", type="string"),
+    )
+}
+
+
+def _check_name(kind: str, name: str, limit: int = 128) -> None:
+    if not name or len(name) > limit:
+        msg = f"{kind} name must be 1 to {limit} characters, got {name!r}"
+        raise OperationRefused(msg, code=27100)
+
+
+def folder_id(tx: Tx, folder_name: str) -> int | None:
+    folders = tx.t.folders
+    query = sa.select(folders.c.folder_id).where(folders.c.name == folder_name)
+    return tx.conn.execute(query).scalar_one_or_none()
+
+
+def create_folder(tx: Tx, folder_name: str, folder_description: str = "") -> int:
+    _check_name("folder", folder_name)
+    if folder_id(tx, folder_name) is not None:
+        raise OperationRefused(f"folder {folder_name!r} already exists")
+    return _insert_folder(tx, folder_name, folder_description)
+
+
+def _insert_folder(tx: Tx, name: str, description: str) -> int:
+    values = {"name": name, "description": description, "created_time": tx.now}
+    result = tx.conn.execute(sa.insert(tx.t.folders).values(**values))
+    return new_id(result)
+
+
+def deploy_project(
+    tx: Tx, folder_name: str, project_name: str, project_stream: bytes
+) -> DeployResult:
+    _check_name("folder", folder_name)
+    _check_name("project", project_name)
+    try:
+        manifest = read_manifest(project_stream)
+    except ArchiveError as exc:
+        raise OperationRefused(f"cannot deploy project {project_name!r}: {exc}") from exc
+    digest = content_hash(project_stream)
+    fid = folder_id(tx, folder_name)
+    if fid is None:
+        fid = _insert_folder(tx, folder_name, "")
+    project = _project_row(tx, fid, project_name)
+    if project is not None and _current_hash(tx, project.object_version_lsn) == digest:
+        lsn = int(project.object_version_lsn)
+        return DeployResult(folder_name, project_name, lsn, digest, created=False)
+    project_id = (
+        project.project_id if project is not None else _insert_project(tx, fid, project_name)
+    )
+    lsn = _insert_version(tx, project_id, project_stream, digest, manifest)
+    _record_deploy(tx, project_id, project_name)
+    return DeployResult(folder_name, project_name, lsn, digest, created=True)
+
+
+def _project_row(tx: Tx, fid: int, project_name: str) -> Any:
+    projects = tx.t.projects
+    query = sa.select(projects).where(projects.c.folder_id == fid, projects.c.name == project_name)
+    return tx.conn.execute(query).one_or_none()
+
+
+def _current_hash(tx: Tx, lsn: int | None) -> str | None:
+    versions = tx.t.object_versions
+    query = sa.select(versions.c.content_hash).where(versions.c.object_version_lsn == lsn)
+    return tx.conn.execute(query).scalar_one_or_none()
+
+
+def _insert_project(tx: Tx, fid: int, name: str) -> int:
+    values = {"folder_id": fid, "name": name, "created_time": tx.now, "last_deployed_time": tx.now}
+    return new_id(tx.conn.execute(sa.insert(tx.t.projects).values(**values)))
+
+
+def _insert_version(
+    tx: Tx, project_id: int, archive: bytes, digest: str, manifest: ProjectManifest
+) -> int:
+    t = tx.t
+    result = tx.conn.execute(
+        sa.insert(t.object_versions).values(
+            object_id=project_id,
+            object_type=OBJECT_PROJECT,
+            content_hash=digest,
+            object_data=archive,
+            manifest=manifest.model_dump_json(),
+            created_time=tx.now,
+        )
+    )
+    lsn = new_id(result)
+    packages = [
+        {
+            "project_version_lsn": lsn,
+            "project_id": project_id,
+            "name": p.name,
+            "description": p.description,
+            "entry_point": True,
+        }
+        for p in manifest.packages
+    ]
+    tx.conn.execute(sa.insert(t.packages), packages)
+    parameters = _parameter_rows(lsn, project_id, manifest)
+    if parameters:  # an empty executemany would insert one row of defaults
+        tx.conn.execute(sa.insert(t.object_parameters), parameters)
+    tx.conn.execute(
+        sa.update(t.projects)
+        .where(t.projects.c.project_id == project_id)
+        .values(object_version_lsn=lsn, last_deployed_time=tx.now, description=manifest.description)
+    )
+    return lsn
+
+
+def _parameter_rows(lsn: int, project_id: int, manifest: ProjectManifest) -> list[dict[str, Any]]:
+    owners = [(OBJECT_PROJECT, manifest.name, manifest.parameters)]
+    owners += [(OBJECT_PACKAGE, p.name, p.parameters) for p in manifest.packages]
+    return [
+        {
+            "project_version_lsn": lsn,
+            "project_id": project_id,
+            "object_type": object_type,
+            "object_name": owner,
+            "parameter_name": spec.name,
+            "data_type": spec.type,
+            "required": spec.required,
+            "sensitive": spec.sensitive,
+            "default_value": None if spec.default is None else json.dumps(spec.default),
+            "description": spec.description,
+        }
+        for object_type, owner, specs in owners
+        for spec in specs
+    ]
+
+
+def _record_deploy(tx: Tx, project_id: int, project_name: str) -> None:
+    tx.conn.execute(
+        sa.insert(tx.t.operations).values(
+            operation_type=OPERATION_DEPLOY,
+            created_time=tx.now,
+            object_type=OBJECT_PROJECT,
+            object_id=project_id,
+            object_name=project_name,
+            status=int(ExecutionStatus.SUCCEEDED),
+            start_time=tx.now,
+            end_time=tx.now,
+            executed_count=0,
+        )
+    )
+
+
+def manifest_at(tx: Tx, lsn: int) -> ProjectManifest:
+    versions = tx.t.object_versions
+    query = sa.select(versions.c.manifest).where(versions.c.object_version_lsn == lsn)
+    return ProjectManifest.model_validate_json(tx.conn.execute(query).scalar_one())
+
+
+def create_execution(
+    tx: Tx,
+    *,
+    folder_name: str,
+    project_name: str,
+    package_name: str,
+    reference_id: int | None,
+    use32bitruntime: bool,
+    runinscaleout: bool | None,
+    useanyworker: bool,
+    caller_name: str | None,
+) -> int:
+    _require_scale_out(tx, runinscaleout)
+    if reference_id is not None:
+        raise NotFound(f"environment reference {reference_id} does not exist", code=27101)
+    fid = folder_id(tx, folder_name)
+    if fid is None:
+        raise NotFound(f"folder {folder_name!r} does not exist")
+    project = _project_row(tx, fid, project_name)
+    if project is None or project.object_version_lsn is None:
+        raise NotFound(f"project {project_name!r} does not exist in folder {folder_name!r}")
+    lsn = int(project.object_version_lsn)
+    if manifest_at(tx, lsn).package(package_name) is None:
+        raise NotFound(f"package {package_name!r} does not exist in project {project_name!r}")
+    execution_id = _insert_operation(tx, project.project_id, project_name, caller_name)
+    job_id = uuid.uuid4()
+    tx.conn.execute(
+        sa.insert(tx.t.executions).values(
+            execution_id=execution_id,
+            folder_name=folder_name,
+            project_name=project_name,
+            package_name=package_name,
+            reference_id=None,
+            project_lsn=lsn,
+            use32bitruntime=use32bitruntime,
+            runinscaleout=True,
+            useanyworker=useanyworker,
+            job_id=job_id,
+        )
+    )
+    tx.conn.execute(
+        sa.insert(tx.t.jobs).values(
+            job_id=job_id,
+            execution_id=execution_id,
+            job_type=1,
+            use_any_worker=useanyworker,
+            is_cancelled=False,
+            creator=caller_name,
+            created_time=tx.now,
+            last_updated_time=tx.now,
+        )
+    )
+    return execution_id
+
+
+def _require_scale_out(tx: Tx, runinscaleout: bool | None) -> None:
+    if runinscaleout is None:
+        props = tx.t.catalog_properties
+        query = sa.select(props.c.property_value).where(
+            props.c.property_name == "DEFAULT_EXECUTION_MODE"
+        )
+        runinscaleout = tx.conn.execute(query).scalar_one_or_none() != "0"
+    if not runinscaleout:
+        msg = "scaleout runs executions in Scale Out only"
+        raise OperationRefused(msg, hint="pass runinscaleout=True or leave it unset", code=27255)
+
+
+def _insert_operation(tx: Tx, project_id: int, project_name: str, caller: str | None) -> int:
+    result = tx.conn.execute(
+        sa.insert(tx.t.operations).values(
+            operation_type=OPERATION_EXECUTION,
+            created_time=tx.now,
+            object_type=OBJECT_PROJECT,
+            object_id=project_id,
+            object_name=project_name,
+            status=int(ExecutionStatus.CREATED),
+            caller_name=caller,
+            executed_count=0,
+            machine_name="",
+        )
+    )
+    return new_id(result)
+
+
+def execution_row(tx: Tx, execution_id: int, *, lock: bool = False) -> Any:
+    """The execution joined with its operation; NotFound when unknown."""
+    e, o = tx.t.executions, tx.t.operations
+    query = (
+        sa.select(e, o.c.status, o.c.start_time)
+        .join(o, o.c.operation_id == e.c.execution_id)
+        .where(e.c.execution_id == execution_id)
+    )
+    if lock:
+        query = query.with_for_update()
+    row = tx.conn.execute(query).one_or_none()
+    if row is None:
+        raise NotFound(f"execution {execution_id} does not exist", code=27101)
+    return row
+
+
+def _require_created(row: Any, action: str) -> None:
+    status = ExecutionStatus(row.status)
+    if status is not ExecutionStatus.CREATED:
+        msg = f"cannot {action}: execution {row.execution_id} already started / is {status.label}"
+        raise OperationRefused(msg)
+
+
+def set_execution_parameter_value(
+    tx: Tx, execution_id: int, object_type: int, name: str, value: ParameterScalar
+) -> None:
+    row = execution_row(tx, execution_id, lock=True)
+    _require_created(row, f"set parameter {name}")
+    spec = _parameter_spec(tx, row, object_type, name)
+    try:
+        coerced = spec.coerce(value)
+    except ValueError as exc:
+        raise OperationRefused(str(exc), code=27101) from exc
+    values = tx.t.execution_parameter_values
+    key = (
+        values.c.execution_id == execution_id,
+        values.c.object_type == object_type,
+        values.c.parameter_name == name,
+    )
+    tx.conn.execute(sa.delete(values).where(*key))
+    tx.conn.execute(
+        sa.insert(values).values(
+            execution_id=execution_id,
+            object_type=object_type,
+            parameter_name=name,
+            parameter_value=json.dumps(coerced),
+            sensitive=spec.sensitive,
+        )
+    )
+
+
+def _parameter_spec(tx: Tx, row: Any, object_type: int, name: str) -> ParameterSpec:
+    if object_type == OBJECT_SYSTEM:
+        specs = SYSTEM_PARAMETERS
+    elif object_type in (OBJECT_PROJECT, OBJECT_PACKAGE):
+        specs = _declared(manifest_at(tx, row.project_lsn), row.package_name, object_type)
+    else:
+        msg = f"object_type must be 20 (project), 30 (package) or 50 (system), not {object_type}"
+        raise OperationRefused(msg, code=27101)
+    if name not in specs:
+        raise NotFound(f"parameter {name!r} (object_type {object_type}) is not declared")
+    return specs[name]
+
+
+def _declared(
+    manifest: ProjectManifest, package: str, object_type: int
+) -> dict[str, ParameterSpec]:
+    if object_type == OBJECT_PROJECT:
+        return {p.name: p for p in manifest.parameters}
+    spec = manifest.package(package)
+    return {p.name: p for p in spec.parameters} if spec else {}
+
+
+def add_execution_worker(tx: Tx, execution_id: int, workeragent_id: str) -> None:
+    row = execution_row(tx, execution_id, lock=True)
+    if not row.runinscaleout:
+        raise OperationRefused(f"execution {execution_id} is not in Scale Out", code=27255)
+    if row.useanyworker:
+        msg = f"execution {execution_id} already allows any worker (useanyworker=1)"
+        raise OperationRefused(msg, code=27251)
+    _require_created(row, f"add worker {workeragent_id}")
+    workers, allowed = tx.t.worker_agents, tx.t.job_worker_agents
+    known = sa.select(workers.c.worker_agent_id).where(workers.c.worker_agent_id == workeragent_id)
+    if tx.conn.execute(known).scalar_one_or_none() is None:
+        raise NotFound(f"worker agent {workeragent_id!r} does not exist", code=27243)
+    present = sa.select(allowed.c.job_id).where(
+        allowed.c.job_id == row.job_id, allowed.c.worker_agent_id == workeragent_id
+    )
+    if tx.conn.execute(present).first() is None:
+        tx.conn.execute(
+            sa.insert(allowed).values(job_id=row.job_id, worker_agent_id=workeragent_id)
+        )
+
+
+def start_execution(tx: Tx, execution_id: int, retry_count: int = 0) -> None:
+    row = execution_row(tx, execution_id, lock=True)
+    _require_created(row, "start")
+    if retry_count < 0:
+        raise OperationRefused(f"retry_count must be 0 or more, not {retry_count}", code=27101)
+    _require_parameters(tx, row)
+    ops = tx.t.operations
+    moved = tx.conn.execute(
+        sa.update(ops)
+        .where(ops.c.operation_id == execution_id, ops.c.status == int(ExecutionStatus.CREATED))
+        .values(status=int(ExecutionStatus.PENDING), machine_name="")
+    )
+    if moved.rowcount != 1:
+        raise OperationRefused(f"execution {execution_id} already started")
+    tx.conn.execute(
+        sa.insert(tx.t.tasks).values(
+            task_id=uuid.uuid4(),
+            job_id=row.job_id,
+            execution_id=execution_id,
+            task_type=0,
+            status=int(TaskState.PENDING),
+            attempt=0,
+            executed_count=0,
+            max_executed_count=retry_count + 1,
+            ready_for_dispatch_time=tx.now,
+            is_cancelled=False,
+            cancel_sent=False,
+            published=False,
+            created_time=tx.now,
+            last_updated_time=tx.now,
+        )
+    )
+
+
+def _require_parameters(tx: Tx, row: Any) -> None:
+    manifest = manifest_at(tx, row.project_lsn)
+    values = tx.t.execution_parameter_values
+    query = sa.select(values.c.object_type, values.c.parameter_name).where(
+        values.c.execution_id == row.execution_id
+    )
+    given = {(r.object_type, r.parameter_name) for r in tx.conn.execute(query)}
+    missing = [
+        name
+        for object_type in (OBJECT_PROJECT, OBJECT_PACKAGE)
+        for name, spec in _declared(manifest, row.package_name, object_type).items()
+        if spec.required and spec.default is None and (object_type, name) not in given
+    ]
+    if missing:
+        msg = f"execution {row.execution_id} lacks required parameters: {', '.join(missing)}"
+        raise OperationRefused(msg, code=27100)

@@ -1,0 +1,230 @@
+"""Reads for the CLI, tests and metrics: rows become plain records, times aware UTC."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from dispatcher.catalog.engine import Timing, Tx, aware, utc
+from dispatcher.catalog.records import CatalogCounts, ExecutionRow, MessageRow, WorkerAgentRow
+from dispatcher.catalog.state import in_states
+from dispatcher.errors import NotFound
+from schemas.states import LEASED_TASK_STATES, ExecutionStatus, TaskState
+
+OPERATION_EXECUTION = 200
+
+
+def _executions_query(tx: Tx) -> sa.Select[Any]:
+    e, o, t = tx.t.executions, tx.t.operations, tx.t.tasks
+    return (
+        sa.select(
+            e,
+            o.c.status,
+            o.c.created_time,
+            o.c.start_time,
+            o.c.end_time,
+            o.c.worker_agent_id,
+            o.c.executed_count,
+            o.c.caller_name,
+            o.c.stopped_by_name,
+            t.c.task_id,
+            t.c.status.label("task_status"),
+            t.c.attempt,
+            t.c.max_executed_count,
+        )
+        .join(o, o.c.operation_id == e.c.execution_id)
+        .outerjoin(t, t.c.execution_id == e.c.execution_id)
+    )
+
+
+def get_execution(tx: Tx, execution_id: int) -> ExecutionRow:
+    query = _executions_query(tx).where(tx.t.executions.c.execution_id == execution_id)
+    rows = _execution_rows(tx, tx.conn.execute(query).all())
+    if not rows:
+        raise NotFound(f"execution {execution_id} does not exist", code=27101)
+    return rows[0]
+
+
+def list_executions(tx: Tx, status: ExecutionStatus | None, limit: int) -> list[ExecutionRow]:
+    """Newest first."""
+    e, o = tx.t.executions, tx.t.operations
+    query = _executions_query(tx).order_by(e.c.execution_id.desc()).limit(max(limit, 0))
+    if status is not None:
+        query = query.where(o.c.status == int(status))
+    return _execution_rows(tx, tx.conn.execute(query).all())
+
+
+def _execution_rows(tx: Tx, rows: Sequence[Any]) -> list[ExecutionRow]:
+    allowed = _allowed(tx, [row.execution_id for row in rows])
+    errors = _last_errors(tx, [row.task_id for row in rows if row.task_id is not None])
+    return [
+        ExecutionRow(
+            execution_id=row.execution_id,
+            folder_name=row.folder_name,
+            project_name=row.project_name,
+            package_name=row.package_name,
+            project_lsn=row.project_lsn,
+            status=ExecutionStatus(row.status),
+            created_time=utc(row.created_time),
+            start_time=aware(row.start_time),
+            end_time=aware(row.end_time),
+            worker_agent_id=row.worker_agent_id,
+            executed_count=row.executed_count,
+            max_executed_count=row.max_executed_count,
+            use32bitruntime=bool(row.use32bitruntime),
+            runinscaleout=bool(row.runinscaleout),
+            useanyworker=bool(row.useanyworker),
+            caller_name=row.caller_name,
+            stopped_by_name=row.stopped_by_name,
+            allowed_workers=allowed.get(row.execution_id, ()),
+            task_id=row.task_id,
+            task_state=None if row.task_status is None else TaskState(row.task_status),
+            attempt=row.attempt or 0,
+            error=errors.get(row.task_id, ""),
+        )
+        for row in rows
+    ]
+
+
+def _allowed(tx: Tx, execution_ids: list[int]) -> dict[int, tuple[str, ...]]:
+    if not execution_ids:
+        return {}
+    jobs, members = tx.t.jobs, tx.t.job_worker_agents
+    query = (
+        sa.select(jobs.c.execution_id, members.c.worker_agent_id)
+        .join(members, members.c.job_id == jobs.c.job_id)
+        .where(jobs.c.execution_id.in_(execution_ids))
+        .order_by(jobs.c.execution_id, members.c.worker_agent_id)
+    )
+    found: dict[int, list[str]] = {}
+    for row in tx.conn.execute(query):
+        found.setdefault(row.execution_id, []).append(row.worker_agent_id)
+    return {key: tuple(value) for key, value in found.items()}
+
+
+def _last_errors(tx: Tx, task_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    if not task_ids:
+        return {}
+    a = tx.t.task_attempts
+    query = (
+        sa.select(a.c.task_id, a.c.error)
+        .where(a.c.task_id.in_(task_ids), a.c.error.isnot(None))
+        .order_by(a.c.task_id, a.c.attempt)
+    )
+    return {row.task_id: row.error for row in tx.conn.execute(query)}
+
+
+def _workers_query(tx: Tx) -> sa.Select[Any]:
+    w, t = tx.t.worker_agents, tx.t.tasks
+    held = (
+        sa.select(t.c.worker_agent_id, sa.func.count().label("held"))
+        .where(in_states(t.c.status, LEASED_TASK_STATES))
+        .group_by(t.c.worker_agent_id)
+        .subquery()
+    )
+    return (
+        sa.select(w, sa.func.coalesce(held.c.held, 0).label("held"))
+        .outerjoin(held, held.c.worker_agent_id == w.c.worker_agent_id)
+        .order_by(w.c.worker_agent_id)
+    )
+
+
+def _worker_rows(tx: Tx, timing: Timing, rows: Iterable[Any]) -> list[WorkerAgentRow]:
+    online_since = utc(tx.now - timedelta(seconds=timing.worker_offline_after_s))
+    return [
+        WorkerAgentRow(
+            worker_agent_id=row.worker_agent_id,
+            is_enabled=bool(row.is_enabled),
+            display_name=row.display_name,
+            description=row.description,
+            machine_name=row.machine_name,
+            tags=row.tags,
+            user_account=row.user_account,
+            last_online_time=aware(row.last_online_time),
+            is_online=row.last_online_time is not None
+            and utc(row.last_online_time) >= online_since,
+            running_tasks=int(row.held),
+            max_task_count=row.max_task_count,
+            cpu_percent=row.cpu_percent,
+            free_memory_mb=row.free_memory_mb,
+        )
+        for row in rows
+    ]
+
+
+def get_worker_agent(tx: Tx, timing: Timing, worker_agent_id: str) -> WorkerAgentRow:
+    w = tx.t.worker_agents
+    rows = tx.conn.execute(_workers_query(tx).where(w.c.worker_agent_id == worker_agent_id))
+    found = _worker_rows(tx, timing, rows)
+    if not found:
+        raise NotFound(f"worker agent {worker_agent_id!r} does not exist", code=27243)
+    return found[0]
+
+
+def list_worker_agents(tx: Tx, timing: Timing) -> list[WorkerAgentRow]:
+    return _worker_rows(tx, timing, tx.conn.execute(_workers_query(tx)))
+
+
+def execution_messages(tx: Tx, execution_id: int, after_id: int, limit: int) -> list[MessageRow]:
+    m = tx.t.operation_messages
+    query = (
+        sa.select(m)
+        .where(m.c.operation_id == execution_id, m.c.operation_message_id > after_id)
+        .order_by(m.c.operation_message_id)
+        .limit(max(limit, 0))
+    )
+    return [
+        MessageRow(
+            message_id=row.operation_message_id,
+            operation_id=row.operation_id,
+            message_time=utc(row.message_time),
+            message_type=row.message_type,
+            message_source_type=row.message_source_type,
+            message=row.message,
+            attempt=row.attempt,
+            source=row.message_source_name or "",
+        )
+        for row in tx.conn.execute(query)
+    ]
+
+
+def master_properties(tx: Tx) -> dict[str, str]:
+    p = tx.t.master_properties
+    rows = tx.conn.execute(sa.select(p.c.property_name, p.c.property_value))
+    return {row.property_name: row.property_value for row in rows}
+
+
+def project_archive(tx: Tx, content_hash: str) -> bytes | None:
+    v = tx.t.object_versions
+    query = sa.select(v.c.object_data).where(v.c.content_hash == content_hash).limit(1)
+    data = tx.conn.execute(query).scalar_one_or_none()
+    return None if data is None else bytes(data)
+
+
+def counts(tx: Tx, timing: Timing) -> CatalogCounts:
+    o, w, t = tx.t.operations, tx.t.worker_agents, tx.t.tasks
+    by_status = (
+        sa.select(o.c.status, sa.func.count().label("n"))
+        .where(o.c.operation_type == OPERATION_EXECUTION)
+        .group_by(o.c.status)
+    )
+    online_since = tx.now - timedelta(seconds=timing.worker_offline_after_s)
+    enabled = sa.select(sa.func.count()).where(w.c.is_enabled == sa.true())
+    online = sa.select(sa.func.count()).where(w.c.last_online_time >= online_since)
+    oldest = sa.select(sa.func.min(t.c.ready_for_dispatch_time)).where(
+        t.c.status == int(TaskState.PENDING)
+    )
+    oldest_time = tx.conn.execute(oldest).scalar_one_or_none()
+    age = 0.0 if oldest_time is None else (utc(tx.now) - utc(oldest_time)).total_seconds()
+    return CatalogCounts(
+        executions_by_status={
+            ExecutionStatus(row.status): int(row.n) for row in tx.conn.execute(by_status)
+        },
+        workers_enabled=int(tx.conn.execute(enabled).scalar_one()),
+        workers_online=int(tx.conn.execute(online).scalar_one()),
+        oldest_pending_age_s=max(age, 0.0),
+    )

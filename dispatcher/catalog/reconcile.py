@@ -1,0 +1,258 @@
+"""Status reports from workers, applied in one transaction per batch.
+
+The batch's tasks are read (and locked, in task_id order) once; each report is classified
+against the attempt it names and, when it still applies, written with a fenced update.
+Reports that do not apply change nothing and say why (:class:`ReportOutcome`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from dispatcher.catalog.engine import Tx, to_db
+from dispatcher.catalog.records import ReportOutcome, ReportResult
+from dispatcher.catalog.state import (
+    TaskRow,
+    add_message,
+    close_attempt,
+    load_tasks,
+    mirror_execution,
+    move_task,
+    requeue_values,
+)
+from schemas.messages import StatusReport, TaskFinished, TaskLog, TaskOutcome, TaskProgress
+from schemas.states import LEASED_TASK_STATES, TRANSITIONS, TaskEvent, TaskState, can_apply
+
+DEFAULT_LEASE_S = 60.0
+ERROR_MESSAGE = 120
+SOURCE_ISSERVEREXEC = 20
+
+
+@dataclass(slots=True)
+class AttemptInfo:
+    worker_agent_id: str
+    outcome: str | None
+
+
+@dataclass(slots=True)
+class Batch:
+    tx: Tx
+    tasks: dict[uuid.UUID, TaskRow]
+    attempts: dict[tuple[uuid.UUID, int], AttemptInfo]
+    lease_s: dict[str, float]
+
+
+def apply_status_reports(tx: Tx, reports: Sequence[tuple[StatusReport, str]]) -> list[ReportResult]:
+    """One ReportResult per report, in order; all writes in the caller's transaction."""
+    if not reports:
+        return []
+    ids = {report.task_id for report, _ in reports}
+    batch = Batch(
+        tx=tx,
+        tasks=load_tasks(tx, ids, lock=True),
+        attempts=_attempts(tx, ids),
+        lease_s=_lease_intervals(tx, {sender for _, sender in reports}),
+    )
+    return [_apply(batch, report, sender) for report, sender in reports]
+
+
+def _attempts(tx: Tx, ids: set[uuid.UUID]) -> dict[tuple[uuid.UUID, int], AttemptInfo]:
+    a = tx.t.task_attempts
+    query = sa.select(a.c.task_id, a.c.attempt, a.c.worker_agent_id, a.c.outcome).where(
+        a.c.task_id.in_(sorted(ids))
+    )
+    return {
+        (row.task_id, row.attempt): AttemptInfo(row.worker_agent_id, row.outcome)
+        for row in tx.conn.execute(query)
+    }
+
+
+def _lease_intervals(tx: Tx, senders: set[str]) -> dict[str, float]:
+    w = tx.t.worker_agents
+    query = sa.select(w.c.worker_agent_id, w.c.lease_interval_s).where(
+        w.c.worker_agent_id.in_(sorted(senders))
+    )
+    return {row.worker_agent_id: float(row.lease_interval_s) for row in tx.conn.execute(query)}
+
+
+def _apply(batch: Batch, report: StatusReport, sender: str) -> ReportResult:
+    refused = _check_sender(batch, report, sender)
+    if refused is not None:
+        return ReportResult(refused)
+    if isinstance(report, TaskLog):
+        return _log(batch, report)
+    row = batch.tasks[report.task_id]
+    if report.attempt < row.attempt:
+        return ReportResult(ReportOutcome.STALE, row.status)
+    if isinstance(report, TaskProgress):
+        return _progress(batch, row, sender)
+    if isinstance(report, TaskFinished):
+        return _finished(batch, row, report, sender)
+    return _started(batch, row, report.machine_name, sender)
+
+
+def _check_sender(batch: Batch, report: StatusReport, sender: str) -> ReportOutcome | None:
+    """UNKNOWN_TASK or FORGED_SENDER when the report cannot be about a real attempt."""
+    if report.task_id not in batch.tasks:
+        return ReportOutcome.UNKNOWN_TASK
+    info = batch.attempts.get((report.task_id, report.attempt))
+    if info is None or info.worker_agent_id != sender:
+        return ReportOutcome.FORGED_SENDER
+    return None
+
+
+def _lease_end(batch: Batch, sender: str) -> object:
+    return batch.tx.now + timedelta(seconds=batch.lease_s.get(sender, DEFAULT_LEASE_S))
+
+
+def _started(batch: Batch, row: TaskRow, machine_name: str, sender: str) -> ReportResult:
+    if row.status is TaskState.RUNNING:
+        return ReportResult(ReportOutcome.DUPLICATE, row.status)
+    if not can_apply(TaskEvent.START, row.status):
+        return ReportResult(ReportOutcome.STALE, row.status)
+    tx, tasks = batch.tx, batch.tx.t.tasks
+    values = {"executed_count": row.executed_count + 1, "expires_at": _lease_end(batch, sender)}
+    fence = tasks.c.worker_agent_id == sender
+    if not move_task(tx, TaskEvent.START, row.task_id, row.attempt, values, fence):
+        return ReportResult(ReportOutcome.STALE, row.status)
+    row.status, row.executed_count = TaskState.RUNNING, row.executed_count + 1
+    _mark_attempt_started(tx, row, machine_name)
+    status = mirror_execution(
+        tx,
+        row.execution_id,
+        row.status,
+        cancel_requested=row.is_cancelled,
+        values=_running_values(tx, row, sender, machine_name),
+    )
+    return ReportResult(ReportOutcome.APPLIED, row.status, status)
+
+
+def _mark_attempt_started(tx: Tx, row: TaskRow, machine_name: str) -> None:
+    a = tx.t.task_attempts
+    tx.conn.execute(
+        sa.update(a)
+        .where(a.c.task_id == row.task_id, a.c.attempt == row.attempt)
+        .values(started_at=tx.now, machine_name=machine_name)
+    )
+
+
+def _running_values(
+    tx: Tx, row: TaskRow, sender: str, machine_name: str | None
+) -> dict[str, object]:
+    ops = tx.t.operations
+    values: dict[str, object] = {
+        "worker_agent_id": sender,
+        "executed_count": row.executed_count,
+        "start_time": sa.func.coalesce(ops.c.start_time, tx.now),
+    }
+    if machine_name is not None:
+        values["machine_name"] = machine_name
+    return values
+
+
+def _progress(batch: Batch, row: TaskRow, sender: str) -> ReportResult:
+    """Renew the current attempt's lease; no state changes."""
+    if not row.status.holds_lease:
+        return ReportResult(ReportOutcome.STALE, row.status)
+    tasks = batch.tx.t.tasks
+    renewed = batch.tx.conn.execute(
+        sa.update(tasks)
+        .where(
+            tasks.c.task_id == row.task_id,
+            tasks.c.attempt == row.attempt,
+            tasks.c.worker_agent_id == sender,
+            tasks.c.status.in_(sorted(int(s) for s in LEASED_TASK_STATES)),
+        )
+        .values(expires_at=_lease_end(batch, sender))
+    )
+    outcome = ReportOutcome.APPLIED if renewed.rowcount == 1 else ReportOutcome.STALE
+    return ReportResult(outcome, row.status)
+
+
+def _finish_event(outcome: TaskOutcome, row: TaskRow, counted: int) -> TaskEvent:
+    if outcome is TaskOutcome.SUCCEEDED:
+        return TaskEvent.SUCCEED
+    if outcome is TaskOutcome.CANCELED:
+        return TaskEvent.CANCEL
+    retry = counted < row.max_executed_count and not row.is_cancelled
+    return TaskEvent.RETRY if retry else TaskEvent.FAIL
+
+
+def _finished(batch: Batch, row: TaskRow, report: TaskFinished, sender: str) -> ReportResult:
+    info = batch.attempts[(row.task_id, row.attempt)]
+    if info.outcome == report.outcome.value:
+        return ReportResult(ReportOutcome.DUPLICATE, row.status)
+    # A finished report for an attempt whose `started` was lost still counts the attempt.
+    counted = row.executed_count + (1 if row.status is TaskState.DISPATCHED else 0)
+    event = _finish_event(report.outcome, row, counted)
+    if not can_apply(event, row.status):
+        return ReportResult(ReportOutcome.STALE, row.status)
+    tx = batch.tx
+    values: dict[str, object] = {"executed_count": counted, "cancel_sent": True}
+    if event is TaskEvent.RETRY:
+        values.update(requeue_values(tx), cancel_sent=False)
+    fence = tx.t.tasks.c.worker_agent_id == sender
+    if not move_task(tx, event, row.task_id, row.attempt, values, fence):
+        return ReportResult(ReportOutcome.STALE, row.status)
+    row.status, row.executed_count = TRANSITIONS[event].target, counted
+    close_attempt(
+        tx,
+        row.task_id,
+        row.attempt,
+        report.outcome.value,
+        exit_code=report.exit_code,
+        error=report.error or None,
+    )
+    info.outcome = report.outcome.value
+    _record_failure(tx, row, report)
+    status = mirror_execution(
+        tx,
+        row.execution_id,
+        row.status,
+        cancel_requested=row.is_cancelled,
+        values=_running_values(tx, row, sender, None),
+    )
+    return ReportResult(ReportOutcome.APPLIED, row.status, status, event is TaskEvent.RETRY)
+
+
+def _record_failure(tx: Tx, row: TaskRow, report: TaskFinished) -> None:
+    if report.outcome is not TaskOutcome.FAILED and not report.error:
+        return
+    text = report.error or f"attempt {row.attempt} failed with exit code {report.exit_code}"
+    add_message(tx, row.execution_id, ERROR_MESSAGE, text, task_id=row.task_id, attempt=row.attempt)
+
+
+def _log(batch: Batch, report: TaskLog) -> ReportResult:
+    """Store the lines not stored yet; (task_id, attempt, seq) makes a line unique."""
+    tx, messages = batch.tx, batch.tx.t.operation_messages
+    entries = {entry.seq: entry for entry in report.entries}
+    query = sa.select(messages.c.seq).where(
+        messages.c.task_id == report.task_id,
+        messages.c.attempt == report.attempt,
+        messages.c.seq.in_(sorted(entries)),
+    )
+    for seq in tx.conn.execute(query).scalars():
+        entries.pop(seq, None)
+    if not entries:
+        return ReportResult(ReportOutcome.DUPLICATE)
+    rows = [
+        {
+            "operation_id": batch.tasks[report.task_id].execution_id,
+            "message_time": to_db(tx, entry.time),
+            "message_type": entry.message_type,
+            "message_source_type": SOURCE_ISSERVEREXEC,
+            "message": entry.message,
+            "task_id": report.task_id,
+            "attempt": report.attempt,
+            "seq": entry.seq,
+            "message_source_name": entry.source,
+        }
+        for entry in entries.values()
+    ]
+    tx.conn.execute(sa.insert(messages), rows)
+    return ReportResult(ReportOutcome.APPLIED)
