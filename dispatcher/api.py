@@ -1,0 +1,368 @@
+"""The Python API of scaleout: what an operator does, as calls. The ``scaleout`` CLI is a
+thin shell over it, so a script can do everything the CLI does::
+
+    from dispatcher.api import ScaleOut
+
+    with ScaleOut.connect("sqlite:///ssisdb.sqlite3") as so:
+        so.deploy(Path("examples/sales_etl"), folder="Finance")
+        started = so.run("Finance", "SalesETL", "LoadSales", parameters={"Rows": 500})
+        row = so.wait(started.execution_id, timeout_s=60)
+        print(row.status.label)
+
+Every operation is a catalog call (the catalog is the source of truth); only ``start``
+also touches RabbitMQ, with a best-effort ``dispatch.wake`` so the master reacts at once
+instead of at its next poll. Errors are :class:`dispatcher.errors.ScaleoutError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from dispatcher import topology
+from dispatcher.broker import Publisher
+from dispatcher.catalog import Catalog
+from dispatcher.catalog.records import DeployResult, ExecutionRow, MessageRow, WorkerAgentRow
+from dispatcher.errors import BrokerError, NotFound, OperationRefused, ScaleoutError
+from dispatcher.projects import build_archive
+from dispatcher.settings import BrokerSettings, MasterSettings
+from schemas.messages import DispatchWake, ParameterScalar
+from schemas.project import ArchiveError, read_manifest
+from schemas.states import ExecutionStatus
+
+logger = logging.getLogger(__name__)
+
+PROJECT_PARAMETER = 20
+PACKAGE_PARAMETER = 30
+SYSTEM_PARAMETER = 50
+"""``object_type`` values of ``set_execution_parameter_value``, as in SSISDB."""
+
+_PREFIXES = {
+    "$project::": PROJECT_PARAMETER,
+    "$package::": PACKAGE_PARAMETER,
+    "$serveroption::": SYSTEM_PARAMETER,
+}
+"""dtexec's ``/Parameter`` prefixes, which SSIS users already type."""
+
+WAKE_TIMEOUT_S = 3.0
+"""A start must not hang on a dead broker: the master's poll dispatches anyway."""
+
+
+class WaitTimeout(ScaleoutError):
+    """An execution did not reach a terminal status in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """An execution that was started; ``warning`` says when the master was not woken."""
+
+    execution_id: int
+    woken: bool
+    warning: str = ""
+
+
+def split_parameter(name: str) -> tuple[int | None, str]:
+    """(object type or None when unprefixed, bare name) of ``$Package::Rows`` or ``Rows``."""
+    lowered = name.lower()
+    for prefix, object_type in _PREFIXES.items():
+        if lowered.startswith(prefix):
+            return object_type, name[len(prefix) :]
+    return None, name
+
+
+class ScaleOut:
+    """A session with one catalog (and optionally the broker, to wake the master)."""
+
+    def __init__(self, catalog: Catalog, broker: BrokerSettings | None = None) -> None:
+        self.catalog = catalog
+        self._broker = broker
+
+    @classmethod
+    def open(cls, settings: MasterSettings) -> ScaleOut:
+        """A session on the catalog and broker of the master's settings."""
+        catalog = Catalog.open(
+            settings.catalog.url,
+            connection_timeout_s=settings.catalog.connection_timeout_s,
+            worker_offline_after_s=settings.worker_offline_after_s,
+            initial_lease_s=settings.initial_lease_s,
+        )
+        return cls(catalog, settings.broker)
+
+    @classmethod
+    def connect(cls, catalog_url: str, broker: BrokerSettings | None = None) -> ScaleOut:
+        """A session on ``catalog_url``; without ``broker``, starts do not wake the master."""
+        return cls(Catalog.open(catalog_url), broker)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the catalog itself --------------------------------------------------------------
+
+    def init_catalog(self) -> str:
+        """Create or upgrade the catalog's schema (idempotent); the revision it is at."""
+        self.catalog.init()
+        return self.catalog.schema_revision() or ""
+
+    def catalog_revision(self) -> str | None:
+        """The schema revision, or None when the catalog was never initialised."""
+        return self.catalog.schema_revision()
+
+    # -- projects ------------------------------------------------------------------------
+
+    def deploy(self, source: Path | bytes, folder: str, project: str | None = None) -> DeployResult:
+        """Deploy a project folder (zipped deterministically), a .zip file, or archive
+        bytes into ``folder``; the project name defaults to the manifest's."""
+        archive = read_archive(source)
+        if project is None:
+            try:
+                project = read_manifest(archive).name
+            except ArchiveError as exc:
+                raise OperationRefused(
+                    f"cannot deploy: {exc}", hint="see the manifest format in the README"
+                ) from exc
+        return self.catalog.deploy_project(folder, project, archive)
+
+    # -- executions ----------------------------------------------------------------------
+
+    def create_execution(
+        self,
+        folder: str,
+        project: str,
+        package: str,
+        *,
+        parameters: Mapping[str, ParameterScalar] | None = None,
+        workers: Sequence[str] = (),
+        caller_name: str | None = None,
+    ) -> int:
+        """A new execution (status 1 created) with its parameter values and, when
+        ``workers`` is given, restricted to those workers (SSIS ``add_execution_worker``)."""
+        execution_id = self.catalog.create_execution(
+            folder, project, package, useanyworker=not workers, caller_name=caller_name
+        )
+        for name, value in (parameters or {}).items():
+            self.set_parameter(execution_id, name, value)
+        for worker in workers:
+            self.catalog.add_execution_worker(execution_id, worker)
+        return execution_id
+
+    def set_parameter(self, execution_id: int, name: str, value: ParameterScalar) -> None:
+        """Set a parameter value. ``$Project::``, ``$Package::`` and ``$ServerOption::``
+        say where it is declared; a bare name is tried as a package parameter, then as a
+        project one."""
+        object_type, bare = split_parameter(name)
+        if object_type is not None:
+            self.catalog.set_execution_parameter_value(execution_id, object_type, bare, value)
+            return
+        try:
+            self.catalog.set_execution_parameter_value(execution_id, PACKAGE_PARAMETER, bare, value)
+        except NotFound:
+            try:
+                self.catalog.set_execution_parameter_value(
+                    execution_id, PROJECT_PARAMETER, bare, value
+                )
+            except NotFound as exc:
+                msg = f"parameter {bare!r} is declared neither by the package nor the project"
+                raise NotFound(msg, hint="see the project's manifest.json") from exc
+
+    def start(self, execution_id: int, retry_count: int = 0, *, wake: bool = True) -> Started:
+        """Start an execution (SSIS ``start_execution``; attempts = retry_count + 1) and
+        wake the master's dispatcher. A broker that does not answer is not an error: the
+        master's poll dispatches the execution anyway, and ``warning`` says so. Starting
+        many at once, pass ``wake=False`` and call :meth:`wake` once after."""
+        self.catalog.start_execution(execution_id, retry_count)
+        warning = self.wake(execution_id) if wake else ""
+        return Started(execution_id, woken=not warning, warning=warning)
+
+    def run(
+        self,
+        folder: str,
+        project: str,
+        package: str,
+        *,
+        parameters: Mapping[str, ParameterScalar] | None = None,
+        workers: Sequence[str] = (),
+        retry_count: int = 0,
+        caller_name: str | None = None,
+    ) -> Started:
+        """Create and start an execution in one call."""
+        execution_id = self.create_execution(
+            folder,
+            project,
+            package,
+            parameters=parameters,
+            workers=workers,
+            caller_name=caller_name,
+        )
+        return self.start(execution_id, retry_count)
+
+    def stop(self, execution_id: int, *, stopped_by: str | None = None) -> ExecutionRow:
+        """Request a stop (SSIS ``stop_operation``); the execution as it is afterwards."""
+        self.catalog.stop_operation(execution_id, stopped_by=stopped_by)
+        self.wake(execution_id)
+        return self.catalog.get_execution(execution_id)
+
+    def execution(self, execution_id: int) -> ExecutionRow:
+        return self.catalog.get_execution(execution_id)
+
+    def executions(
+        self, *, status: ExecutionStatus | None = None, limit: int = 100
+    ) -> list[ExecutionRow]:
+        """Executions, newest first."""
+        return self.catalog.list_executions(status=status, limit=limit)
+
+    def wait(self, execution_id: int, timeout_s: float, *, poll_s: float = 0.25) -> ExecutionRow:
+        """Poll until the execution reaches a terminal status; :class:`WaitTimeout` after
+        ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            row = self.catalog.get_execution(execution_id)
+            if row.status.is_terminal:
+                return row
+            if time.monotonic() >= deadline:
+                msg = f"execution {execution_id} is still {row.status.label} after {timeout_s:g} s"
+                raise WaitTimeout(msg, hint=f"see `scaleout executions show {execution_id}`")
+            time.sleep(poll_s)
+
+    def messages(self, execution_id: int, *, after_id: int = 0) -> list[MessageRow]:
+        """The execution's operation and event messages after ``after_id``, oldest first."""
+        self.catalog.get_execution(execution_id)  # NotFound for an unknown id
+        return self.catalog.execution_messages(execution_id, after_id=after_id)
+
+    def follow(self, execution_id: int, *, poll_s: float = 0.5) -> Iterator[MessageRow]:
+        """Messages as they arrive, until the execution has ended and none are left."""
+        after = 0
+        while True:
+            ended = self.catalog.get_execution(execution_id).status.is_terminal
+            batch = self.catalog.execution_messages(execution_id, after_id=after)
+            yield from batch
+            if batch:
+                after = batch[-1].message_id
+            elif ended:
+                return
+            else:
+                time.sleep(poll_s)
+
+    # -- worker agents -------------------------------------------------------------------
+
+    def add_worker(
+        self,
+        worker_agent_id: str,
+        *,
+        display_name: str = "",
+        description: str = "",
+        enabled: bool = False,
+        max_task_count: int = 10,
+    ) -> WorkerAgentRow:
+        """Register a worker (Scale Out Manager's "+"); disabled unless ``enabled``."""
+        self.catalog.add_worker_agent(
+            worker_agent_id,
+            display_name=display_name,
+            description=description,
+            is_enabled=False,
+            max_task_count=max_task_count,
+        )
+        if enabled:
+            self.catalog.enable_worker_agent(worker_agent_id)
+        return self.catalog.get_worker_agent(worker_agent_id)
+
+    def enable_worker(self, worker_agent_id: str) -> WorkerAgentRow:
+        self.catalog.enable_worker_agent(worker_agent_id)
+        self.wake(None)
+        return self.catalog.get_worker_agent(worker_agent_id)
+
+    def disable_worker(self, worker_agent_id: str) -> WorkerAgentRow:
+        """Disable (drain) a worker: no new tasks; running ones finish."""
+        self.catalog.disable_worker_agent(worker_agent_id)
+        self.wake(None)
+        return self.catalog.get_worker_agent(worker_agent_id)
+
+    def set_worker(self, worker_agent_id: str, name: str, value: str) -> WorkerAgentRow:
+        """Set DisplayName, Description or Tags (SSIS ``set_worker_agent_property``)."""
+        self.catalog.set_worker_agent_property(worker_agent_id, name, value)
+        return self.catalog.get_worker_agent(worker_agent_id)
+
+    def delete_worker(self, worker_agent_id: str) -> None:
+        self.catalog.delete_worker_agent(worker_agent_id)
+
+    def worker(self, worker_agent_id: str) -> WorkerAgentRow:
+        return self.catalog.get_worker_agent(worker_agent_id)
+
+    def workers(self) -> list[WorkerAgentRow]:
+        return self.catalog.list_worker_agents()
+
+    def master_properties(self) -> dict[str, str]:
+        return self.catalog.master_properties()
+
+    # -- the broker, best effort -----------------------------------------------------------
+
+    def wake(self, execution_id: int | None = None) -> str:
+        """Wake the master's dispatcher; '' when the broker confirmed, else a warning."""
+        if self._broker is None:
+            return "no broker configured: the master picks the change up at its next poll"
+        outcome: list[BaseException | None] = []
+        thread = threading.Thread(
+            target=_publish_wake, args=(self._broker, execution_id, outcome), daemon=True
+        )
+        thread.start()
+        thread.join(WAKE_TIMEOUT_S)
+        if outcome and outcome[0] is None:
+            return ""
+        reason = str(outcome[0]) if outcome else f"no answer within {WAKE_TIMEOUT_S:g} s"
+        logger.warning("api.wake_failed", extra={"error": reason})
+        return f"could not wake the master ({reason}); it starts the work at its next poll"
+
+
+def read_archive(source: Path | bytes) -> bytes:
+    """Archive bytes from bytes, a .zip file, or a project folder."""
+    if isinstance(source, bytes):
+        return source
+    if source.is_dir():
+        try:
+            return build_archive(source)
+        except ArchiveError as exc:
+            msg = f"cannot deploy {source}: {exc}"
+            raise OperationRefused(msg, hint="see the manifest format in the README") from exc
+    try:
+        return source.read_bytes()
+    except FileNotFoundError:
+        msg = f"{source} does not exist"
+        raise ScaleoutError(msg, hint="give a project folder or a .zip archive") from None
+    except OSError as exc:
+        msg = f"cannot read {source}: {exc.strerror}"
+        raise ScaleoutError(msg) from None
+
+
+def _publish_wake(
+    broker: BrokerSettings, execution_id: int | None, outcome: list[BaseException | None]
+) -> None:
+    """One confirmed ``dispatch.wake``; runs in a thread so a dead broker cannot stall
+    the caller for the Publisher's whole reconnect budget."""
+    try:
+        with Publisher(broker, name="scaleout-cli") as publisher:
+            publisher.publish(
+                topology.STATUS_EXCHANGE,
+                topology.WAKE_ROUTING_KEY,
+                DispatchWake(execution_id=execution_id),
+                persistent=False,
+            )
+    except (BrokerError, OSError) as exc:
+        outcome.append(exc)
+    else:
+        outcome.append(None)
