@@ -1,0 +1,1 @@
+"""Ops checks: Prometheus rules and scraping, the Grafana dashboard, the docker-compose cluster."""
