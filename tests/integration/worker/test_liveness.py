@@ -1,0 +1,80 @@
+"""Heartbeats keep their pace under an output flood; a cancel kills a whole process tree."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import psutil
+
+from schemas.messages import TaskOutcome
+from tests.fixtures.worker import ScriptedMaster, WorkerProcess, wait_for, write_testkit
+
+StartWorker = Callable[..., AbstractContextManager[WorkerProcess]]
+TASK_INTERVAL_S = 0.5
+MARGIN_S = 2.0
+
+
+def test_heartbeats_keep_their_interval_during_an_output_flood(
+    master: ScriptedMaster, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    """A package flooding stdout for 6 s never stretches a heartbeat gap past the interval
+    plus a generous margin."""
+    project = master.deploy(write_testkit(tmp_path / "kit"))
+    with start_worker(TaskHeartbeatInterval="00:00:00.5"):
+        task = master.assign(project, "Flood", {"Seconds": 6.0})
+        wait_for(lambda: master.started(task), 30)
+        started_at = time.monotonic()
+        finished = master.finished(task, timeout_s=120)
+    assert finished.outcome is TaskOutcome.SUCCEEDED, finished.error
+    beats = [
+        at
+        for at, beat in master.heartbeats()
+        if at >= started_at and any(r.task_id == task.task_id for r in beat.running)
+    ]
+    gaps = [b - a for a, b in itertools.pairwise(beats)]
+    lines = len(master.log_entries(task))
+    print(
+        f"\nflood: {lines} log lines, {len(beats)} task heartbeats, "
+        f"largest gap {max(gaps):.3f} s (interval {TASK_INTERVAL_S} s)"
+    )
+    assert len(beats) >= 6
+    assert max(gaps) < TASK_INTERVAL_S + MARGIN_S
+    assert lines > 10_000
+    assert master.log_entries(task)[-2].message.startswith("flooded ")
+
+
+def test_cancel_kills_the_package_and_its_children(
+    master: ScriptedMaster, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    """A cancel kills the package, its children and a grandchild; the master gets canceled."""
+    project = master.deploy(write_testkit(tmp_path / "kit"))
+    with start_worker(kill_grace_s=2):
+        task = master.assign(project, "Spawner")
+        text = wait_for(
+            lambda: (t := master.log_text(task)).count("child pid") >= 4 and t, timeout_s=30
+        )
+        pids = [int(p) for p in re.findall(r"(?:child|grandchild) pid (\d+)", text)]
+        started = master.started(task)
+        assert started
+        assert all(_alive(pid) for pid in pids)
+        canceled_at = time.monotonic()
+        master.cancel(task)
+        wait_for(lambda: not any(_alive(pid) for pid in pids), timeout_s=15)
+        died_after = time.monotonic() - canceled_at
+        finished = master.finished(task, timeout_s=30)
+    print(f"\ncancel: {len(pids)} processes gone {died_after:.3f} s after the cancel was sent")
+    assert finished.outcome is TaskOutcome.CANCELED
+    assert "stop_requested" in finished.error
+    assert len(pids) == 4
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
