@@ -1,0 +1,1 @@
+"""Integration tests of the SSISDB catalog on real SQLite and PostgreSQL databases."""

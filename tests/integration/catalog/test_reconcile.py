@@ -1,0 +1,201 @@
+"""apply_status_reports on both databases: effects, retries and every kind of refusal."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from dispatcher.catalog import Assignment, Catalog, ReportOutcome
+from schemas.messages import TaskStarted
+from schemas.states import ExecutionStatus, TaskState
+from tests.fixtures.catalog import (
+    finished,
+    log,
+    online_worker,
+    progress,
+    started,
+    started_execution,
+    table_counts,
+)
+
+
+def claim_one(catalog: Catalog, *, retry_count: int = 0) -> Assignment:
+    online_worker(catalog, "w1")
+    started_execution(catalog, retry_count=retry_count)
+    [assignment] = catalog.claim_tasks(1)
+    return assignment
+
+
+def test_started_then_succeeded(catalog: Catalog) -> None:
+    """started -> execution running (2) on the worker; succeeded -> 7 with an end time."""
+    a = claim_one(catalog)
+
+    [start] = catalog.apply_status_reports([(started(a), "w1")])
+    running = catalog.get_execution(a.execution_id)
+    [done] = catalog.apply_status_reports([(finished(a), "w1")])
+    ended = catalog.get_execution(a.execution_id)
+
+    assert (start.outcome, start.task_state, start.execution_status) == (
+        ReportOutcome.APPLIED,
+        TaskState.RUNNING,
+        ExecutionStatus.RUNNING,
+    )
+    assert (running.worker_agent_id, running.executed_count) == ("w1", 1)
+    assert running.start_time is not None
+    assert (done.outcome, done.execution_status) == (ReportOutcome.APPLIED, ExecutionStatus.SUCCEEDED)
+    assert ended.end_time is not None
+    assert ended.task_state is TaskState.SUCCEEDED
+
+
+def test_failed_with_retries_goes_back_to_pending(catalog: Catalog) -> None:
+    """A failure with attempts left requeues the task; the next claim is attempt 2."""
+    a = claim_one(catalog, retry_count=1)
+    catalog.apply_status_reports([(started(a), "w1")])
+
+    [result] = catalog.apply_status_reports([(finished(a, "failed", error="boom"), "w1")])
+    row = catalog.get_execution(a.execution_id)
+    [again] = catalog.claim_tasks(5)
+
+    assert (result.retried, result.task_state, result.execution_status) == (
+        True,
+        TaskState.PENDING,
+        ExecutionStatus.PENDING,
+    )
+    assert (row.status, row.executed_count, row.error) == (ExecutionStatus.PENDING, 1, "boom")
+    assert (again.task_id, again.attempt) == (a.task_id, 2)
+    assert any(m.message == "boom" and m.message_type == 120 for m in catalog.execution_messages(a.execution_id))
+
+
+def test_failed_without_retries_fails_the_execution(catalog: Catalog) -> None:
+    """With no attempts left a failure ends the execution as failed (4)."""
+    a = claim_one(catalog)
+    catalog.apply_status_reports([(started(a), "w1")])
+
+    [result] = catalog.apply_status_reports([(finished(a, "failed"), "w1")])
+
+    assert (result.retried, result.execution_status) == (False, ExecutionStatus.FAILED)
+    assert catalog.claim_tasks(5) == []
+
+
+def test_finished_without_started_counts_the_attempt(catalog: Catalog) -> None:
+    """A finished report for a dispatched attempt (started was lost) counts it first."""
+    a = claim_one(catalog, retry_count=1)
+
+    [first] = catalog.apply_status_reports([(finished(a, "failed"), "w1")])
+    b = catalog.claim_tasks(5)[0]
+    catalog.apply_status_reports([(started(b), "w1")])
+    [second] = catalog.apply_status_reports([(finished(b, "failed"), "w1")])
+
+    assert first.retried
+    assert (second.retried, second.execution_status) == (False, ExecutionStatus.FAILED)
+    assert catalog.get_execution(a.execution_id).executed_count == 2
+
+
+def test_stale_reports_change_nothing(catalog: Catalog, catalog_url: str) -> None:
+    """Reports for an older attempt, or after the task ended, are STALE and write nothing."""
+    a = claim_one(catalog, retry_count=1)
+    catalog.apply_status_reports([(started(a), "w1")])
+    catalog.apply_status_reports([(finished(a, "failed"), "w1")])
+    b = catalog.claim_tasks(5)[0]
+    catalog.apply_status_reports([(started(b), "w1"), (finished(b), "w1")])
+    before = table_counts(catalog_url)
+
+    results = catalog.apply_status_reports(
+        [(finished(a), "w1"), (progress(a), "w1"), (started(b), "w1"), (progress(b), "w1")]
+    )
+
+    assert [r.outcome for r in results] == [ReportOutcome.STALE] * 4
+    assert table_counts(catalog_url) == before
+    assert catalog.get_execution(a.execution_id).status is ExecutionStatus.SUCCEEDED
+
+
+def test_forged_sender_and_unknown_task(catalog: Catalog) -> None:
+    """A report from another worker is FORGED_SENDER; an unknown task is UNKNOWN_TASK."""
+    a = claim_one(catalog)
+    online_worker(catalog, "w2")
+    ghost = TaskStarted(task_id=uuid.uuid4(), attempt=1, execution_id=1, worker_id="w1")
+
+    results = catalog.apply_status_reports(
+        [(started(a, worker="w2"), "w2"), (started(a), "w2"), (log(a, 1), "w2"), (ghost, "w1")]
+    )
+
+    assert [r.outcome for r in results] == [
+        ReportOutcome.FORGED_SENDER,
+        ReportOutcome.FORGED_SENDER,
+        ReportOutcome.FORGED_SENDER,
+        ReportOutcome.UNKNOWN_TASK,
+    ]
+    assert catalog.get_execution(a.execution_id).task_state is TaskState.DISPATCHED
+
+
+def test_duplicates_are_harmless(catalog: Catalog) -> None:
+    """The same started or finished report twice -> DUPLICATE, counted once."""
+    a = claim_one(catalog)
+
+    results = catalog.apply_status_reports(
+        [(started(a), "w1"), (started(a), "w1"), (finished(a), "w1"), (finished(a), "w1")]
+    )
+
+    assert [r.outcome for r in results] == [
+        ReportOutcome.APPLIED,
+        ReportOutcome.DUPLICATE,
+        ReportOutcome.APPLIED,
+        ReportOutcome.DUPLICATE,
+    ]
+    assert catalog.get_execution(a.execution_id).executed_count == 1
+
+
+def test_progress_renews_the_lease(catalog_url: str) -> None:
+    """A progress report moves an expired-looking lease to now + the worker's interval."""
+    quick = Catalog.open(catalog_url, initial_lease_s=0.2)
+    a = claim_one(quick)
+    time.sleep(0.5)
+
+    [result] = quick.apply_status_reports([(progress(a), "w1")])
+
+    assert result.outcome is ReportOutcome.APPLIED
+    assert quick.expire_leases() == []
+    quick.close()
+
+
+def test_logs_are_deduplicated(catalog: Catalog) -> None:
+    """Log lines are stored once per (task, attempt, seq), also across batches."""
+    a = claim_one(catalog)
+    catalog.apply_status_reports([(started(a), "w1")])
+
+    results = catalog.apply_status_reports([(log(a, 0, 1), "w1"), (log(a, 1, 2), "w1")])
+    again = catalog.apply_status_reports([(log(a, 0, 1, 2), "w1")])
+    lines = [m for m in catalog.execution_messages(a.execution_id) if m.attempt == 1 and m.source]
+
+    assert [r.outcome for r in results] == [ReportOutcome.APPLIED, ReportOutcome.APPLIED]
+    assert [r.outcome for r in again] == [ReportOutcome.DUPLICATE]
+    assert [m.message for m in lines] == ["line 0", "line 1", "line 2"]
+    assert catalog.execution_messages(a.execution_id, after_id=lines[0].message_id, limit=1) == [
+        lines[1]
+    ]
+
+
+def test_logs_of_a_past_attempt_are_accepted(catalog: Catalog) -> None:
+    """Logs are history: a late line from the worker of an older attempt is stored."""
+    a = claim_one(catalog, retry_count=1)
+    catalog.apply_status_reports([(started(a), "w1"), (finished(a, "failed"), "w1")])
+    catalog.claim_tasks(5)
+
+    [result] = catalog.apply_status_reports([(log(a, 7), "w1")])
+
+    assert result.outcome is ReportOutcome.APPLIED
+
+
+def test_started_while_stop_requested_shows_stopping(catalog: Catalog) -> None:
+    """A worker that confirms a canceled attempt moves the execution to canceled (3)."""
+    a = claim_one(catalog)
+    catalog.apply_status_reports([(started(a), "w1")])
+    catalog.stop_operation(a.execution_id, stopped_by="ann")
+
+    assert catalog.get_execution(a.execution_id).status is ExecutionStatus.STOPPING
+    [result] = catalog.apply_status_reports([(finished(a, "canceled"), "w1")])
+
+    assert result.execution_status is ExecutionStatus.CANCELED
+    row = catalog.get_execution(a.execution_id)
+    assert (row.status, row.stopped_by_name) == (ExecutionStatus.CANCELED, "ann")
+    assert catalog.pending_cancels() == []
