@@ -1,0 +1,44 @@
+"""A broker restart in the middle of a run loses no report and duplicates none that the
+master would store twice."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from schemas.messages import TaskFinished, TaskOutcome
+from tests.fixtures.broker import TlsBroker
+from tests.fixtures.worker import SALES_ETL, ScriptedMaster, WorkerProcess, wait_for
+
+StartWorker = Callable[..., AbstractContextManager[WorkerProcess]]
+
+
+def test_logs_and_final_status_survive_a_broker_restart(
+    master: ScriptedMaster, start_worker: StartWorker, tls_broker: TlsBroker
+) -> None:
+    """The broker stops and starts while a package prints; afterwards the master has every
+    line exactly once (by seq), in order, and exactly one finished report."""
+    project = master.deploy(SALES_ETL)
+    with start_worker() as worker:
+        task = master.assign(project, "Sleep", {"Seconds": 12, "Interval": 0.1})
+        wait_for(lambda: len(master.log_entries(task)) >= 5, 30)
+        down_at = time.monotonic()
+        tls_broker.restart_app()
+        print(f"\nbroker restart took {time.monotonic() - down_at:.1f} s")
+        finished = master.finished(task, timeout_s=120)
+        time.sleep(1.0)  # any late duplicate would arrive now
+        assert worker.stop() == 0
+    events = [
+        w for w in ("broker.reconnecting", "outbox.resent", "heartbeat.failed") if w in worker.log()
+    ]
+    print(f"worker log events: {events}")
+    assert finished.outcome is TaskOutcome.SUCCEEDED, finished.error
+    entries = master.log_entries(task)
+    assert [e.seq for e in entries] == list(range(len(entries)))
+    ticks = [e.message for e in entries if e.message.startswith("sleeping:")]
+    assert [int(t.rsplit("tick ", 1)[1].rstrip(")")) for t in ticks] == list(range(len(ticks)))
+    assert len(ticks) >= 100
+    assert any(e.message == "slept" for e in entries)
+    finals = {m.message_id for _, m in master.about(task) if isinstance(m, TaskFinished)}
+    assert len(finals) == 1

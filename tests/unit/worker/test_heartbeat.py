@@ -1,0 +1,87 @@
+"""The heartbeat loop's pace and its error tolerance, against a fake publisher."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from pydantic import BaseModel
+
+from consumers.agent.heartbeat import Heartbeat
+from dispatcher.errors import BrokerUnavailable
+from schemas.messages import AgentHeartbeat, RunningAttempt
+
+RUNNING = (RunningAttempt(task_id=uuid.uuid4(), attempt=1, execution_id=1),)
+
+
+class FakePublisher:
+    def __init__(self, *, failing: bool = False) -> None:
+        self.failing = failing
+        self.times: list[float] = []
+
+    def publish(self, exchange: str, routing_key: str, message: BaseModel) -> None:
+        if self.failing:
+            raise BrokerUnavailable("down")
+        self.times.append(time.monotonic())
+
+    def close(self) -> None:
+        pass
+
+
+def run_for(heartbeat: Heartbeat, seconds: float) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=heartbeat.run, args=(stop,))
+    thread.start()
+    time.sleep(seconds)
+    stop.set()
+    thread.join(timeout=5)
+
+
+def test_the_task_interval_applies_while_packages_run() -> None:
+    """With attempts running, beats come every task interval, not every agent interval."""
+    publisher = FakePublisher()
+    beat = AgentHeartbeat(worker_id="w1", running=RUNNING)
+    heartbeat = Heartbeat(
+        lambda: publisher,
+        lambda: beat,
+        agent_interval_s=60,
+        task_interval_s=0.1,
+        error_tolerance_s=60,
+        on_tolerance_exceeded=lambda: None,
+    )
+    run_for(heartbeat, 1.0)
+    assert len(publisher.times) >= 5
+
+
+def test_failing_heartbeats_past_the_tolerance_stop_the_packages() -> None:
+    """When heartbeats fail for HeartbeatErrorTolerance while packages run, the callback
+    that kills them is called."""
+    publisher = FakePublisher(failing=True)
+    killed = threading.Event()
+    heartbeat = Heartbeat(
+        lambda: publisher,
+        lambda: AgentHeartbeat(worker_id="w1", running=RUNNING),
+        agent_interval_s=60,
+        task_interval_s=0.05,
+        error_tolerance_s=0.3,
+        on_tolerance_exceeded=killed.set,
+    )
+    run_for(heartbeat, 0.8)
+    assert killed.is_set()
+
+
+def test_failures_without_running_packages_kill_nothing() -> None:
+    """With nothing running, failing heartbeats never call the kill callback."""
+    publisher = FakePublisher(failing=True)
+    killed = threading.Event()
+    heartbeat = Heartbeat(
+        lambda: publisher,
+        lambda: AgentHeartbeat(worker_id="w1"),
+        agent_interval_s=0.05,
+        task_interval_s=0.05,
+        error_tolerance_s=0.1,
+        on_tolerance_exceeded=killed.set,
+    )
+    run_for(heartbeat, 0.5)
+    assert not killed.is_set()
