@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dispatcher.catalog.engine import Timing, Tx, utc
+from dispatcher.catalog.engine import Timing, Tx, locked, utc
 from dispatcher.catalog.records import Assignment
 from dispatcher.catalog.state import TaskRow, fetch_rows, in_states, move_task, select_tasks
 from schemas.messages import ParameterValue
@@ -66,9 +66,8 @@ def _pending(tx: Tx, limit: int) -> list[TaskRow]:
         )
         .order_by(tasks.c.ready_for_dispatch_time, tasks.c.task_id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
-    return fetch_rows(tx, query)
+    return fetch_rows(tx, locked(query, tasks, skip_locked=True))
 
 
 def _free_slots(tx: Tx, timing: Timing) -> dict[str, int]:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -118,6 +118,20 @@ def _setup_sqlite(engine: Engine, timeout_s: int) -> None:
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+SelectT = TypeVar("SelectT", bound=sa.Select[Any])
+
+
+def locked(query: SelectT, table: sa.Table, *, skip_locked: bool = False) -> SelectT:
+    """``query`` taking row locks on ``table``'s rows until the transaction ends.
+
+    PostgreSQL: ``FOR UPDATE [SKIP LOCKED]``. SQL Server ignores FOR UPDATE, so it gets the
+    table hints ``UPDLOCK, ROWLOCK[, READPAST]``. SQLite needs neither: its transactions
+    begin IMMEDIATE, so writers are already serialised.
+    """
+    hint = "WITH (UPDLOCK, ROWLOCK, READPAST)" if skip_locked else "WITH (UPDLOCK, ROWLOCK)"
+    return query.with_for_update(skip_locked=skip_locked).with_hint(table, hint, "mssql")
 
 
 def clock_query(dialect_name: str) -> sa.TextClause:

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from dispatcher.catalog.engine import Tx
+from dispatcher.catalog.engine import Tx, locked
 from dispatcher.catalog.records import CleanupResult
 from dispatcher.catalog.state import in_states
 from schemas.states import TERMINAL_TASK_STATES
@@ -47,9 +47,8 @@ def _move_batch(tx: Tx, minutes_to_keep: int, batch_size: int) -> tuple[int, int
         )
         .order_by(tasks.c.last_updated_time, tasks.c.task_id)
         .limit(batch_size)
-        .with_for_update(skip_locked=True)
     )
-    rows = tx.conn.execute(query).all()
+    rows = tx.conn.execute(locked(query, tasks, skip_locked=True)).all()
     if not rows:
         return 0, 0
     task_ids = [row.task_id for row in rows]

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dispatcher.catalog.engine import Tx
+from dispatcher.catalog.engine import Tx, locked
 from dispatcher.catalog.records import CancelOrder, ExpiredAttempt, HeartbeatResult
 from dispatcher.catalog.state import (
     TaskRow,
@@ -60,7 +60,7 @@ def _register(tx: Tx, heartbeat: AgentHeartbeat, sender: str) -> bool:
     """Insert an unknown worker, disabled, as SSIS does; True when it was unknown."""
     workers = tx.t.worker_agents
     query = sa.select(workers.c.worker_agent_id).where(workers.c.worker_agent_id == sender)
-    if tx.conn.execute(query.with_for_update()).first() is not None:
+    if tx.conn.execute(locked(query, workers)).first() is not None:
         return False
     tx.conn.execute(
         sa.insert(workers).values(
@@ -178,7 +178,7 @@ def expire_leases(tx: Tx) -> list[ExpiredAttempt]:
         tx, in_states(tasks.c.status, LEASED_TASK_STATES), tasks.c.expires_at <= tx.now
     ).order_by(tasks.c.task_id)
     expired = []
-    for row in fetch_rows(tx, query.with_for_update(skip_locked=True)):
+    for row in fetch_rows(tx, locked(query, tasks, skip_locked=True)):
         event = _expiry_event(row)
         still_expired = tasks.c.expires_at <= tx.now
         if not move_task(
@@ -204,7 +204,7 @@ def stop_operation(tx: Tx, operation_id: int, stopped_by: str | None) -> None:
     if status is ExecutionStatus.STOPPING:
         return  # a second stop while the first is being delivered changes nothing
     tasks = tx.t.tasks
-    query = select_tasks(tx, tasks.c.execution_id == operation_id).with_for_update()
+    query = locked(select_tasks(tx, tasks.c.execution_id == operation_id), tasks)
     rows = fetch_rows(tx, query)
     if not rows:
         raise OperationRefused(f"execution {operation_id} has no task to stop")
@@ -223,7 +223,7 @@ def stop_operation(tx: Tx, operation_id: int, stopped_by: str | None) -> None:
 def _stoppable_status(tx: Tx, operation_id: int) -> ExecutionStatus:
     ops = tx.t.operations
     query = sa.select(ops.c.operation_type, ops.c.status).where(ops.c.operation_id == operation_id)
-    op = tx.conn.execute(query.with_for_update()).one_or_none()
+    op = tx.conn.execute(locked(query, ops)).one_or_none()
     if op is None:
         raise NotFound(f"operation {operation_id} does not exist", code=27101)
     if op.operation_type != OPERATION_EXECUTION:

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dispatcher.catalog.engine import Tx, new_id
+from dispatcher.catalog.engine import Tx, locked, new_id
 from dispatcher.catalog.records import DeployResult
 from dispatcher.errors import NotFound, OperationRefused
 from schemas.messages import ParameterScalar
@@ -283,7 +283,7 @@ def execution_row(tx: Tx, execution_id: int, *, lock: bool = False) -> Any:
         .where(e.c.execution_id == execution_id)
     )
     if lock:
-        query = query.with_for_update()
+        query = locked(query, o)
     row = tx.conn.execute(query).one_or_none()
     if row is None:
         raise NotFound(f"execution {execution_id} does not exist", code=27101)

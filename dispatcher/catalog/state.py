@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dispatcher.catalog.engine import Tx
+from dispatcher.catalog.engine import Tx, locked
 from schemas.states import (
     TRANSITIONS,
     ExecutionStatus,
@@ -73,7 +73,7 @@ def load_tasks(tx: Tx, task_ids: Iterable[uuid.UUID], *, lock: bool) -> dict[uui
     query = sa.select(*_task_columns(tx)).where(tx.t.tasks.c.task_id.in_(ids))
     query = query.order_by(tx.t.tasks.c.task_id)
     if lock:
-        query = query.with_for_update()
+        query = locked(query, tx.t.tasks)
     return {row.task_id: _row(row) for row in tx.conn.execute(query)}
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from dispatcher.catalog.engine import Tx, utc
+from dispatcher.catalog.engine import Tx, locked, utc
 from dispatcher.catalog.state import (
     close_attempt,
     fetch_rows,
@@ -92,7 +92,7 @@ def disable_worker_agent(tx: Tx, worker_agent_id: str) -> int:
         tx, tasks.c.worker_agent_id == worker_agent_id, in_states(tasks.c.status, sources)
     )
     withdrawn = 0
-    for row in fetch_rows(tx, held.with_for_update()):
+    for row in fetch_rows(tx, locked(held, tasks)):
         fence = tasks.c.worker_agent_id == worker_agent_id
         if move_task(tx, TaskEvent.WITHDRAW, row.task_id, row.attempt, requeue_values(tx), fence):
             close_attempt(tx, row.task_id, row.attempt, "withdrawn")

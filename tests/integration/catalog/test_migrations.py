@@ -1,0 +1,155 @@
+"""Catalog.init (Alembic from code), the SSIS-named views, and driver error translation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from dispatcher.catalog import Catalog
+from dispatcher.catalog.migrate import version_table_options
+from dispatcher.catalog.tables import tables_for
+from dispatcher.errors import CatalogNotInitialised, CatalogUnavailable, MissingDriver
+from tests.fixtures.catalog import (
+    create_database,
+    drop_database,
+    online_worker,
+    pg_url,
+    started_execution,
+)
+
+
+def view(engine: sa.Engine, name: str) -> str:
+    return f"catalog_{name}" if engine.dialect.name == "sqlite" else f"catalog.{name}"
+
+
+def test_init_is_idempotent_and_reports_the_revision(catalog: Catalog) -> None:
+    """init on a migrated catalog changes nothing and the revision is the head."""
+    catalog.init()
+
+    assert catalog.schema_revision() == "0001"
+
+
+def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
+    """Before init the revision is None and operations say to run `scaleout catalog init`."""
+    fresh = Catalog.open(f"sqlite:///{tmp_path / 'new.sqlite3'}")
+
+    assert fresh.schema_revision() is None
+    with pytest.raises(CatalogNotInitialised) as info:
+        fresh.create_folder("Finance")
+    assert "scaleout catalog init" in info.value.hint
+    fresh.init()
+    assert fresh.schema_revision() == "0001"
+    fresh.close()
+
+
+def test_fresh_postgresql_database_is_not_initialised(pg_template: str) -> None:
+    """On PostgreSQL too, a missing schema is CatalogNotInitialised, then init creates it."""
+    name = "scaleout_test_uninitialised"
+    create_database(name)
+    fresh = Catalog.open(pg_url(name))
+    try:
+        with pytest.raises(CatalogNotInitialised):
+            fresh.list_worker_agents()
+        fresh.init()
+        assert fresh.schema_revision() == "0001"
+    finally:
+        fresh.close()
+        drop_database(name)
+
+
+def test_migrated_schema_matches_the_tables(catalog_url: str) -> None:
+    """A migrated database has exactly the tables, columns and indexes of tables.py."""
+    engine = sa.create_engine(catalog_url)
+    tables = tables_for(engine.dialect.name)
+
+    def include(_obj: Any, name: str | None, kind: str, *_args: Any) -> bool:
+        if kind == "schema":
+            return name == "internal"
+        return not (kind == "table" and name is not None and name.endswith("alembic_version"))
+
+    with engine.connect() as conn:
+        options = {"include_schemas": True, "include_name": include}
+        options.update(version_table_options(engine.dialect.name))
+        diff = compare_metadata(MigrationContext.configure(conn, opts=options), tables.metadata)
+    engine.dispose()
+
+    assert diff == []
+
+
+def test_views_use_ssis_names(catalog: Catalog, catalog_url: str) -> None:
+    """catalog.worker_agents, executions and master_properties read like SSISDB's."""
+    online_worker(catalog, "w1", machine_name="box")
+    execution_id = started_execution(catalog)
+    engine = sa.create_engine(catalog_url)
+    with engine.connect() as conn:
+        worker = conn.execute(sa.text(f"SELECT * FROM {view(engine, 'worker_agents')}")).one()
+        execution = conn.execute(
+            sa.text(f"SELECT status, executed_count FROM {view(engine, 'executions')}")
+        ).one()
+        names = [
+            row[0]
+            for row in conn.execute(
+                sa.text(f"SELECT property_name FROM {view(engine, 'master_properties')}")
+            )
+        ]
+        for name in ("folders", "projects", "packages", "operations", "operation_messages",
+                     "event_messages"):
+            conn.execute(sa.text(f"SELECT * FROM {view(engine, name)}")).all()
+    engine.dispose()
+
+    assert list(worker._mapping) == [
+        "WorkerAgentId", "IsEnabled", "DisplayName", "Description", "MachineName", "Tags",
+        "UserAccount", "LastOnlineTime",
+    ]
+    assert (worker.WorkerAgentId, worker.MachineName) == ("w1", "box")
+    assert tuple(execution) == (5, 0)
+    assert execution_id > 0
+    assert "IS_SCALEOUT_ENABLED" in names
+
+
+def test_unreachable_postgresql_is_unavailable() -> None:
+    """A server that does not answer -> CatalogUnavailable, the password redacted."""
+    closed = Catalog.open(
+        "postgresql+psycopg://scaleout:hunter2@127.0.0.1:1/ssisdb", connection_timeout_s=2
+    )
+
+    with pytest.raises(CatalogUnavailable) as info:
+        closed.list_worker_agents()
+    assert "hunter2" not in str(info.value)
+    assert "***" in str(info.value)
+    closed.close()
+
+
+@pytest.mark.parametrize("url", ["oracle://u@h/db", "postgresql+nodriver://u@h/db", "nonsense"])
+def test_unknown_dialect_or_driver_is_missing_driver(url: str) -> None:
+    """An unsupported database or an unknown driver -> MissingDriver with a hint."""
+    with pytest.raises(MissingDriver) as info:
+        Catalog.open(url)
+
+    assert info.value.hint
+
+
+def test_pyodbc_is_imported_only_for_odbc_urls(tmp_path: Path) -> None:
+    """Opening a SQLite or PostgreSQL catalog never imports pyodbc; an mssql URL does."""
+    script = (
+        "import sys\n"
+        "from dispatcher.catalog import Catalog\n"
+        f"Catalog.open('sqlite:///{tmp_path / 'x.sqlite3'}').schema_revision()\n"
+        "Catalog.open('postgresql+psycopg://u@127.0.0.1/db')\n"
+        "before = 'pyodbc' in sys.modules\n"
+        "Catalog.open('mssql+pyodbc://u:p@h/db?driver=ODBC+Driver+18+for+SQL+Server')\n"
+        "print(before, 'pyodbc' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True,
+        cwd=Path(__file__).parents[3],
+    )
+
+    assert out.stdout.split() == ["False", "True"]
