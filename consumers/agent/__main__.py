@@ -17,6 +17,8 @@ def main(argv: list[str]) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # The adapter logs each reconnect as broker.reconnecting; pika's own errors repeat it.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     return run_worker(WorkerSettings.load(Path(argv[0]) if argv else None))
 
 

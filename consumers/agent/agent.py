@@ -52,6 +52,7 @@ class Agent:
         self.settings = settings
         self.machine_name = socket.gethostname()
         self.stopping = threading.Event()
+        """Set on shutdown: no new task is taken, a waiting one goes back to the queue."""
         self.load = LoadMonitor(
             max_cpu=settings.task_request_max_cpu,
             min_memory_mb=settings.task_request_min_memory_mb,
@@ -64,6 +65,7 @@ class Agent:
             settings.project_cache_folder,
             self._request_project,
             timeout_s=settings.project_fetch_timeout_s,
+            stopping=self.stopping,
         )
         self.heartbeat = Heartbeat(
             lambda: self._publisher("heartbeat"),
@@ -101,8 +103,10 @@ class Agent:
             s.broker, worker_queue(s.worker_id), self.tasks, name=f"{name}-tasks", prefetch=1
         )
         threads = {
-            "reporter": self._thread("reporter", lambda: self.reporter.run(reporter_stop)),
-            "heartbeat": self._thread("heartbeat", lambda: self.heartbeat.run(heartbeat_stop)),
+            "reporter": self._thread("reporter", lambda: self.reporter.run(reporter_stop), stop),
+            "heartbeat": self._thread(
+                "heartbeat", lambda: self.heartbeat.run(heartbeat_stop), stop
+            ),
             "control": self._thread("control", lambda: control.run(control_stop), stop),
             "tasks": self._thread("tasks", lambda: tasks.run(tasks_stop), stop),
         }
@@ -143,16 +147,22 @@ class Agent:
             logger.error("worker.stop_timeout: packages did not end after being killed")
 
     def _thread(
-        self, name: str, target: Callable[[], None], stop_on_error: threading.Event | None = None
+        self, name: str, target: Callable[[], None], stop_on_error: threading.Event
     ) -> threading.Thread:
+        """A daemon thread whose failure stops the worker (exit 1) rather than leave it
+        half-alive: a worker without its reporter or heartbeat must not hold tasks."""
+
         def guarded() -> None:
             try:
                 target()
             except ScaleoutError as exc:
                 logger.critical("worker.thread_failed: %s: %s %s", name, exc, exc.hint)
                 self._failed.set()
-                if stop_on_error is not None:
-                    stop_on_error.set()
+                stop_on_error.set()
+            except Exception:
+                logger.exception("worker.thread_failed: %s", name)
+                self._failed.set()
+                stop_on_error.set()
 
         thread = threading.Thread(target=guarded, name=f"worker-{name}", daemon=True)
         thread.start()

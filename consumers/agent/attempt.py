@@ -139,6 +139,8 @@ class TaskRun:
         with self._lock:
             if self._stop_reason is not None or self.ended.is_set():
                 return
+            if self._handle is not None and self._handle.returncode() is not None:
+                return  # it ended on its own; its real outcome is about to be reported
             self._stop_reason = (outcome, reason)
             handle = self._handle
         logger.info("task.stopping: %s/%d: %s", *self.key, reason)

@@ -16,6 +16,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,8 +58,14 @@ class ProjectStore:
     """Archives by hash under ``cache_folder``: ``<hash>.zip`` and ``<hash>/`` extracted."""
 
     def __init__(
-        self, cache_folder: Path, request: Callable[[str], None], *, timeout_s: float
+        self,
+        cache_folder: Path,
+        request: Callable[[str], None],
+        *,
+        timeout_s: float,
+        stopping: threading.Event | None = None,
     ) -> None:
+        self._stopping = stopping or threading.Event()
         self._folder = cache_folder
         self._folder.mkdir(parents=True, exist_ok=True)
         self._request = request
@@ -129,7 +136,7 @@ class ProjectStore:
             except Exception as exc:  # the broker's error, whatever its class
                 msg = f"could not ask the master for project {project_hash[:12]}: {exc}"
                 raise FetchFailed(msg) from exc
-            if not pending.done.wait(self._timeout_s):
+            if not self._wait(pending):
                 waited = f"{self._timeout_s:g} s"
                 msg = f"no reply from the master for project {project_hash[:12]} in {waited}"
                 raise FetchFailed(msg)
@@ -139,6 +146,16 @@ class ProjectStore:
         if pending.archive is None:
             raise ProjectUnavailable(pending.error)
         return pending.archive
+
+    def _wait(self, pending: _Pending) -> bool:
+        deadline = time.monotonic() + self._timeout_s
+        while not pending.done.wait(0.2):
+            if self._stopping.is_set():
+                msg = "the worker is stopping"
+                raise FetchFailed(msg)
+            if time.monotonic() >= deadline:
+                return False
+        return True
 
     def _extract(self, project_hash: str, archive: bytes, root: Path) -> None:
         try:

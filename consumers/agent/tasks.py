@@ -188,7 +188,11 @@ class TaskHandler:
         if slot is SlotResult.CANCELED:
             self._finish_unstarted(assign, TaskOutcome.CANCELED, "canceled before it started")
             return ACK
-        return self._start(assign)
+        try:
+            return self._start(assign)
+        except BaseException:
+            self._registry.unreserve(key)  # the consumer requeues; the slot must not leak
+            raise
 
     def _accept(self, delivery: Delivery) -> TaskAssign | Verdict:
         """The assignment in ``delivery``, or the dead-letter verdict that refuses it."""

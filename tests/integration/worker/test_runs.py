@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from schemas.messages import TaskFinished, TaskLog, TaskOutcome, TaskStarted
-from tests.fixtures.worker import SALES_ETL, ScriptedMaster, WorkerProcess
+from tests.fixtures.worker import SALES_ETL, ScriptedMaster, WorkerProcess, write_testkit
 
 StartWorker = Callable[..., AbstractContextManager[WorkerProcess]]
 
@@ -91,3 +91,20 @@ def test_worker_keeps_no_catalog_driver(tmp_path: Path) -> None:
         env={"PYTHONPATH": str(Path(__file__).resolve().parents[3])},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_inprocess_mode_runs_callables_in_the_worker(
+    master: ScriptedMaster, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    """With runner_mode inprocess, a callable package runs in a worker thread and succeeds;
+    a command package still runs as a process."""
+    project = master.deploy(write_testkit(tmp_path / "kit"))
+    with start_worker(runner_mode="inprocess"):
+        call = master.assign(project, "Sum")
+        command = master.assign(project, "Echo", {"Word": "still"})
+        called, commanded = master.finished(call), master.finished(command)
+    assert called.outcome is TaskOutcome.SUCCEEDED, called.error
+    assert called.exit_code == 0
+    assert "pid None" in master.log_text(call)
+    assert commanded.outcome is TaskOutcome.SUCCEEDED, commanded.error
+    assert "line 0 still" in master.log_text(command)
