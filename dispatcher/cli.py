@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,7 +79,11 @@ def _globals(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        opt("--config", env="SCALEOUT_CONFIG", help="TOML settings file ([master], [worker])"),
+        opt(
+            "--config",
+            env="SCALEOUT_CONFIG",
+            help="TOML settings file (sections \\[master] and \\[worker])",
+        ),
     ] = None,
     catalog_url: Annotated[
         str | None,
@@ -473,16 +478,19 @@ def worker(
     worker_id: Annotated[
         str | None, opt("--id", env="SCALEOUT_WORKER_ID", help="this worker's id (AgentId)")
     ] = None,
+    log_level: LogLevel = "INFO",
 ) -> None:
     """Run a Scale Out Worker in the foreground until SIGTERM or Ctrl-C."""
     from consumers.agent.agent import run_worker  # noqa: PLC0415
     from consumers.agent.settings import WorkerSettings  # noqa: PLC0415
+    from dispatcher.logs import configure_logging  # noqa: PLC0415
 
     globals_: Globals = ctx.obj
     overrides: dict[str, Any] = {"worker_id": worker_id}
     if globals_.broker_url:
         overrides["broker"] = {"url": globals_.broker_url}
     settings = WorkerSettings.load(globals_.config, **overrides)
+    configure_logging(level=log_level, name=f"worker-{settings.worker_id}")
     raise typer.Exit(run_worker(settings))
 
 
@@ -536,6 +544,9 @@ def _one_line(exc: ValidationError) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: run the app, turn our errors into one line and an exit code."""
+    # Operator commands print their own warnings; library log lines would repeat them.
+    # `scaleout master` and `scaleout worker` replace this with JSON logs.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     try:
         app(args=argv, prog_name="scaleout")
     except ScaleoutError as exc:

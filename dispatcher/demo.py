@@ -104,8 +104,8 @@ class Planned:
     @property
     def note(self) -> str:
         if self.expect is ExecutionStatus.FAILED:
-            return f"fails on purpose, {self.retry_count} retry"
-        return f"{' or '.join(self.workers)} only" if self.workers else ""
+            return f"fails; {self.retry_count} retry"
+        return f"{'|'.join(self.workers)} only" if self.workers else "any"
 
     def matches(self, row: ExecutionRow) -> bool:
         if row.status is not self.expect or row.executed_count != self.attempts:
@@ -281,7 +281,8 @@ def run_demo(options: DemoOptions, out: Console, err: Console) -> int:
             rows = _watch(so, ids, cluster, options.timeout_s, out)
         finally:
             cluster.stop()
-    return _report(planned, ids, rows, wall_s=time.monotonic() - started, out=out, err=err)
+    wall_s = time.monotonic() - started
+    return _report(planned, ids, rows, wall_s=wall_s, folder=folder, out=out, err=err)
 
 
 def _announce(broker: BrokerPlan, out: Console) -> None:
@@ -379,11 +380,13 @@ def _watch(
             progress.update(bar, completed=done, description=_counts(rows.values()))
             live.update(Group(progress, _workers_line(so)))
             if done == len(ids) or time.monotonic() > deadline:
-                return rows
+                break
             if dead := cluster.dead():
                 msg = f"{', '.join(dead)} exited early"
                 raise ScaleoutError(msg, hint=f"see {cluster.folder}/<name>.log")
             time.sleep(0.25)
+    out.print()
+    return rows
 
 
 def _counts(rows: Iterable[ExecutionRow]) -> str:
@@ -411,12 +414,13 @@ def _report(
     rows: dict[int, ExecutionRow],
     *,
     wall_s: float,
+    folder: Path,
     out: Console,
     err: Console,
 ) -> int:
     table = Table(title="Demo executions", title_justify="left")
-    for name in ("id", "package", "worker", "attempts", "status", "duration", "planned", "ok"):
-        table.add_column(name)
+    for name in ("id", "package", "worker", "attempts", "status", "duration", "plan", "ok"):
+        table.add_column(name, no_wrap=True)
     wrong = 0
     for run, execution_id in zip(planned, ids, strict=True):
         row = rows[execution_id]
@@ -438,6 +442,7 @@ def _report(
     out.print(Text(f"{succeeded} succeeded, {failed} failed", style="bold"))
     if wrong:
         err.print(Text(f"{wrong} execution(s) did not end as planned", style="bold red"))
+        err.print(Text(f"hint: the processes' logs are in {folder}", style="dim"))
         return 1
     out.print(Text(f"every execution ended as planned in {wall_s:.1f} s", style="green"))
     return 0
