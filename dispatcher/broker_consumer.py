@@ -26,6 +26,7 @@ from dispatcher.broker_connection import (
     CONNECTION_ERRORS,
     is_permanent,
     open_connection,
+    reply_code,
     translate,
     with_retries,
 )
@@ -120,9 +121,12 @@ class Consumer:
     def run(self, stop: threading.Event) -> None:
         """Block until ``stop`` is set, reconnecting after any transient failure; raise
         (translated) only on a fatal one, e.g. AccessRefused on the queue."""
+        # The handler thread gets its own event: a fatal error must end this consumer
+        # without setting the caller's event, which may stop other parts too.
+        finished = threading.Event()
         handler_thread = threading.Thread(
             target=self._handle_loop,
-            args=(stop,),
+            args=(stop, finished),
             name=f"{self._name}-handler",
             daemon=True,
         )
@@ -131,7 +135,7 @@ class Consumer:
             while not stop.is_set():
                 self._session(stop)
         finally:
-            stop.set()
+            finished.set()
             self._drain_and_close(handler_thread)
 
     def _session(self, stop: threading.Event) -> None:
@@ -147,7 +151,9 @@ class Consumer:
                 connection.process_data_events(time_limit=_POLL_S)
         except CONNECTION_ERRORS as exc:
             self._lost()
-            if is_permanent(exc):
+            # 406 while consuming is an unknown delivery tag or a consumer timeout: a new
+            # channel cures both. At connect time (queue arguments clash) it is fatal.
+            if is_permanent(exc) and reply_code(exc) != 406:
                 raise translate(exc, f"consume {self._queue}") from exc
             logger.warning(
                 "consumer.connection_lost: %s: %s: %s",
@@ -252,8 +258,8 @@ class Consumer:
 
     # --- the handler thread ---------------------------------------------------------
 
-    def _handle_loop(self, stop: threading.Event) -> None:
-        while not stop.is_set():
+    def _handle_loop(self, stop: threading.Event, finished: threading.Event) -> None:
+        while not (stop.is_set() or finished.is_set()):
             batch = self._next_batch()
             if batch is not None:
                 self._handle(batch)

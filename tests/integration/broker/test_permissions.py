@@ -43,16 +43,19 @@ def consume_one(settings: object, queue: str, timeout_s: float = 30) -> list[Del
 
 
 def test_worker_cannot_consume_another_workers_queue(tls_broker: TlsBroker, vhost: str) -> None:
-    """w1's Consumer on w2's task queue stops with AccessRefused (403), at once."""
+    """w1's Consumer on w2's task queue stops with AccessRefused (403), at once, and
+    leaves the caller's stop event unset."""
     consumer = Consumer(
         tls_broker.settings_for("w1", vhost),
         topology.worker_queue("w2"),
         lambda ds: [ACK] * len(ds),
         name="t-thief",
     )
+    stop = threading.Event()
     with pytest.raises(AccessRefused, match="ACCESS_REFUSED") as caught:
-        consumer.run(threading.Event())
+        consumer.run(stop)
     assert caught.value.code == 403
+    assert not stop.is_set()  # the caller's event may stop other parts; left alone
 
 
 @pytest.mark.parametrize(

@@ -3,14 +3,19 @@ confirm, the worker consumes it from its own queue with its own certificate."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from dispatcher import topology
 from dispatcher.broker import ACK, Consumer, Delivery, Publisher, Verdict
-from schemas.messages import TaskAssign, decode
+from dispatcher.errors import PublishFailed
+from schemas.messages import DispatchWake, TaskAssign, decode
 from tests.fixtures.broker import TlsBroker
 
 
@@ -55,3 +60,63 @@ def test_task_round_trips_over_tls(tls_broker: TlsBroker, vhost: str) -> None:
     assert got[0].message_id == str(sent.message_id)
     assert got[0].exchange == topology.TASKS_EXCHANGE
     assert tls_broker.queue_depth(vhost, topology.worker_queue("w1")) == 0
+
+
+def test_unroutable_publish_fails(tls_broker: TlsBroker, vhost: str) -> None:
+    """A task for a worker without a queue is returned by the broker: PublishFailed."""
+    with Publisher(tls_broker.settings_for("scaleout-master", vhost), name="t-m") as pub:
+        with pytest.raises(PublishFailed, match="unroutable: 312 NO_ROUTE"):
+            pub.publish(topology.TASKS_EXCHANGE, "w9", task_for("w9"))
+        pub.publish(topology.TASKS_EXCHANGE, "w1", task_for("w1"))
+    assert tls_broker.queue_depth(vhost, topology.worker_queue("w1")) == 1
+
+
+def test_publish_to_a_missing_exchange_fails(tls_broker: TlsBroker, vhost: str) -> None:
+    """A publish to an undeclared exchange fails with the broker's 404, not a hang."""
+    with Publisher(tls_broker.settings_for("scaleout-master", vhost), name="t-m") as pub:
+        with pytest.raises(PublishFailed, match="NOT_FOUND") as caught:
+            pub.publish("scaleout.nowhere", "w1", task_for("w1"))
+        assert caught.value.code == 404
+
+
+def test_batch_reports_each_item(tls_broker: TlsBroker, vhost: str) -> None:
+    """publish_batch confirms a window of tasks and names the one that could not be routed."""
+    tasks = [task_for(w) for w in ("w1", "w2", "w9", "w3")]
+    items = [(topology.TASKS_EXCHANGE, t.worker_id, t) for t in tasks]
+    with Publisher(tls_broker.settings_for("scaleout-master", vhost), name="t-m") as pub:
+        results = pub.publish_batch(items)
+    assert [type(r).__name__ for r in results] == [
+        "NoneType",
+        "NoneType",
+        "PublishFailed",
+        "NoneType",
+    ]
+    for worker in ("w1", "w2", "w3"):
+        assert tls_broker.queue_depth(vhost, topology.worker_queue(worker)) == 1
+
+
+def test_idle_publisher_reconnects(
+    tls_broker: TlsBroker, vhost: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A publisher left idle past two heartbeats (the broker drops it) publishes again
+    without error: it reconnects on its own."""
+    caplog.set_level(logging.INFO, logger="dispatcher.broker")
+    settings = tls_broker.settings_for("scaleout-master", vhost, heartbeat_s=1)
+    with Publisher(settings, name="t-idle") as pub:
+        pub.publish(topology.TASKS_EXCHANGE, "w1", task_for("w1"))
+        time.sleep(4)  # the behaviour under test is what happens after this much silence
+        pub.publish(topology.TASKS_EXCHANGE, "w1", task_for("w1"))
+    assert tls_broker.queue_depth(vhost, topology.worker_queue("w1")) == 2
+    connects = [r for r in caplog.records if r.getMessage().startswith("broker.connected")]
+    assert len(connects) == 2  # the broker did drop the idle connection
+
+
+def test_wake_queue_holds_one(tls_broker: TlsBroker, vhost: str) -> None:
+    """A transient wake published by the master lands in the one-slot wake queue; a second
+    replaces the first (drop-head), so it never piles up."""
+    wake_a, wake_b = DispatchWake(execution_id=1), DispatchWake(execution_id=2)
+    with Publisher(tls_broker.settings_for("scaleout-master", vhost), name="t-wake") as pub:
+        pub.publish(topology.STATUS_EXCHANGE, topology.WAKE_ROUTING_KEY, wake_a, persistent=False)
+        pub.publish(topology.STATUS_EXCHANGE, topology.WAKE_ROUTING_KEY, wake_b, persistent=False)
+    assert tls_broker.queue_depth(vhost, topology.WAKE_QUEUE) == 1
+    assert tls_broker.queue_depth(vhost, topology.DEAD_QUEUE) == 0
