@@ -25,6 +25,7 @@ import base64
 import contextlib
 import json
 import re
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -240,3 +241,26 @@ __all__ = [
     "worker_definitions",
     "worker_permissions",
 ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dispatcher.provisioning [--vhost V] WORKER_ID ...``: print a definitions
+    file for these workers (and the master) on stdout, for ``rabbitmqctl import_definitions``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    vhost = "/"
+    if len(args) >= 2 and args[0] == "--vhost":
+        vhost, args = args[1], args[2:]
+    if not args:
+        print("usage: python -m dispatcher.provisioning [--vhost V] WORKER_ID ...", file=sys.stderr)
+        return 2
+    try:
+        document = worker_definitions(args, vhost=vhost)
+    except ValueError as exc:
+        print(f"provisioning: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(document, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

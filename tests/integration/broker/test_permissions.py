@@ -3,6 +3,7 @@ writes only status and heartbeat, and cannot pass itself off as another worker."
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Sequence
@@ -13,9 +14,9 @@ import pytest
 from dispatcher import topology
 from dispatcher.broker import ACK, Consumer, Delivery, Publisher, Verdict, connection_parameters
 from dispatcher.errors import AccessRefused, PublishFailed
-from dispatcher.provisioning import provision_worker, worker_definitions
+from dispatcher.provisioning import provision_worker, worker_definitions, worker_permissions
 from schemas.messages import TaskStarted, decode
-from tests.fixtures.broker import FULL, TlsBroker
+from tests.fixtures.broker import FULL, REPO, TlsBroker
 from tests.integration.broker.test_roundtrip import task_for
 
 
@@ -179,3 +180,20 @@ def test_worker_definitions_import_and_work(tls_broker: TlsBroker) -> None:
             ).run(threading.Event())
     finally:
         admin.delete_vhost(name)
+
+
+def test_example_definitions_are_current() -> None:
+    """deploy/rabbitmq/definitions.example.json is what worker_definitions emits today."""
+    example = REPO / "deploy/rabbitmq/definitions.example.json"
+    assert json.loads(example.read_text()) == worker_definitions(["w1", "w2"])
+
+
+def test_worker_ids_cannot_widen_a_permission() -> None:
+    """Ids are checked and escaped: a dot matches only a dot, and a regex is refused."""
+    perms = worker_permissions("a.b")
+    assert perms.read == r"^(scaleout\.worker\.a\.b|scaleout\.control\.a\.b)$"
+    assert perms.configure == "^$"
+    with pytest.raises(ValueError, match="not a valid worker id"):
+        worker_permissions(".*")
+    with pytest.raises(ValueError, match="not a valid worker id"):
+        worker_definitions(["w1", "w1|.*"])
