@@ -11,7 +11,10 @@ from pathlib import Path
 
 import psutil
 
+from dispatcher import topology
+from dispatcher.provisioning import DENY, Permissions, worker_permissions
 from schemas.messages import TaskOutcome
+from tests.fixtures.broker import TlsBroker
 from tests.fixtures.worker import ScriptedMaster, WorkerProcess, wait_for, write_testkit
 
 StartWorker = Callable[..., AbstractContextManager[WorkerProcess]]
@@ -78,3 +81,35 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_failing_heartbeats_past_the_tolerance_kill_running_packages(
+    master: ScriptedMaster,
+    start_worker: StartWorker,
+    tls_broker: TlsBroker,
+    vhost: str,
+    tmp_path: Path,
+) -> None:
+    """A worker whose heartbeats are refused (no write permission on the heartbeat
+    exchange) for HeartbeatErrorTolerance kills its package tree and reports it failed."""
+    tls_broker.admin.set_permissions(
+        vhost,
+        "w1",
+        Permissions(
+            configure=DENY,
+            write=f"^{re.escape(topology.STATUS_EXCHANGE)}$",
+            read=worker_permissions("w1").read,
+        ),
+    )
+    project = master.deploy(write_testkit(tmp_path / "kit"))
+    with start_worker(HeartbeatErrorTolerance="00:00:02", kill_grace_s=1):
+        task = master.assign(project, "Spawner")
+        text = wait_for(
+            lambda: (t := master.log_text(task)).count("child pid") >= 4 and t, timeout_s=30
+        )
+        pids = [int(p) for p in re.findall(r"(?:child|grandchild) pid (\d+)", text)]
+        finished = master.finished(task, timeout_s=30)
+        wait_for(lambda: not any(_alive(pid) for pid in pids), timeout_s=15)
+    assert finished.outcome is TaskOutcome.FAILED
+    assert finished.error == "heartbeat error tolerance exceeded"
+    assert not master.heartbeats()
