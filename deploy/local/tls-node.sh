@@ -103,8 +103,14 @@ start() {
     return 0
   fi
   prepare
-  say "starting $NODE (state in $home)"
-  rabbitmq-server -detached >"$home/log/start.out" 2>&1 || true
+  if ctl ping >/dev/null 2>&1; then
+    # The Erlang node runs but its app is stopped (e.g. a test's restart was cut short).
+    say "$NODE is running with its app stopped; starting the app"
+    ctl start_app >"$home/log/start.out" 2>&1 || true
+  else
+    say "starting $NODE (state in $home)"
+    rabbitmq-server -detached >"$home/log/start.out" 2>&1 || true
+  fi
   if ! wait_up; then
     echo "tls-node: $NODE did not start within 90 s; last log lines:" >&2
     tail -n 40 "$home/log/start.out" "$home"/log/*.log >&2 2>/dev/null || true
