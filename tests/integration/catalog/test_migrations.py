@@ -99,14 +99,26 @@ def test_views_use_ssis_names(catalog: Catalog, catalog_url: str) -> None:
                 sa.text(f"SELECT property_name FROM {view(engine, 'master_properties')}")
             )
         ]
-        for name in ("folders", "projects", "packages", "operations", "operation_messages",
-                     "event_messages"):
+        for name in (
+            "folders",
+            "projects",
+            "packages",
+            "operations",
+            "operation_messages",
+            "event_messages",
+        ):
             conn.execute(sa.text(f"SELECT * FROM {view(engine, name)}")).all()
     engine.dispose()
 
     assert list(worker._mapping) == [
-        "WorkerAgentId", "IsEnabled", "DisplayName", "Description", "MachineName", "Tags",
-        "UserAccount", "LastOnlineTime",
+        "WorkerAgentId",
+        "IsEnabled",
+        "DisplayName",
+        "Description",
+        "MachineName",
+        "Tags",
+        "UserAccount",
+        "LastOnlineTime",
     ]
     assert (worker.WorkerAgentId, worker.MachineName) == ("w1", "box")
     assert tuple(execution) == (5, 0)
@@ -148,7 +160,10 @@ def test_pyodbc_is_imported_only_for_odbc_urls(tmp_path: Path) -> None:
         "print(before, 'pyodbc' in sys.modules)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
         cwd=Path(__file__).parents[3],
     )
 

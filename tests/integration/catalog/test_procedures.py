@@ -103,7 +103,8 @@ def test_create_execution_refuses_server_mode(catalog: Catalog, catalog_url: str
     """runinscaleout=False, or unset with DEFAULT_EXECUTION_MODE 0, is refused."""
     deploy_sample(catalog)
     info = assert_refused_without_rows(
-        catalog_url, lambda: catalog.create_execution("Finance", "Sales", "Load", runinscaleout=False)
+        catalog_url,
+        lambda: catalog.create_execution("Finance", "Sales", "Load", runinscaleout=False),
     )
     catalog.configure_catalog("DEFAULT_EXECUTION_MODE", "0")
     assert_refused_without_rows(
@@ -202,7 +203,9 @@ def test_add_execution_worker(catalog: Catalog, catalog_url: str) -> None:
     assert_refused_without_rows(
         catalog_url, lambda: catalog.add_execution_worker(chosen, "ghost"), NotFound
     )
-    assert_refused_without_rows(catalog_url, lambda: catalog.add_execution_worker(999, "w1"), NotFound)
+    assert_refused_without_rows(
+        catalog_url, lambda: catalog.add_execution_worker(999, "w1"), NotFound
+    )
 
 
 def test_start_execution_creates_pending_task(catalog: Catalog) -> None:
@@ -265,7 +268,9 @@ def test_worker_agent_administration(catalog: Catalog, catalog_url: str) -> None
         catalog_url, lambda: catalog.set_worker_agent_property("w9", "MachineName", "x")
     )
     assert_refused_without_rows(catalog_url, lambda: catalog.enable_worker_agent("ghost"), NotFound)
-    assert_refused_without_rows(catalog_url, lambda: catalog.disable_worker_agent("ghost"), NotFound)
+    assert_refused_without_rows(
+        catalog_url, lambda: catalog.disable_worker_agent("ghost"), NotFound
+    )
     assert_refused_without_rows(catalog_url, lambda: catalog.delete_worker_agent("ghost"), NotFound)
     catalog.delete_worker_agent("w9")
     with pytest.raises(NotFound):

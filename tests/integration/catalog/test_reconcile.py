@@ -42,7 +42,10 @@ def test_started_then_succeeded(catalog: Catalog) -> None:
     )
     assert (running.worker_agent_id, running.executed_count) == ("w1", 1)
     assert running.start_time is not None
-    assert (done.outcome, done.execution_status) == (ReportOutcome.APPLIED, ExecutionStatus.SUCCEEDED)
+    assert (done.outcome, done.execution_status) == (
+        ReportOutcome.APPLIED,
+        ExecutionStatus.SUCCEEDED,
+    )
     assert ended.end_time is not None
     assert ended.task_state is TaskState.SUCCEEDED
 
@@ -63,7 +66,10 @@ def test_failed_with_retries_goes_back_to_pending(catalog: Catalog) -> None:
     )
     assert (row.status, row.executed_count, row.error) == (ExecutionStatus.PENDING, 1, "boom")
     assert (again.task_id, again.attempt) == (a.task_id, 2)
-    assert any(m.message == "boom" and m.message_type == 120 for m in catalog.execution_messages(a.execution_id))
+    assert any(
+        m.message == "boom" and m.message_type == 120
+        for m in catalog.execution_messages(a.execution_id)
+    )
 
 
 def test_failed_without_retries_fails_the_execution(catalog: Catalog) -> None:

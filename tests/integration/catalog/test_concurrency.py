@@ -1,0 +1,110 @@
+"""Concurrency on PostgreSQL: two OS processes (spawn) racing on the same tasks."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+
+from dispatcher.catalog import Catalog
+from schemas.messages import TaskFinished, TaskOutcome
+from schemas.states import ExecutionStatus
+from tests.fixtures.catalog import online_worker, started, started_execution
+
+TASKS = 40
+Claim = tuple[str, int, str]
+About = tuple[str, int, int, str]
+
+
+def _claim_until_empty(url: str, start_at: float) -> list[Claim]:
+    """Child process: claim in small batches until nothing is left."""
+    catalog = Catalog.open(url)
+    time.sleep(max(0.0, start_at - time.time()))
+    claims: list[Claim] = []
+    empty_rounds = 0
+    while empty_rounds < 3:
+        batch = catalog.claim_tasks(3)
+        empty_rounds = 0 if batch else empty_rounds + 1
+        claims += [(str(a.task_id), a.attempt, a.worker_id) for a in batch]
+    catalog.close()
+    return claims
+
+
+def _finish_each(url: str, start_at: float, attempts: list[About], outcome: str) -> list[str]:
+    """Child process: report one attempt's end per transaction, as fast as it can."""
+    catalog = Catalog.open(url)
+    time.sleep(max(0.0, start_at - time.time()))
+    results = []
+    for task_id, attempt, execution_id, worker in attempts:
+        report = TaskFinished(
+            task_id=uuid.UUID(task_id),
+            attempt=attempt,
+            execution_id=execution_id,
+            worker_id=worker,
+            outcome=TaskOutcome(outcome),
+        )
+        [result] = catalog.apply_status_reports([(report, worker)])
+        results.append(result.outcome.value)
+    catalog.close()
+    return results
+
+
+def _pool() -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+
+
+def test_two_processes_never_claim_the_same_task(pg_catalog_url: str) -> None:
+    """Two dispatchers claiming at once: every task is claimed exactly once, as attempt 1."""
+    catalog = Catalog.open(pg_catalog_url)
+    for worker in ("w1", "w2", "w3"):
+        online_worker(catalog, worker, max_task_count=TASKS)
+    for _ in range(TASKS):
+        started_execution(catalog)
+    catalog.close()
+
+    with _pool() as pool:
+        start_at = time.time() + 3.0
+        futures = [pool.submit(_claim_until_empty, pg_catalog_url, start_at) for _ in range(2)]
+        claims = [claim for future in futures for claim in future.result(timeout=120)]
+
+    per_task = Counter(task_id for task_id, _, _ in claims)
+    assert len(per_task) == TASKS
+    assert set(per_task.values()) == {1}
+    assert {attempt for _, attempt, _ in claims} == {1}
+
+
+def test_racing_reports_for_two_attempts_keep_the_newer(pg_catalog_url: str) -> None:
+    """An old attempt's late `succeeded` racing the new attempt's `failed`: the newer wins."""
+    quick = Catalog.open(pg_catalog_url, initial_lease_s=0.2)
+    online_worker(quick, "w1", lease_interval_s=0.2)
+    ids = [started_execution(quick, retry_count=1) for _ in range(10)]
+    old = quick.claim_tasks(len(ids))
+    quick.apply_status_reports([(started(a), "w1") for a in old])
+    time.sleep(0.5)
+    assert len(quick.expire_leases()) == len(ids)
+    quick.disable_worker_agent("w1")
+    online_worker(quick, "w2")
+    new = quick.claim_tasks(len(ids))
+    quick.apply_status_reports([(started(a), "w2") for a in new])
+    quick.close()
+
+    def about(assignments: list) -> list[About]:  # type: ignore[type-arg]
+        return [(str(a.task_id), a.attempt, a.execution_id, a.worker_id) for a in assignments]
+
+    with _pool() as pool:
+        start_at = time.time() + 3.0
+        late = pool.submit(_finish_each, pg_catalog_url, start_at, about(old), "succeeded")
+        current = pool.submit(_finish_each, pg_catalog_url, start_at, about(new), "failed")
+        late_results, current_results = late.result(timeout=120), current.result(timeout=120)
+
+    check = Catalog.open(pg_catalog_url)
+    rows = [check.get_execution(execution_id) for execution_id in ids]
+    check.close()
+    assert {a.attempt for a in new} == {2}
+    assert set(late_results) == {"stale"}
+    assert set(current_results) == {"applied"}
+    assert {(row.status, row.attempt, row.executed_count) for row in rows} == {
+        (ExecutionStatus.FAILED, 2, 2)
+    }
