@@ -29,6 +29,7 @@ from schemas.messages import (
 )
 from schemas.project import CallableEntry, PackageSpec
 
+from .inprocess import ThreadPackage
 from .outbox import Outgoing, Reporter
 from .projects import Project
 from .runner import (
@@ -42,7 +43,6 @@ from .runner import (
     PackageHandle,
     PackageProcess,
     Parameter,
-    ThreadPackage,
     build_launch,
     make_line,
     resolve_parameters,

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -343,65 +343,3 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-class ThreadPackage:
-    """A callable package run in a thread of the worker (``runner_mode = "inprocess"``).
-
-    For the dispatcher benchmark: no process start-up cost, but no output capture and no
-    way to kill it; a cancel is reported, the thread runs on to its end.
-    """
-
-    _import_lock = threading.Lock()
-
-    def __init__(self, entry: CallableEntry, root: Path, parameters: Mapping[str, Parameter]):
-        self._entry = entry
-        self._root = root
-        self._values = {p.name: p.value for p in parameters.values()}
-        self._result: int | None = None
-        self._error = ""
-        self._finished = threading.Event()
-        self.pid: int | None = None
-
-    def start(self) -> None:
-        threading.Thread(target=self._run, name=f"pkg-{self._entry.callable}", daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            function = self._load()
-            result = function(self._values)
-            self._result = result if isinstance(result, int) and not isinstance(result, bool) else 0
-        except Exception as exc:  # the package's failure is its outcome
-            self._error = f"{type(exc).__name__}: {exc}"
-            self._result = 1
-        finally:
-            self._finished.set()
-
-    def _load(self) -> Callable[[dict[str, ParameterScalar]], object]:
-        import importlib  # noqa: PLC0415  # only this mode imports package code
-
-        module_name, _, function_name = self._entry.callable.partition(":")
-        with self._import_lock:
-            sys.path.insert(0, str(self._root))
-            try:
-                module = importlib.import_module(module_name)
-            finally:
-                sys.path.remove(str(self._root))
-        function: Callable[[dict[str, ParameterScalar]], object] = getattr(module, function_name)
-        return function
-
-    def next_lines(self, timeout: float, limit: int) -> list[Line]:
-        self._finished.wait(timeout)
-        return []
-
-    def done(self) -> bool:
-        return self._finished.is_set()
-
-    def returncode(self) -> int | None:
-        return self._result
-
-    def stop(self, grace_s: float) -> None:
-        """A thread cannot be killed; the cancel is reported and the thread is left alone."""
-
-    def error_summary(self) -> str:
-        return self._error

@@ -1,0 +1,81 @@
+"""``runner_mode = "inprocess"``: a callable package run in a thread of the worker.
+
+Only for the dispatcher benchmark, where a process start per task would hide what is being
+measured. The price: no output capture, no isolation, and no way to kill the package (a
+cancel is reported at once; the thread runs on to its end).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from schemas.messages import ParameterScalar
+from schemas.project import CallableEntry
+
+from .runner import Line, Parameter
+
+
+class ThreadPackage:
+    """A callable package run in a thread of the worker (``runner_mode = "inprocess"``).
+
+    For the dispatcher benchmark: no process start-up cost, but no output capture and no
+    way to kill it; a cancel is reported, the thread runs on to its end.
+    """
+
+    _import_lock = threading.Lock()
+
+    def __init__(self, entry: CallableEntry, root: Path, parameters: Mapping[str, Parameter]):
+        self._entry = entry
+        self._root = root
+        self._values = {p.name: p.value for p in parameters.values()}
+        self._result: int | None = None
+        self._error = ""
+        self._finished = threading.Event()
+        self.pid: int | None = None
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name=f"pkg-{self._entry.callable}", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            function = self._load()
+            result = function(self._values)
+            self._result = result if isinstance(result, int) and not isinstance(result, bool) else 0
+        except Exception as exc:  # the package's failure is its outcome
+            self._error = f"{type(exc).__name__}: {exc}"
+            self._result = 1
+        finally:
+            self._finished.set()
+
+    def _load(self) -> Callable[[dict[str, ParameterScalar]], object]:
+        module_name, _, function_name = self._entry.callable.partition(":")
+        with self._import_lock:
+            sys.path.insert(0, str(self._root))
+            try:
+                module = importlib.import_module(module_name)
+            finally:
+                sys.path.remove(str(self._root))
+        function: Callable[[dict[str, ParameterScalar]], object] = getattr(module, function_name)
+        return function
+
+    def next_lines(self, timeout: float, limit: int) -> list[Line]:
+        self._finished.wait(timeout)
+        return []
+
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def returncode(self) -> int | None:
+        return self._result
+
+    def stop(self, grace_s: float) -> None:
+        """A thread cannot be killed: the attempt counts as ended now (reported as
+        canceled), and the thread is left to run out on its own."""
+        self._finished.set()
+
+    def error_summary(self) -> str:
+        return self._error
