@@ -159,9 +159,13 @@ class TaskRun:
                 outcome, error = self._outcome(exit_code, handle.error_summary())
             else:
                 outcome, error = self._outcome(None, "")
+        except PackageError as exc:
+            error = str(exc)
         except Exception as exc:  # the attempt must be reported whatever went wrong here
             logger.exception("task.run_error: %s/%d", *self.key)
             error = f"worker error while running the package: {type(exc).__name__}: {exc}"
+            if self._handle is not None:  # never leave a package running unwatched
+                self._handle.stop(0)
         finally:
             self._finish(outcome, exit_code, error, time.monotonic() - started)
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AttemptKey = tuple[uuid.UUID, int]
+_REQUEUE_PAUSE_S = 2.0
 _REMEMBERED = 4096
 """Finished attempts remembered, so a redelivered assignment is acked, not run twice."""
 
@@ -205,7 +206,7 @@ class TaskHandler:
         if not isinstance(message, TaskAssign):
             return _refuse("unexpected_type", f"{message.type} on a task queue")
         if message.worker_id != self._settings.worker_id:
-            return _refuse("unexpected_type", f"task for worker {message.worker_id}")
+            return _refuse("wrong_worker", f"task for worker {message.worker_id}")
         return message
 
     def _start(self, assign: TaskAssign) -> Verdict:
@@ -215,8 +216,7 @@ class TaskHandler:
             prepared = prepare(self._settings, assign, project)
         except FetchFailed as exc:
             logger.warning("task.fetch_failed: %s; requeued", exc)
-            self._registry.unreserve(key)
-            return Verdict(Disposition.REQUEUE)
+            return self._requeue(key)
         except (ProjectUnavailable, PackageError, OSError) as exc:
             self._finish_unstarted(assign, TaskOutcome.FAILED, str(exc))
             return ACK
@@ -232,8 +232,7 @@ class TaskHandler:
             future.result(timeout=self._settings.broker.confirm_timeout_s * 3)
         except (Exception, FutureTimeout) as exc:  # any failure: not accepted
             logger.warning("task.start_unconfirmed: %s/%d requeued (%s)", *key, exc)
-            self._registry.unreserve(key)
-            return Verdict(Disposition.REQUEUE)
+            return self._requeue(key)
         run = TaskRun(
             self._settings, assign, prepared, self._reporter, on_end=self._registry.release
         )
@@ -250,6 +249,13 @@ class TaskHandler:
             },
         )
         return ACK
+
+    def _requeue(self, key: AttemptKey) -> Verdict:
+        """Hand the assignment back after a pause: with prefetch 1 it comes straight back,
+        and a broker or master that is away for a moment must not burn its delivery limit."""
+        self._registry.unreserve(key)
+        self._stopping.wait(_REQUEUE_PAUSE_S)
+        return Verdict(Disposition.REQUEUE)
 
     def _finish_unstarted(self, assign: TaskAssign, outcome: TaskOutcome, error: str) -> None:
         """Report an attempt that never ran; the ack waits until the report is confirmed

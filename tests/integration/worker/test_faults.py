@@ -34,7 +34,8 @@ def test_bad_assignments_fail_clearly_and_the_worker_keeps_serving(
     tmp_path: Path,
 ) -> None:
     """Garbage and forged task messages are dead-lettered; an unknown package, a missing or
-    mistyped parameter, a missing archive and one whose hash does not match each end as
+    mistyped parameter, a missing archive, one whose hash does not match and a command
+    that cannot start each end as
     failed with a reason; a good task still succeeds afterwards."""
     project = master.deploy(write_testkit(tmp_path / "kit"))
     mismatched = content_hash(b"what the master claims")
@@ -55,6 +56,7 @@ def test_bad_assignments_fail_clearly_and_the_worker_keeps_serving(
                 project, "Echo", {"Word": "w", "Count": "many"}
             ),
             "hash mismatch": master.assign(mismatched, "Echo", {"Word": "w"}),
+            "cannot start package Missing": master.assign(project, "Missing"),
             "no project archive": master.assign(missing, "Echo", {"Word": "w"}),
         }
         reports = {reason: master.finished(task) for reason, task in cases.items()}
@@ -67,8 +69,8 @@ def test_bad_assignments_fail_clearly_and_the_worker_keeps_serving(
     for reason, report in reports.items():
         assert report.outcome is TaskOutcome.FAILED
         assert reason in report.error, report.error
-    for task in cases.values():
-        assert not master.started(task)
+    for reason, task in cases.items():  # refused before it was accepted, except Missing
+        assert bool(master.started(task)) == (reason == "cannot start package Missing")
     assert not master.about(good_body)
     assert finished_after.outcome is TaskOutcome.SUCCEEDED, finished_after.error
     text = master.log_text(after)
