@@ -34,9 +34,8 @@ def test_bad_assignments_fail_clearly_and_the_worker_keeps_serving(
     tmp_path: Path,
 ) -> None:
     """Garbage and forged task messages are dead-lettered; an unknown package, a missing or
-    mistyped parameter, a missing archive, one whose hash does not match and a command
-    that cannot start each end as
-    failed with a reason; a good task still succeeds afterwards."""
+    mistyped parameter, a missing archive, one whose hash does not match and a command that
+    cannot start each end as failed with a reason; a good task still succeeds afterwards."""
     project = master.deploy(write_testkit(tmp_path / "kit"))
     mismatched = content_hash(b"what the master claims")
     master.archives[mismatched] = master.archives[project]
