@@ -3,6 +3,8 @@ and the rules read only metrics that dispatcher/metrics.py declares."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.integration.ops.support import (
     PROMETHEUS_DIR,
     declared_metric_names,
@@ -24,7 +26,7 @@ EXPECTED_ALERTS = {
 }
 
 
-def _rules() -> list[dict[str, str]]:
+def _rules() -> list[dict[str, Any]]:
     return [rule for group in load_yaml(ALERTS)["groups"] for rule in group["rules"]]
 
 
