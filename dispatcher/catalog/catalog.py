@@ -7,6 +7,7 @@ driver errors leave here as ``dispatcher.errors`` classes.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,11 +19,12 @@ from dispatcher.catalog import (
     leases,
     migrate,
     procedures,
+    projects,
     reads,
     reconcile,
     workers,
 )
-from dispatcher.catalog.engine import Timing, Tx, create, transaction, translated
+from dispatcher.catalog.engine import Timing, Tx, create, redact, transaction, translated
 from dispatcher.catalog.records import (
     Assignment,
     CancelOrder,
@@ -38,6 +40,8 @@ from dispatcher.catalog.records import (
 )
 from schemas.messages import AgentHeartbeat, ParameterScalar, StatusReport
 from schemas.states import ExecutionStatus
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -70,6 +74,10 @@ class Catalog:
         """Create or upgrade the catalog to the newest revision; idempotent."""
         with translated(self._engine), self._engine.begin() as conn:
             migrate.upgrade(conn)
+            revision = migrate.current_revision(conn)
+        logger.info(
+            "catalog.upgraded", extra={"url": redact(self._engine.url), "revision": revision}
+        )
 
     def schema_revision(self) -> str | None:
         with translated(self._engine), self._engine.connect() as conn:
@@ -90,13 +98,13 @@ class Catalog:
     # ---- SSIS stored procedures ------------------------------------------------------
 
     def create_folder(self, folder_name: str, folder_description: str = "") -> int:
-        return self._run(lambda tx: procedures.create_folder(tx, folder_name, folder_description))
+        return self._run(lambda tx: projects.create_folder(tx, folder_name, folder_description))
 
     def deploy_project(
         self, folder_name: str, project_name: str, project_stream: bytes
     ) -> DeployResult:
         return self._run(
-            lambda tx: procedures.deploy_project(tx, folder_name, project_name, project_stream)
+            lambda tx: projects.deploy_project(tx, folder_name, project_name, project_stream)
         )
 
     def create_execution(  # noqa: PLR0917  # SSIS's parameters, in SSIS's order

@@ -8,6 +8,7 @@ worker confirms it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from dispatcher.errors import NotFound, OperationRefused
 from schemas.messages import AgentHeartbeat, CancelReason, RunningAttempt
 from schemas.states import LEASED_TASK_STATES, TRANSITIONS, ExecutionStatus, TaskEvent, TaskState
 
+logger = logging.getLogger(__name__)
 OPERATION_EXECUTION, OPERATION_STOP = 200, 202
 WARNING_MESSAGE = 110
 
@@ -62,6 +64,7 @@ def _register(tx: Tx, heartbeat: AgentHeartbeat, sender: str) -> bool:
     query = sa.select(workers.c.worker_agent_id).where(workers.c.worker_agent_id == sender)
     if tx.conn.execute(locked(query, workers)).first() is not None:
         return False
+    logger.info("catalog.worker_registered", extra={"worker_id": sender})
     tx.conn.execute(
         sa.insert(workers).values(
             worker_agent_id=sender,
@@ -192,6 +195,15 @@ def expire_leases(tx: Tx) -> list[ExpiredAttempt]:
         add_message(
             tx, row.execution_id, WARNING_MESSAGE, text, task_id=row.task_id, attempt=row.attempt
         )
+        logger.warning(
+            "catalog.lease_expired",
+            extra={
+                "task_id": str(row.task_id),
+                "attempt": row.attempt,
+                "worker_id": row.worker_agent_id,
+                "new_state": target.name.lower(),
+            },
+        )
         expired.append(
             ExpiredAttempt(row.task_id, row.attempt, row.execution_id, row.worker_agent_id, target)
         )
@@ -218,6 +230,10 @@ def stop_operation(tx: Tx, operation_id: int, stopped_by: str | None) -> None:
         sa.update(jobs).where(jobs.c.execution_id == operation_id).values(is_cancelled=True)
     )
     _record_stop(tx, operation_id, stopped_by)
+    logger.info(
+        "catalog.stop_requested",
+        extra={"execution_id": operation_id, "task_state": row.status.name.lower()},
+    )
 
 
 def _stoppable_status(tx: Tx, operation_id: int) -> ExecutionStatus:

@@ -7,6 +7,7 @@ Reports that do not apply change nothing and say why (:class:`ReportOutcome`).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from dispatcher.catalog.state import (
 from schemas.messages import StatusReport, TaskFinished, TaskLog, TaskOutcome, TaskProgress
 from schemas.states import LEASED_TASK_STATES, TRANSITIONS, TaskEvent, TaskState, can_apply
 
+logger = logging.getLogger(__name__)
 DEFAULT_LEASE_S = 60.0
 ERROR_MESSAGE = 120
 SOURCE_ISSERVEREXEC = 20
@@ -83,6 +85,11 @@ def _lease_intervals(tx: Tx, senders: set[str]) -> dict[str, float]:
 def _apply(batch: Batch, report: StatusReport, sender: str) -> ReportResult:
     refused = _check_sender(batch, report, sender)
     if refused is not None:
+        if refused is ReportOutcome.FORGED_SENDER:
+            logger.warning(
+                "catalog.report_forged",
+                extra={"task_id": str(report.task_id), "attempt": report.attempt, "sender": sender},
+            )
         return ReportResult(refused)
     if isinstance(report, TaskLog):
         return _log(batch, report)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from dispatcher.catalog.state import (
 )
 from dispatcher.errors import NotFound, OperationRefused
 from schemas.states import LEASED_TASK_STATES, TRANSITIONS, TaskEvent
+
+logger = logging.getLogger(__name__)
 
 WORKER_PROPERTIES = {"DisplayName": "display_name", "Description": "description", "Tags": "tags"}
 CATALOG_PROPERTIES = {
@@ -97,6 +100,9 @@ def disable_worker_agent(tx: Tx, worker_agent_id: str) -> int:
         if move_task(tx, TaskEvent.WITHDRAW, row.task_id, row.attempt, requeue_values(tx), fence):
             close_attempt(tx, row.task_id, row.attempt, "withdrawn")
             withdrawn += 1
+    logger.info(
+        "catalog.worker_drained", extra={"worker_id": worker_agent_id, "withdrawn": withdrawn}
+    )
     return withdrawn
 
 
