@@ -1,12 +1,16 @@
-"""A broker restart in the middle of a run loses no report and duplicates none that the
-master would store twice."""
+"""A broker restart, or a broker that refuses reports for a while, in the middle of a run
+loses no report and duplicates none that the master would store twice."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
+from consumers.agent.outbox import OUTBOX_FILE
+from dispatcher import topology
+from dispatcher.provisioning import DENY, Permissions, worker_permissions
 from schemas.messages import TaskFinished, TaskOutcome
 from tests.fixtures.broker import TlsBroker
 from tests.fixtures.worker import SALES_ETL, ScriptedMaster, WorkerProcess, wait_for
@@ -42,3 +46,51 @@ def test_logs_and_final_status_survive_a_broker_restart(
     assert any(e.message == "slept" for e in entries)
     finals = {m.message_id for _, m in master.about(task) if isinstance(m, TaskFinished)}
     assert len(finals) == 1
+
+
+def test_reports_refused_by_the_broker_wait_on_disk_and_arrive_in_order(
+    master: ScriptedMaster,
+    start_worker: StartWorker,
+    tls_broker: TlsBroker,
+    vhost: str,
+) -> None:
+    """While the broker refuses the worker's reports, they go to ExecutionLogCacheFolder;
+    once it accepts them again they arrive in order, each line once, then finished."""
+    project = master.deploy(SALES_ETL)
+    with start_worker() as worker:
+        task = master.assign(project, "Sleep", {"Seconds": 8, "Interval": 0.1})
+        wait_for(lambda: len(master.log_entries(task)) >= 5, 30)
+        _refuse_status_writes(tls_broker, vhost)
+        outbox = worker.folder / "elogcache" / OUTBOX_FILE
+        wait_for(lambda: outbox.exists() and len(outbox.read_text().splitlines()) >= 3, 30)
+        tls_broker.admin.set_permissions(vhost, "w1", worker_permissions("w1"))
+        finished = master.finished(task, timeout_s=60)
+        wait_for(lambda: not outbox.read_text().strip(), 30)
+        assert worker.stop() == 0
+    assert "outbox.resent" in worker.log()
+    assert finished.outcome is TaskOutcome.SUCCEEDED, finished.error
+    entries = master.log_entries(task)
+    assert [e.seq for e in entries] == list(range(len(entries)))
+    ticks = [e.message for e in entries if e.message.startswith("sleeping:")]
+    assert [int(t.rsplit("tick ", 1)[1].rstrip(")")) for t in ticks] == list(range(len(ticks)))
+    assert any(e.message == "slept" for e in entries)
+    finals = {m.message_id for _, m in master.about(task) if isinstance(m, TaskFinished)}
+    assert len(finals) == 1
+
+
+def _refuse_status_writes(tls_broker: TlsBroker, vhost: str) -> None:
+    """Take w1's write permission on the status exchange away and close its report
+    connection, so the next publish meets the new permissions (channels cache them)."""
+    tls_broker.admin.set_permissions(
+        vhost,
+        "w1",
+        Permissions(
+            configure=DENY,
+            write=f"^{re.escape(topology.HEARTBEAT_EXCHANGE)}$",
+            read=worker_permissions("w1").read,
+        ),
+    )
+    listing = tls_broker.ctl("list_connections", "pid", "vhost", "client_properties")
+    for line in listing.splitlines():
+        if vhost in line and "scaleout-worker-w1-reports" in line:
+            tls_broker.ctl("close_connection", line.split()[0], "test: permissions changed")
