@@ -29,13 +29,21 @@ from dataclasses import dataclass
 from functools import cache
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mssql
 from sqlalchemy.schema import SchemaItem
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 """A 64-bit identity; SQLite only autoincrements an INTEGER primary key."""
 Stamp = sa.DateTime(timezone=True)
+"""timestamptz on PostgreSQL, DATETIMEOFFSET on SQL Server, UTC text on SQLite."""
 WorkerId = sa.String(64)
-Name = sa.String(128)
+Name = sa.Unicode(128)
+LongText = sa.UnicodeText().with_variant(mssql.NVARCHAR(), "mssql")
+"""NVARCHAR(max) on SQL Server (its TEXT/NTEXT types are deprecated)."""
+Blob = sa.LargeBinary().with_variant(
+    mssql.VARBINARY("max"),  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+    "mssql",
+)
 SCHEMAS = ("internal", "catalog")
 
 
@@ -90,7 +98,7 @@ def _catalog_objects(n: _Namer) -> dict[str, sa.Table]:
         "folders",
         sa.Column("folder_id", BigId, primary_key=True),
         sa.Column("name", Name, nullable=False, unique=True),
-        sa.Column("description", sa.Text, nullable=False, default=""),
+        sa.Column("description", LongText, nullable=False, default=""),
         sa.Column("created_time", Stamp, nullable=False),
     )
     projects = n.table(
@@ -98,7 +106,7 @@ def _catalog_objects(n: _Namer) -> dict[str, sa.Table]:
         sa.Column("project_id", BigId, primary_key=True),
         sa.Column("folder_id", BigId, n.fk("folders", "folder_id"), nullable=False),
         sa.Column("name", Name, nullable=False),
-        sa.Column("description", sa.Text, nullable=False, default=""),
+        sa.Column("description", LongText, nullable=False, default=""),
         sa.Column("object_version_lsn", sa.BigInteger, nullable=True),
         sa.Column("created_time", Stamp, nullable=False),
         sa.Column("last_deployed_time", Stamp, nullable=False),
@@ -110,8 +118,8 @@ def _catalog_objects(n: _Namer) -> dict[str, sa.Table]:
         sa.Column("object_id", BigId, n.fk("projects", "project_id"), nullable=False),
         sa.Column("object_type", sa.SmallInteger, nullable=False, default=20),
         sa.Column("content_hash", sa.String(64), nullable=False, index=True),
-        sa.Column("object_data", sa.LargeBinary, nullable=False),
-        sa.Column("manifest", sa.Text, nullable=False),
+        sa.Column("object_data", Blob, nullable=False),
+        sa.Column("manifest", LongText, nullable=False),
         sa.Column("created_time", Stamp, nullable=False),
     )
     packages = n.table(
@@ -124,8 +132,8 @@ def _catalog_objects(n: _Namer) -> dict[str, sa.Table]:
             nullable=False,
         ),
         sa.Column("project_id", BigId, nullable=False),
-        sa.Column("name", sa.String(260), nullable=False),
-        sa.Column("description", sa.Text, nullable=False, default=""),
+        sa.Column("name", sa.Unicode(260), nullable=False),
+        sa.Column("description", LongText, nullable=False, default=""),
         sa.Column("entry_point", sa.Boolean, nullable=False, default=True),
         sa.UniqueConstraint("project_version_lsn", "name"),
     )
@@ -140,13 +148,13 @@ def _catalog_objects(n: _Namer) -> dict[str, sa.Table]:
         ),
         sa.Column("project_id", BigId, nullable=False),
         sa.Column("object_type", sa.SmallInteger, nullable=False),
-        sa.Column("object_name", sa.String(260), nullable=False),
+        sa.Column("object_name", sa.Unicode(260), nullable=False),
         sa.Column("parameter_name", Name, nullable=False),
-        sa.Column("data_type", sa.String(16), nullable=False),
+        sa.Column("data_type", sa.Unicode(16), nullable=False),
         sa.Column("required", sa.Boolean, nullable=False),
         sa.Column("sensitive", sa.Boolean, nullable=False),
-        sa.Column("default_value", sa.Text, nullable=True),
-        sa.Column("description", sa.Text, nullable=False, default=""),
+        sa.Column("default_value", LongText, nullable=True),
+        sa.Column("description", LongText, nullable=False, default=""),
         sa.UniqueConstraint("project_version_lsn", "object_type", "object_name", "parameter_name"),
     )
     return {
@@ -166,7 +174,7 @@ def _operations(n: _Namer) -> dict[str, sa.Table]:
         sa.Column("created_time", Stamp, nullable=False),
         sa.Column("object_type", sa.SmallInteger, nullable=True),
         sa.Column("object_id", sa.BigInteger, nullable=True),
-        sa.Column("object_name", sa.String(260), nullable=True),
+        sa.Column("object_name", sa.Unicode(260), nullable=True),
         sa.Column("status", sa.Integer, nullable=False, index=True),
         sa.Column("start_time", Stamp, nullable=True),
         sa.Column("end_time", Stamp, nullable=True),
@@ -182,7 +190,7 @@ def _operations(n: _Namer) -> dict[str, sa.Table]:
         sa.Column("execution_id", BigId, n.fk("operations", "operation_id"), primary_key=True),
         sa.Column("folder_name", Name, nullable=False),
         sa.Column("project_name", Name, nullable=False),
-        sa.Column("package_name", sa.String(260), nullable=False),
+        sa.Column("package_name", sa.Unicode(260), nullable=False),
         sa.Column("reference_id", sa.BigInteger, nullable=True),
         sa.Column("project_lsn", sa.BigInteger, nullable=False),
         sa.Column("use32bitruntime", sa.Boolean, nullable=False),
@@ -196,7 +204,7 @@ def _operations(n: _Namer) -> dict[str, sa.Table]:
         sa.Column("execution_id", BigId, n.fk("executions", "execution_id"), primary_key=True),
         sa.Column("object_type", sa.SmallInteger, primary_key=True),
         sa.Column("parameter_name", Name, primary_key=True),
-        sa.Column("parameter_value", sa.Text, nullable=False),
+        sa.Column("parameter_value", LongText, nullable=False),
         sa.Column("sensitive", sa.Boolean, nullable=False),
     )
     return {
@@ -252,9 +260,9 @@ def _attempt_columns(n: _Namer, *, history: bool) -> list[SchemaItem]:
         sa.Column("dispatched_at", Stamp, nullable=False),
         sa.Column("started_at", Stamp, nullable=True),
         sa.Column("ended_at", Stamp, nullable=True),
-        sa.Column("outcome", sa.String(32), nullable=True),
+        sa.Column("outcome", sa.Unicode(32), nullable=True),
         sa.Column("exit_code", sa.Integer, nullable=True),
-        sa.Column("error", sa.Text, nullable=True),
+        sa.Column("error", LongText, nullable=True),
     ]
 
 
@@ -293,11 +301,11 @@ def _agents_and_properties(n: _Namer) -> dict[str, sa.Table]:
         "worker_agents",
         sa.Column("worker_agent_id", WorkerId, primary_key=True),
         sa.Column("is_enabled", sa.Boolean, nullable=False, default=False),
-        sa.Column("display_name", sa.String(256), nullable=False, default=""),
-        sa.Column("description", sa.Text, nullable=False, default=""),
-        sa.Column("machine_name", sa.String(256), nullable=False, default=""),
-        sa.Column("tags", sa.Text, nullable=False, default=""),
-        sa.Column("user_account", sa.String(256), nullable=False, default=""),
+        sa.Column("display_name", sa.Unicode(256), nullable=False, default=""),
+        sa.Column("description", LongText, nullable=False, default=""),
+        sa.Column("machine_name", sa.Unicode(256), nullable=False, default=""),
+        sa.Column("tags", LongText, nullable=False, default=""),
+        sa.Column("user_account", sa.Unicode(256), nullable=False, default=""),
         sa.Column("last_online_time", Stamp, nullable=True),
         sa.Column("max_task_count", sa.Integer, nullable=False, default=10),
         sa.Column("cpu_percent", sa.Float, nullable=True),
@@ -308,13 +316,13 @@ def _agents_and_properties(n: _Namer) -> dict[str, sa.Table]:
     )
     master = n.table(
         "master_properties",
-        sa.Column("property_name", sa.String(256), primary_key=True),
-        sa.Column("property_value", sa.Text, nullable=False),
+        sa.Column("property_name", sa.Unicode(256), primary_key=True),
+        sa.Column("property_value", LongText, nullable=False),
     )
     catalog = n.table(
         "catalog_properties",
-        sa.Column("property_name", sa.String(255), primary_key=True),
-        sa.Column("property_value", sa.String(255), nullable=False),
+        sa.Column("property_name", sa.Unicode(255), primary_key=True),
+        sa.Column("property_value", sa.Unicode(255), nullable=False),
     )
     messages = n.table(
         "operation_messages",
@@ -325,13 +333,13 @@ def _agents_and_properties(n: _Namer) -> dict[str, sa.Table]:
         sa.Column("message_time", Stamp, nullable=False),
         sa.Column("message_type", sa.SmallInteger, nullable=False),
         sa.Column("message_source_type", sa.SmallInteger, nullable=False),
-        sa.Column("message", sa.Text, nullable=False),
+        sa.Column("message", LongText, nullable=False),
         # Event context of a worker's log line; NULL for the master's own messages.
         sa.Column("task_id", sa.Uuid, nullable=True),
         sa.Column("attempt", sa.Integer, nullable=True),
         sa.Column("seq", sa.Integer, nullable=True),
         sa.Column("message_source_name", sa.String(64), nullable=True),
-        sa.Column("package_name", sa.String(260), nullable=True),
+        sa.Column("package_name", sa.Unicode(260), nullable=True),
     )
     seq_present = messages.c.seq.isnot(None)
     sa.Index(

@@ -1,4 +1,5 @@
-"""Concurrency on PostgreSQL: two OS processes (spawn) racing on the same tasks."""
+"""Concurrency: two OS processes (spawn) racing on the same tasks (PostgreSQL; claims on
+SQLite too)."""
 
 from __future__ import annotations
 
@@ -55,9 +56,12 @@ def _pool() -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
 
 
-def test_two_processes_never_claim_the_same_task(pg_catalog_url: str) -> None:
-    """Two dispatchers claiming at once: every task is claimed exactly once, as attempt 1."""
-    catalog = Catalog.open(pg_catalog_url)
+def test_two_processes_never_claim_the_same_task(catalog_url: str) -> None:
+    """Two dispatchers claiming at once: every task is claimed exactly once, as attempt 1.
+
+    On SQLite too: BEGIN IMMEDIATE makes the second writer wait instead of failing.
+    """
+    catalog = Catalog.open(catalog_url)
     for worker in ("w1", "w2", "w3"):
         online_worker(catalog, worker, max_task_count=TASKS)
     for _ in range(TASKS):
@@ -66,7 +70,7 @@ def test_two_processes_never_claim_the_same_task(pg_catalog_url: str) -> None:
 
     with _pool() as pool:
         start_at = time.time() + 3.0
-        futures = [pool.submit(_claim_until_empty, pg_catalog_url, start_at) for _ in range(2)]
+        futures = [pool.submit(_claim_until_empty, catalog_url, start_at) for _ in range(2)]
         claims = [claim for future in futures for claim in future.result(timeout=120)]
 
     per_task = Counter(task_id for task_id, _, _ in claims)

@@ -42,6 +42,8 @@ def test_migration_renders_for_mssql() -> None:
     assert "CREATE TABLE internal.alembic_version" in script
     assert "CREATE TABLE internal.tasks" in script
     assert "DATETIMEOFFSET" in script
+    assert "NVARCHAR(max)" in script
+    assert " TEXT" not in script  # deprecated on SQL Server
     assert "UNIQUEIDENTIFIER" in script
     assert "WHERE seq IS NOT NULL" in script  # filtered unique index for log lines
     assert "CREATE VIEW catalog.worker_agents" in script
