@@ -23,6 +23,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 
@@ -53,6 +54,8 @@ class Agent:
         self.machine_name = socket.gethostname()
         self.stopping = threading.Event()
         """Set on shutdown: no new task is taken, a waiting one goes back to the queue."""
+        self.hurry = threading.Event()
+        """Set by a second signal: running packages are killed without waiting the grace."""
         self.load = LoadMonitor(
             max_cpu=settings.task_request_max_cpu,
             min_memory_mb=settings.task_request_min_memory_mb,
@@ -138,10 +141,15 @@ class Agent:
 
     def _drain_running(self) -> None:
         grace = self.settings.shutdown_grace_s
-        if self.registry.wait_idle(grace):
+        deadline = time.monotonic() + grace
+        while not self.registry.wait_idle(0.2):
+            if self.hurry.is_set() or time.monotonic() >= deadline:
+                break
+        else:
             return
         self.stop_all(
-            TaskOutcome.FAILED, f"worker shut down; package still running after {grace:g} s"
+            TaskOutcome.FAILED,
+            f"worker shut down before the package ended (shutdown grace {grace:g} s)",
         )
         if not self.registry.wait_idle(self.settings.kill_grace_s + _REPORT_DRAIN_S):
             logger.error("worker.stop_timeout: packages did not end after being killed")
@@ -206,11 +214,15 @@ def _user() -> str:
 
 
 def run_worker(settings: WorkerSettings) -> int:
-    """Run the worker until SIGTERM or SIGINT; the process exit code."""
+    """Run the worker until SIGTERM or SIGINT; the process exit code. A second signal
+    skips the shutdown grace: running packages are killed and reported at once."""
     stop = threading.Event()
+    agent = Agent(settings)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logger.info("worker.signal: %s", signal.Signals(signum).name)
+        if stop.is_set():
+            agent.hurry.set()
         stop.set()
 
     previous = {}
@@ -218,7 +230,7 @@ def run_worker(settings: WorkerSettings) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
     try:
-        return Agent(settings).run(stop)
+        return agent.run(stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -3,6 +3,7 @@ on-disk outbox behave as SSIS's worker does."""
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -133,6 +134,23 @@ def test_sigterm_lets_short_packages_finish_and_reports_the_killed_ones(
     assert killed.outcome is TaskOutcome.FAILED
     assert "worker shut down" in killed.error
     assert not master.about(late)
+
+
+def test_a_second_sigterm_skips_the_shutdown_grace(
+    master: ScriptedMaster, start_worker: StartWorker
+) -> None:
+    """A second SIGTERM kills running packages at once instead of waiting shutdown_grace_s."""
+    project = master.deploy(SALES_ETL)
+    with start_worker(shutdown_grace_s=300, kill_grace_s=1) as worker:
+        task = master.assign(project, "Sleep", {"Seconds": 300})
+        wait_for(lambda: master.started(task), 30)
+        assert worker.process is not None
+        worker.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert worker.stop(timeout_s=60) == 0
+    killed = master.finished(task)
+    assert killed.outcome is TaskOutcome.FAILED
+    assert "worker shut down" in killed.error
 
 
 def test_a_restarted_worker_resends_its_cached_reports(
