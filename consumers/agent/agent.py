@@ -118,7 +118,7 @@ class Agent:
             s.worker_id,
             self.machine_name,
             s.broker.redacted_url,
-            extra={"event": "worker.started", "worker_id": s.worker_id},
+            extra={"worker_id": s.worker_id},
         )
         stop.wait()
         logger.info("worker.stopping: no new tasks; %d running", len(self.registry.runs()))
@@ -131,7 +131,7 @@ class Agent:
         reporter_stop.set()
         for thread_name in ("control", "heartbeat", "reporter"):
             threads[thread_name].join(timeout=_REPORT_DRAIN_S)
-        logger.info("worker.stopped: %s", s.worker_id, extra={"event": "worker.stopped"})
+        logger.info("worker.stopped: %s", s.worker_id)
         return 1 if self._failed.is_set() else 0
 
     def stop_all(self, outcome: TaskOutcome, reason: str) -> None:

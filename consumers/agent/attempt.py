@@ -281,7 +281,7 @@ class TaskRun:
                 exit_code,
                 took,
                 "" if confirmed else " (report cached until the broker is back)",
-                extra={"event": "task.finished", "outcome": outcome.value},
+                extra={"outcome": outcome.value},
             )
         finally:
             if self._local_log is not None:

@@ -82,7 +82,7 @@ class Heartbeat:
                 "heartbeat.failed: %s (failing for %.0f s)",
                 exc,
                 failing_for,
-                extra={"event": "heartbeat.failed", "failing_for_s": failing_for},
+                extra={"failing_for_s": failing_for},
             )
             if beat.running and failing_for >= self._tolerance_s:
                 logger.error(

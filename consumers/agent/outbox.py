@@ -92,7 +92,7 @@ class Outbox:
             "outbox.dropped: %d oldest unsent reports dropped (%d in all); the cache is full",
             count,
             self.dropped,
-            extra={"event": "outbox.dropped", "count": count, "total": self.dropped},
+            extra={"count": count, "total": self.dropped},
         )
 
     def resend(self, send: Callable[[list[Outgoing]], int]) -> int:
@@ -223,9 +223,7 @@ class Reporter:
         if first_failure is not None:
             error = errors[first_failure]
             assert error is not None
-            logger.warning(
-                "reporter.publish_failed: %s", error, extra={"event": "reporter.publish_failed"}
-            )
+            logger.warning("reporter.publish_failed: %s", error)
             if isinstance(error, BrokerUnavailable):
                 self._disconnect()
             self._set_aside(batch[first_failure:], error)
@@ -261,7 +259,7 @@ class Reporter:
             "outbox.resent: %d of %d cached reports",
             sent,
             before,
-            extra={"event": "outbox.resent", "sent": sent, "cached": before},
+            extra={"sent": sent, "cached": before},
         )
         if sent < before:
             self._disconnect()
@@ -276,9 +274,7 @@ class Reporter:
         try:
             self._publisher = self._connect()
         except BrokerError as exc:
-            logger.warning(
-                "reporter.connect_failed: %s", exc, extra={"event": "reporter.connect_failed"}
-            )
+            logger.warning("reporter.connect_failed: %s", exc)
             return None
         return self._publisher
 

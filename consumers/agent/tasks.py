@@ -242,11 +242,7 @@ class TaskHandler:
             "task.started: %s/%d %s",
             *key,
             assign.package,
-            extra={
-                "event": "task.started",
-                "task_id": str(assign.task_id),
-                "attempt": assign.attempt,
-            },
+            extra={"task_id": str(assign.task_id), "attempt": assign.attempt},
         )
         return ACK
 
@@ -266,7 +262,7 @@ class TaskHandler:
             assign.attempt,
             outcome.value,
             error,
-            extra={"event": "task.refused", "task_id": str(assign.task_id)},
+            extra={"task_id": str(assign.task_id)},
         )
         finished = TaskFinished(
             task_id=assign.task_id,
