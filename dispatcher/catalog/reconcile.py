@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -20,6 +20,7 @@ from dispatcher.catalog.records import ReportOutcome, ReportResult
 from dispatcher.catalog.state import (
     TaskRow,
     add_message,
+    among_states,
     close_attempt,
     load_tasks,
     mirror_execution,
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_LEASE_S = 60.0
 ERROR_MESSAGE = 120
 SOURCE_ISSERVEREXEC = 20
+LOG_CHUNK = 400
+"""Log reports per dedupe query: 4 parameters each stays under SQL Server's 2100."""
 
 
 @dataclass(slots=True)
@@ -47,6 +50,11 @@ class Batch:
     tasks: dict[uuid.UUID, TaskRow]
     attempts: dict[tuple[uuid.UUID, int], AttemptInfo]
     lease_s: dict[str, float]
+    renewals: dict[tuple[uuid.UUID, int], dict[str, object]] = field(default_factory=dict)
+    """Lease renewals from progress reports, written in one executemany at the end."""
+    lines: list[dict[str, object]] = field(default_factory=list)
+    """Log lines to insert in one executemany at the end."""
+    stored: set[tuple[uuid.UUID, int, int]] = field(default_factory=set)
 
 
 def apply_status_reports(tx: Tx, reports: Sequence[tuple[StatusReport, str]]) -> list[ReportResult]:
@@ -59,8 +67,48 @@ def apply_status_reports(tx: Tx, reports: Sequence[tuple[StatusReport, str]]) ->
         tasks=load_tasks(tx, ids, lock=True),
         attempts=_attempts(tx, ids),
         lease_s=_lease_intervals(tx, {sender for _, sender in reports}),
+        stored=_stored_lines(tx, [r for r, _ in reports if isinstance(r, TaskLog)]),
     )
-    return [_apply(batch, report, sender) for report, sender in reports]
+    results = [_apply(batch, report, sender) for report, sender in reports]
+    _flush(batch)
+    return results
+
+
+def _stored_lines(tx: Tx, logs: Sequence[TaskLog]) -> set[tuple[uuid.UUID, int, int]]:
+    """Which of the batch's log lines are stored already: one query per chunk of reports."""
+    m = tx.t.operation_messages
+    stored: set[tuple[uuid.UUID, int, int]] = set()
+    for start in range(0, len(logs), LOG_CHUNK):
+        ranges = [
+            sa.and_(
+                m.c.task_id == log.task_id,
+                m.c.attempt == log.attempt,
+                m.c.seq.between(min(e.seq for e in log.entries), max(e.seq for e in log.entries)),
+            )
+            for log in logs[start : start + LOG_CHUNK]
+        ]
+        query = sa.select(m.c.task_id, m.c.attempt, m.c.seq).where(sa.or_(*ranges))
+        stored |= {(row.task_id, row.attempt, row.seq) for row in tx.conn.execute(query)}
+    return stored
+
+
+def _flush(batch: Batch) -> None:
+    """The batch's renewals and log lines, each in one statement (executemany)."""
+    tx, tasks = batch.tx, batch.tx.t.tasks
+    if batch.renewals:
+        renew = (
+            sa.update(tasks)
+            .where(
+                tasks.c.task_id == sa.bindparam("b_task"),
+                tasks.c.attempt == sa.bindparam("b_attempt"),
+                tasks.c.worker_agent_id == sa.bindparam("b_worker"),
+                among_states(tasks.c.status, LEASED_TASK_STATES),
+            )
+            .values(expires_at=sa.bindparam("b_expires"))
+        )
+        tx.conn.execute(renew, list(batch.renewals.values()))
+    if batch.lines:
+        tx.conn.execute(sa.insert(tx.t.operation_messages), batch.lines)
 
 
 def _attempts(tx: Tx, ids: set[uuid.UUID]) -> dict[tuple[uuid.UUID, int], AttemptInfo]:
@@ -164,21 +212,16 @@ def _running_values(
 
 def _progress(batch: Batch, row: TaskRow, sender: str) -> ReportResult:
     """Renew the current attempt's lease; no state changes."""
-    if not row.status.holds_lease:
+    if not row.status.holds_lease or row.worker_agent_id != sender:
         return ReportResult(ReportOutcome.STALE, row.status)
-    tasks = batch.tx.t.tasks
-    renewed = batch.tx.conn.execute(
-        sa.update(tasks)
-        .where(
-            tasks.c.task_id == row.task_id,
-            tasks.c.attempt == row.attempt,
-            tasks.c.worker_agent_id == sender,
-            tasks.c.status.in_(sorted(int(s) for s in LEASED_TASK_STATES)),
-        )
-        .values(expires_at=_lease_end(batch, sender))
-    )
-    outcome = ReportOutcome.APPLIED if renewed.rowcount == 1 else ReportOutcome.STALE
-    return ReportResult(outcome, row.status)
+    # The row is locked for this transaction, so the fenced write at the end will apply.
+    batch.renewals[(row.task_id, row.attempt)] = {
+        "b_task": row.task_id,
+        "b_attempt": row.attempt,
+        "b_worker": sender,
+        "b_expires": _lease_end(batch, sender),
+    }
+    return ReportResult(ReportOutcome.APPLIED, row.status)
 
 
 def _finish_event(outcome: TaskOutcome, row: TaskRow, counted: int) -> TaskEvent:
@@ -236,18 +279,12 @@ def _record_failure(tx: Tx, row: TaskRow, report: TaskFinished) -> None:
 
 def _log(batch: Batch, report: TaskLog) -> ReportResult:
     """Store the lines not stored yet; (task_id, attempt, seq) makes a line unique."""
-    tx, messages = batch.tx, batch.tx.t.operation_messages
-    entries = {entry.seq: entry for entry in report.entries}
-    query = sa.select(messages.c.seq).where(
-        messages.c.task_id == report.task_id,
-        messages.c.attempt == report.attempt,
-        messages.c.seq.in_(sorted(entries)),
-    )
-    for seq in tx.conn.execute(query).scalars():
-        entries.pop(seq, None)
+    tx, key = batch.tx, (report.task_id, report.attempt)
+    entries = {e.seq: e for e in report.entries if (*key, e.seq) not in batch.stored}
     if not entries:
         return ReportResult(ReportOutcome.DUPLICATE)
-    rows = [
+    batch.stored |= {(*key, seq) for seq in entries}
+    batch.lines += [
         {
             "operation_id": batch.tasks[report.task_id].execution_id,
             "message_time": to_db(tx, entry.time),
@@ -261,5 +298,4 @@ def _log(batch: Batch, report: TaskLog) -> ReportResult:
         }
         for entry in entries.values()
     ]
-    tx.conn.execute(sa.insert(messages), rows)
     return ReportResult(ReportOutcome.APPLIED)

@@ -90,6 +90,14 @@ def in_states(column: sa.ColumnElement[Any], states: Iterable[TaskState]) -> sa.
     return column.in_(sorted(int(s) for s in states))
 
 
+def among_states(
+    column: sa.ColumnElement[Any], states: Iterable[TaskState]
+) -> sa.ColumnElement[bool]:
+    """``column IN (states)`` as ORs of equalities: usable in an executemany, where an
+    expanding IN is not."""
+    return sa.or_(*(column == int(s) for s in sorted(states)))
+
+
 def move_task(
     tx: Tx,
     event: TaskEvent,

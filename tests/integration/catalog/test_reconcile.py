@@ -205,3 +205,23 @@ def test_started_while_stop_requested_shows_stopping(catalog: Catalog) -> None:
     row = catalog.get_execution(a.execution_id)
     assert (row.status, row.stopped_by_name) == (ExecutionStatus.CANCELED, "ann")
     assert catalog.pending_cancels() == []
+
+
+def test_mixed_batch_is_applied_in_order(catalog: Catalog) -> None:
+    """started, progress, logs and finished in one batch end succeeded, with no lease left."""
+    a = claim_one(catalog)
+
+    results = catalog.apply_status_reports(
+        [
+            (started(a), "w1"),
+            (progress(a), "w1"),
+            (log(a, 0), "w1"),
+            (finished(a), "w1"),
+            (progress(a), "w1"),
+        ]
+    )
+
+    assert [r.outcome for r in results] == [ReportOutcome.APPLIED] * 4 + [ReportOutcome.STALE]
+    assert catalog.get_execution(a.execution_id).status is ExecutionStatus.SUCCEEDED
+    assert catalog.expire_leases() == []
+    assert catalog.get_worker_agent("w1").running_tasks == 0
