@@ -19,11 +19,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from pika.adapters.blocking_connection import BlockingChannel
 
 from dispatcher import topology
 from dispatcher.broker import Publisher
@@ -50,7 +52,7 @@ _PREFIXES = {
 }
 """dtexec's ``/Parameter`` prefixes, which SSIS users already type."""
 
-WAKE_TIMEOUT_S = 3.0
+BROKER_TIMEOUT_S = 3.0
 """A start must not hang on a dead broker: the master's poll dispatches anyway."""
 
 
@@ -314,19 +316,47 @@ class ScaleOut:
 
     def wake(self, execution_id: int | None = None) -> str:
         """Wake the master's dispatcher; '' when the broker confirmed, else a warning."""
-        if self._broker is None:
-            return "no broker configured: the master picks the change up at its next poll"
+        warning = self._on_broker(lambda broker: _publish_wake(broker, execution_id))
+        if warning:
+            return f"could not wake the master ({warning}); it starts the work at its next poll"
+        return ""
+
+    def ensure_worker_queues(self, worker_agent_id: str) -> str:
+        """Declare a worker's task and control queues (workers may not declare them);
+        '' when done, else a warning. Needs the configure permission that the master and
+        a local broker's guest have; elsewhere provisioning does it."""
+        warning = self._on_broker(lambda broker: _declare_worker(broker, worker_agent_id))
+        if warning:
+            return (
+                f"could not declare the queues of {worker_agent_id} ({warning}); the master "
+                "declares them when it starts, or use dispatcher.provisioning"
+            )
+        return ""
+
+    def _on_broker(self, call: Callable[[BrokerSettings], None]) -> str:
+        """Run ``call`` in a thread for at most BROKER_TIMEOUT_S, so a dead broker cannot
+        stall the caller for the Publisher's whole reconnect budget; '' or the reason."""
+        broker = self._broker
+        if broker is None:
+            return "no broker configured"
         outcome: list[BaseException | None] = []
-        thread = threading.Thread(
-            target=_publish_wake, args=(self._broker, execution_id, outcome), daemon=True
-        )
+
+        def target() -> None:
+            try:
+                call(broker)
+            except (BrokerError, OSError) as exc:
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        thread = threading.Thread(target=target, name="scaleout-api-broker", daemon=True)
         thread.start()
-        thread.join(WAKE_TIMEOUT_S)
+        thread.join(BROKER_TIMEOUT_S)
         if outcome and outcome[0] is None:
             return ""
-        reason = str(outcome[0]) if outcome else f"no answer within {WAKE_TIMEOUT_S:g} s"
-        logger.warning("api.wake_failed", extra={"error": reason})
-        return f"could not wake the master ({reason}); it starts the work at its next poll"
+        reason = str(outcome[0]) if outcome else f"no answer within {BROKER_TIMEOUT_S:g} s"
+        logger.warning("api.broker_failed", extra={"error": reason})
+        return reason
 
 
 def read_archive(source: Path | bytes) -> bytes:
@@ -349,20 +379,19 @@ def read_archive(source: Path | bytes) -> bytes:
         raise ScaleoutError(msg) from None
 
 
-def _publish_wake(
-    broker: BrokerSettings, execution_id: int | None, outcome: list[BaseException | None]
-) -> None:
-    """One confirmed ``dispatch.wake``; runs in a thread so a dead broker cannot stall
-    the caller for the Publisher's whole reconnect budget."""
-    try:
-        with Publisher(broker, name="scaleout-cli") as publisher:
-            publisher.publish(
-                topology.STATUS_EXCHANGE,
-                topology.WAKE_ROUTING_KEY,
-                DispatchWake(execution_id=execution_id),
-                persistent=False,
-            )
-    except (BrokerError, OSError) as exc:
-        outcome.append(exc)
-    else:
-        outcome.append(None)
+def _publish_wake(broker: BrokerSettings, execution_id: int | None) -> None:
+    with Publisher(broker, name="scaleout-cli") as publisher:
+        publisher.publish(
+            topology.STATUS_EXCHANGE,
+            topology.WAKE_ROUTING_KEY,
+            DispatchWake(execution_id=execution_id),
+            persistent=False,
+        )
+
+
+def _declare_worker(broker: BrokerSettings, worker_agent_id: str) -> None:
+    def declare(channel: BlockingChannel) -> None:
+        topology.declare_master_topology(channel)
+        topology.declare_worker_queues(channel, worker_agent_id)
+
+    Publisher(broker, name="scaleout-cli", declare=declare).close()

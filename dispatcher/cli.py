@@ -375,6 +375,8 @@ def workers_add(  # noqa: PLR0917  # typer passes options by keyword
             enabled=enable,
             max_task_count=max_task_count,
         )
+        if warning := so.ensure_worker_queues(worker_id):
+            say(f"warning: {warning}", "yellow")
     _show_worker(row, as_json, "added")
 
 

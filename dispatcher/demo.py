@@ -55,7 +55,8 @@ MAX_TASK_COUNT = 5
 STOP_GRACE_S = 10.0
 START_HINT = (
     "start RabbitMQ: on this machine `rabbitmq-server -detached` (or `make services`); "
-    "anywhere: `docker compose -f deploy/docker-compose.yml up -d rabbitmq`"
+    "anywhere with Docker: `docker run -d -p 127.0.0.1:5672:5672 rabbitmq:3.13`, or the "
+    "whole cluster over TLS with deploy/docker-compose.yml (see deploy/README.md)"
 )
 
 MASTER_ENV = {
