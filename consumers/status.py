@@ -71,6 +71,7 @@ class StatusReconciler:
         report = decode_as(STATUS_QUEUE, delivery, _REPORT_TYPES)
         if isinstance(report, Verdict):
             return report
+        assert isinstance(report, _REPORT_TYPES)  # narrows the common base to the union
         sender = self._senders.sender(delivery, report.worker_id)
         if sender is None:
             detail = f"body says {report.worker_id}, broker says {delivery.user_id}"

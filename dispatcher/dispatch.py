@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 class DispatchCatalog(Protocol):
     def claim_tasks(self, limit: int) -> list[Assignment]: ...
 
-    def mark_published(self, attempts: Sequence[tuple[object, int]]) -> None: ...
+    def mark_published(self, attempts: Sequence[tuple[uuid.UUID, int]]) -> None: ...
 
     def unpublished_assignments(self, older_than_s: float) -> list[Assignment]: ...
 

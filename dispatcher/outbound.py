@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from pydantic import BaseModel
 
 from dispatcher import metrics, topology
 from dispatcher.broker import Publisher
@@ -128,9 +129,7 @@ class Outbound:
             topology.STATUS_EXCHANGE, topology.WAKE_ROUTING_KEY, message, persistent=False
         )
 
-    def _batch(
-        self, items: list[tuple[str, str, TaskAssign | TaskCancel]], what: str
-    ) -> list[bool]:
+    def _batch(self, items: Sequence[tuple[str, str, BaseModel]], what: str) -> list[bool]:
         if not items:
             return []
         started = time.perf_counter()

@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from dispatcher.catalog import Catalog
 from schemas.messages import AgentHeartbeat, StatusReport, TaskFinished, TaskOutcome, TaskStarted
 from schemas.states import ExecutionStatus, TaskState, execution_status_for
-from tests.fixtures.catalog import deploy_test_project
+from tests.fixtures.catalog import deploy_sample
 
 WORKERS = ("w1", "w2")
 RETRY_COUNT = 2
@@ -57,7 +57,8 @@ class Reconciliation(RuleBasedStateMachine):
         for worker in WORKERS:
             _online(self.catalog, worker)
             self.catalog.enable_worker_agent(worker)
-        folder, project, package = deploy_test_project(self.catalog)
+        deploy_sample(self.catalog)
+        folder, project, package = "Finance", "Sales", "Load"
         self.execution_id = self.catalog.create_execution(folder, project, package)
         self.catalog.start_execution(self.execution_id, retry_count=RETRY_COUNT)
 
