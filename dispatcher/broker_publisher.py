@@ -71,6 +71,7 @@ class Publisher:
         self._name = name
         self._user_id = user_id
         self._declare = declare
+        self._extra_declarations: list[Callable[[BlockingChannel], None]] = []
         self._connection: BlockingConnection | None = None
         self._channel: Channel | None = None
         self._channel_error: BaseException | None = None
@@ -100,6 +101,18 @@ class Publisher:
         """Publish all (persistent), then wait for all confirms; one error or None each."""
         return self._publish_all(items, True)
 
+    def declare(self, declaration: Callable[[BlockingChannel], None]) -> None:
+        """Run ``declaration`` on a channel of this connection now, and again after every
+        reconnect (a restarted broker may have lost non-durable state)."""
+        self._extra_declarations.append(declaration)
+        connection, _ = self._ready()
+        channel = connection.channel()
+        try:
+            declaration(channel)
+        finally:
+            if channel.is_open:
+                channel.close()
+
     def close(self) -> None:
         self._drop()
 
@@ -122,6 +135,8 @@ class Publisher:
             blocking = connection.channel()
             if self._declare is not None:
                 self._declare(blocking)
+            for declaration in self._extra_declarations:
+                declaration(blocking)
             channel = self._async_core(blocking)
             channel.add_on_return_callback(self._on_return)
             channel.add_on_close_callback(self._on_channel_closed)
