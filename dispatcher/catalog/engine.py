@@ -8,7 +8,6 @@ an ``mssql+pyodbc`` URL is opened.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from dispatcher.errors import (
     MissingDriver,
     OperationRefused,
 )
-
-logger = logging.getLogger(__name__)
 
 INIT_HINT = "run `scaleout catalog init` to create or upgrade the catalog"
 ODBC_HINT = (

@@ -54,16 +54,8 @@ def create_execution(
     _require_scale_out(tx, runinscaleout)
     if reference_id is not None:
         raise NotFound(f"environment reference {reference_id} does not exist", code=27101)
-    fid = folder_id(tx, folder_name)
-    if fid is None:
-        raise NotFound(f"folder {folder_name!r} does not exist")
-    project = project_row(tx, fid, project_name)
-    if project is None or project.object_version_lsn is None:
-        raise NotFound(f"project {project_name!r} does not exist in folder {folder_name!r}")
-    lsn = int(project.object_version_lsn)
-    if manifest_at(tx, lsn).package(package_name) is None:
-        raise NotFound(f"package {package_name!r} does not exist in project {project_name!r}")
-    execution_id = _insert_operation(tx, project.project_id, project_name, caller_name)
+    project_id, lsn = _entry_point(tx, folder_name, project_name, package_name)
+    execution_id = _insert_operation(tx, project_id, project_name, caller_name)
     job_id = uuid.uuid4()
     tx.conn.execute(
         sa.insert(tx.t.executions).values(
@@ -71,7 +63,6 @@ def create_execution(
             folder_name=folder_name,
             project_name=project_name,
             package_name=package_name,
-            reference_id=None,
             project_lsn=lsn,
             use32bitruntime=use32bitruntime,
             runinscaleout=True,
@@ -79,6 +70,28 @@ def create_execution(
             job_id=job_id,
         )
     )
+    _insert_job(tx, job_id, execution_id, useanyworker, caller_name)
+    return execution_id
+
+
+def _entry_point(tx: Tx, folder_name: str, project_name: str, package: str) -> tuple[int, int]:
+    """The project id and current lsn that hold ``package``; NotFound otherwise."""
+    fid = folder_id(tx, folder_name)
+    if fid is None:
+        raise NotFound(f"folder {folder_name!r} does not exist")
+    project = project_row(tx, fid, project_name)
+    if project is None or project.object_version_lsn is None:
+        raise NotFound(f"project {project_name!r} does not exist in folder {folder_name!r}")
+    lsn = int(project.object_version_lsn)
+    if manifest_at(tx, lsn).package(package) is None:
+        raise NotFound(f"package {package!r} does not exist in project {project_name!r}")
+    return int(project.project_id), lsn
+
+
+def _insert_job(
+    tx: Tx, job_id: uuid.UUID, execution_id: int, useanyworker: bool, creator: str | None
+) -> None:
+    """SSIS's internal.create_job: the job that will hold the execution's task."""
     tx.conn.execute(
         sa.insert(tx.t.jobs).values(
             job_id=job_id,
@@ -86,12 +99,11 @@ def create_execution(
             job_type=1,
             use_any_worker=useanyworker,
             is_cancelled=False,
-            creator=caller_name,
+            creator=creator,
             created_time=tx.now,
             last_updated_time=tx.now,
         )
     )
-    return execution_id
 
 
 def _require_scale_out(tx: Tx, runinscaleout: bool | None) -> None:

@@ -73,10 +73,6 @@ class Tables:
     jobs_history: sa.Table
     task_attempts_history: sa.Table
 
-    def qualified(self, schema: str, name: str) -> str:
-        """The SQL name of ``schema.name`` in this flavour (for views and raw SQL)."""
-        return f"{schema}_{name}" if self.flat else f"{schema}.{name}"
-
 
 class _Namer:
     def __init__(self, metadata: sa.MetaData, *, flat: bool) -> None:

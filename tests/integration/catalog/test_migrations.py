@@ -168,3 +168,12 @@ def test_pyodbc_is_imported_only_for_odbc_urls(tmp_path: Path) -> None:
     )
 
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_unopenable_sqlite_file_is_unavailable() -> None:
+    """A SQLite path that cannot be opened -> CatalogUnavailable, not a driver traceback."""
+    missing = Catalog.open("sqlite:////nonexistent-dir/ssisdb.sqlite3")
+
+    with pytest.raises(CatalogUnavailable, match="unable to open database file"):
+        missing.list_worker_agents()
+    missing.close()
