@@ -1,0 +1,358 @@
+"""A real Prometheus (Debian's binary) scrapes a real master and worker, started through the
+CLI on a SQLite catalog and the TLS RabbitMQ node, while they run a few executions; its HTTP
+API shows the counters moving, RabbitMQ's exporter, and the alert rules evaluating cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher.provisioning import master_permissions, worker_permissions
+from dispatcher.settings import BrokerSettings
+from tests.fixtures.broker import TlsBroker, declare_test_topology
+from tests.integration.ops.support import (
+    PROMETHEUS_DIR,
+    RABBITMQ_METRICS,
+    REPO,
+    declared_metric_names,
+    tool,
+)
+
+WORKER = "w1"
+EXECUTIONS = 3
+RABBITMQ_EXPORTER = "127.0.0.1:15692"  # deploy/local/tls-node.sh's rabbitmq_prometheus
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def broker_env(settings: BrokerSettings) -> dict[str, str]:
+    """SCALEOUT_BROKER__* variables for these broker settings."""
+    return {
+        f"SCALEOUT_BROKER__{name.upper()}": str(value)
+        for name, value in settings.model_dump(exclude_none=True).items()
+    }
+
+
+def base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SCALEOUT_")}
+
+
+@dataclass
+class Service:
+    """A process started for the test, its output in a log file."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> Service:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return f"--- {self.name} log ---\n" + "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            pytest.fail(f"{self.name} exited with {self.process.returncode}\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def wait_until(
+    what: str, check: Callable[[], bool], services: list[Service], timeout_s: float
+) -> None:
+    """Poll ``check`` until true; on timeout fail with the services' logs."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        for service in services:
+            service.check_alive()
+        if time.monotonic() > deadline:
+            logs = "\n".join(service.log_tail() for service in services)
+            pytest.fail(f"{what}: not within {timeout_s} s\n{logs}")
+        time.sleep(0.5)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@dataclass
+class Cluster:
+    prometheus_url: str
+    services: list[Service]
+    cli_env: dict[str, str]
+
+    def api(self, path: str, **params: str) -> Any:
+        url = f"{self.prometheus_url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
+        data = self.api("query", query=expr)
+        return [(item["metric"], float(item["value"][1])) for item in data["result"]]
+
+    def value(self, expr: str) -> float | None:
+        result = self.query(expr)
+        assert len(result) <= 1, f"{expr} has {len(result)} series"
+        return result[0][1] if result else None
+
+    def expect_all(self, *exprs: str, timeout_s: float = 60) -> None:
+        """Wait until every expression returns a series; fail naming each one that never did."""
+        deadline = time.monotonic() + timeout_s
+        waiting = list(exprs)
+        while waiting and time.monotonic() < deadline:
+            for service in self.services:
+                service.check_alive()
+            waiting = [expr for expr in waiting if not self.query(expr)]
+            time.sleep(0.5)
+        assert not waiting, "never true in Prometheus:\n" + "\n".join(waiting)
+
+    def eventually(self, expr: str, timeout_s: float = 60) -> float:
+        """The value of ``expr`` once it returns a series (a filter such as ``> 0`` applies)."""
+
+        def found() -> bool:
+            return bool(self.query(expr))
+
+        wait_until(f"{expr} in Prometheus", found, self.services, timeout_s)
+        value = self.value(expr)
+        assert value is not None
+        return value
+
+
+def run_cli(env: dict[str, str], *args: str, timeout_s: float = 180) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "dispatcher.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert done.returncode == 0, f"scaleout {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def test_vhost(tls_broker: TlsBroker) -> Iterator[str]:
+    """A vhost for this module: the master's and w1's permissions, the topology declared."""
+    name = f"ops-{uuid.uuid4().hex[:12]}"
+    with tls_broker.no_restart():
+        tls_broker.admin.create_vhost(name)
+        try:
+            tls_broker.admin.set_permissions(name, "scaleout-master", master_permissions())
+            tls_broker.admin.set_permissions(name, WORKER, worker_permissions(WORKER))
+            declare_test_topology(tls_broker.settings_for("scaleout-master", name), (WORKER,))
+            yield name
+        finally:
+            tls_broker.admin.delete_vhost(name)
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tls_broker: TlsBroker, test_vhost: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Master, worker w1 and Prometheus running; EXECUTIONS executions of LoadSales done."""
+    tmp = tmp_path_factory.mktemp("scrape")
+    master_port, worker_port, prometheus_port = free_port(), free_port(), free_port()
+    catalog = {"SCALEOUT_CATALOG__URL": f"sqlite:///{tmp / 'ssisdb.sqlite3'}"}
+    master_broker = broker_env(tls_broker.settings_for("scaleout-master", test_vhost))
+    cli_env = {**base_env(), **catalog, **master_broker}
+
+    run_cli(cli_env, "catalog", "init")
+    run_cli(cli_env, "workers", "add", WORKER, "--enable")
+    run_cli(cli_env, "deploy", str(REPO / "examples" / "sales_etl"), "--folder", "Ops")
+
+    master = Service(
+        "master",
+        [sys.executable, "-m", "dispatcher.cli", "master"],
+        {
+            **cli_env,
+            "SCALEOUT_METRICS_PORT": str(master_port),
+            "SCALEOUT_MASTER_HEARTBEAT_INTERVAL_MS": "1000",
+            "SCALEOUT_DISPATCH_POLL_INTERVAL_MS": "250",
+            "SCALEOUT_WORKER_OFFLINE_AFTER_S": "30",
+        },
+        tmp / "master.log",
+    )
+    worker = Service(
+        "worker",
+        [sys.executable, "-m", "dispatcher.cli", "worker"],
+        {
+            **base_env(),
+            **broker_env(tls_broker.settings_for(WORKER, test_vhost)),
+            "SCALEOUT_WORKER_ID": WORKER,
+            "SCALEOUT_METRICS_PORT": str(worker_port),
+            "SCALEOUT_METRICS_HOST": "127.0.0.1",
+            "SCALEOUT_AGENT_HEARTBEAT_INTERVAL_S": "1",
+            "SCALEOUT_TASK_HEARTBEAT_INTERVAL_S": "0.5",
+            "SCALEOUT_TASK_REQUEST_MAX_CPU": "100",
+            "SCALEOUT_TASK_REQUEST_MIN_MEMORY_MB": "0",
+            "SCALEOUT_TASKS_ROOT_FOLDER": str(tmp / "worker" / "tasks"),
+            "SCALEOUT_EXECUTION_LOG_CACHE_FOLDER": str(tmp / "worker" / "elogcache"),
+            "SCALEOUT_PROJECT_CACHE_FOLDER": str(tmp / "worker" / "projects"),
+        },
+        tmp / "worker.log",
+    )
+    prometheus = Service(
+        "prometheus",
+        [
+            tool("prometheus"),
+            f"--config.file={write_prometheus_config(tmp, master_port, worker_port)}",
+            f"--storage.tsdb.path={tmp / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prometheus_port}",
+            "--log.level=warn",
+        ],
+        base_env(),
+        tmp / "prometheus.log",
+    )
+    services = [master, worker, prometheus]
+    try:
+        master.start()
+        wait_until(
+            "master /metrics",
+            lambda: http_ok(f"http://127.0.0.1:{master_port}/metrics"),
+            [master],
+            60,
+        )
+        worker.start()
+        prometheus.start()
+        url = f"http://127.0.0.1:{prometheus_port}"
+        wait_until("prometheus ready", lambda: http_ok(f"{url}/-/ready"), services, 60)
+        for _ in range(EXECUTIONS):
+            run_cli(
+                cli_env,
+                "executions", "create", "--folder", "Ops", "--project", "SalesETL",
+                "--package", "LoadSales", "--wait", "--timeout", "120",
+            )  # fmt: skip
+        yield Cluster(url, services, cli_env)
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+def write_prometheus_config(folder: Path, master_port: int, worker_port: int) -> Path:
+    """Scrape every second; the repository's alert rules loaded as they are."""
+
+    def job(name: str, target: str) -> dict[str, Any]:
+        return {"job_name": name, "static_configs": [{"targets": [target]}]}
+
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(PROMETHEUS_DIR / "alerts.yml")],
+        "scrape_configs": [
+            job("scaleout-master", f"127.0.0.1:{master_port}"),
+            job("scaleout-worker", f"127.0.0.1:{worker_port}"),
+            job("rabbitmq", RABBITMQ_EXPORTER),
+        ],
+    }
+    path = folder / "prometheus.yml"
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    return path
+
+
+def test_master_counters_moved(cluster: Cluster) -> None:
+    """Dispatches, applied status reports, dispatch latencies and succeeded executions are
+    counted, a worker is online and the master's heartbeat is fresh."""
+    cluster.expect_all(
+        f"scaleout_tasks_dispatched_total >= {EXECUTIONS}",
+        'sum(scaleout_status_reports_total{outcome="applied"}) > 0',
+        f'scaleout_executions{{status="succeeded"}} >= {EXECUTIONS}',
+        "scaleout_workers_online >= 1",
+        f'scaleout_worker_last_heartbeat_age_seconds{{worker="{WORKER}", enabled="true"}} < 30',
+        "scaleout_master_heartbeat_age_seconds < 30",
+        "sum(scaleout_reconcile_batch_size_count) > 0",
+        "sum(scaleout_publish_confirm_seconds_count) > 0",
+        f"scaleout_dispatch_latency_seconds_count >= {EXECUTIONS}",
+    )
+
+
+def test_worker_counters_moved(cluster: Cluster) -> None:
+    """The worker's own endpoint is scraped and counts its finished packages."""
+    cluster.expect_all(
+        'up{job="scaleout-worker"} == 1',
+        f'sum(scaleout_worker_tasks_finished_total{{outcome="succeeded"}}) >= {EXECUTIONS}',
+        f"sum(scaleout_worker_package_duration_seconds_count) >= {EXECUTIONS}",
+        "sum(scaleout_worker_heartbeat_gap_seconds_count) > 0",
+    )
+
+
+def test_rabbitmq_exporter_serves_the_dashboard_metrics(cluster: Cluster) -> None:
+    """RabbitMQ's Prometheus plugin is scraped and exports every rabbitmq_* metric the
+    dashboard reads."""
+    assert cluster.eventually('up{job="rabbitmq"} == 1') == 1
+    for name in sorted(RABBITMQ_METRICS):
+        assert cluster.query(f'{name}{{job="rabbitmq"}}'), f"RabbitMQ does not export {name}"
+
+
+def test_every_scraped_scaleout_metric_is_declared(cluster: Cluster) -> None:
+    """The scaleout_* series Prometheus holds are exactly names that metrics.py declares
+    (so the static dashboard and alert checks read the same names as reality)."""
+    cluster.eventually(f"scaleout_tasks_dispatched_total >= {EXECUTIONS}")
+    names = cluster.api("label/__name__/values", **{"match[]": '{job=~"scaleout-.*"}'})
+    scraped = {name for name in names if name.startswith("scaleout_")}
+    assert "scaleout_executions" in scraped
+    assert scraped <= declared_metric_names(), sorted(scraped - declared_metric_names())
+
+
+def test_alert_rules_evaluate_cleanly_on_real_data(cluster: Cluster) -> None:
+    """Every rule of alerts.yml evaluates without error on the live series, and the master
+    alerts stay quiet while the master runs."""
+    cluster.eventually("scaleout_master_heartbeat_age_seconds")
+    wait_until(
+        "every rule evaluated",
+        lambda: all(r.get("lastEvaluation", "").startswith("20") for r in _rules(cluster)),
+        cluster.services,
+        30,
+    )
+    rules = _rules(cluster)
+    assert len(rules) == 7
+    assert all(rule["health"] == "ok" for rule in rules), rules
+    firing = {r["name"] for r in rules if r["state"] != "inactive"}
+    assert not firing & {"ScaleoutMasterAbsent", "ScaleoutMasterHeartbeatStale"}
+
+
+def _rules(cluster: Cluster) -> list[dict[str, Any]]:
+    groups = cluster.api("rules")["groups"]
+    return [rule for group in groups for rule in group["rules"]]
