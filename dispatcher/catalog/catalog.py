@@ -95,6 +95,10 @@ class Catalog:
         with self._tx() as tx:
             return operation(tx)
 
+    def _read(self, operation: Callable[[Tx], T]) -> T:
+        with transaction(self._engine, read_only=True) as tx:
+            return operation(tx)
+
     # ---- SSIS stored procedures ------------------------------------------------------
 
     def create_folder(self, folder_name: str, folder_description: str = "") -> int:
@@ -191,32 +195,32 @@ class Catalog:
     # ---- reads ------------------------------------------------------------------------
 
     def get_execution(self, execution_id: int) -> ExecutionRow:
-        return self._run(lambda tx: reads.get_execution(tx, execution_id))
+        return self._read(lambda tx: reads.get_execution(tx, execution_id))
 
     def list_executions(
         self, *, status: ExecutionStatus | None = None, limit: int = 100
     ) -> list[ExecutionRow]:
-        return self._run(lambda tx: reads.list_executions(tx, status, limit))
+        return self._read(lambda tx: reads.list_executions(tx, status, limit))
 
     def get_worker_agent(self, worker_agent_id: str) -> WorkerAgentRow:
-        return self._run(lambda tx: reads.get_worker_agent(tx, self._timing, worker_agent_id))
+        return self._read(lambda tx: reads.get_worker_agent(tx, self._timing, worker_agent_id))
 
     def list_worker_agents(self) -> list[WorkerAgentRow]:
-        return self._run(lambda tx: reads.list_worker_agents(tx, self._timing))
+        return self._read(lambda tx: reads.list_worker_agents(tx, self._timing))
 
     def execution_messages(
         self, execution_id: int, *, after_id: int = 0, limit: int = 1000
     ) -> list[MessageRow]:
-        return self._run(lambda tx: reads.execution_messages(tx, execution_id, after_id, limit))
+        return self._read(lambda tx: reads.execution_messages(tx, execution_id, after_id, limit))
 
     def master_properties(self) -> dict[str, str]:
-        return self._run(reads.master_properties)
+        return self._read(reads.master_properties)
 
     def project_archive(self, content_hash: str) -> bytes | None:
-        return self._run(lambda tx: reads.project_archive(tx, content_hash))
+        return self._read(lambda tx: reads.project_archive(tx, content_hash))
 
     def counts(self) -> CatalogCounts:
-        return self._run(lambda tx: reads.counts(tx, self._timing))
+        return self._read(lambda tx: reads.counts(tx, self._timing))
 
     # ---- the master's operations ------------------------------------------------------
 
@@ -227,7 +231,7 @@ class Catalog:
         self._run(lambda tx: dispatching.mark_published(tx, attempts))
 
     def unpublished_assignments(self, older_than_s: float) -> list[Assignment]:
-        return self._run(lambda tx: dispatching.unpublished_assignments(tx, older_than_s))
+        return self._read(lambda tx: dispatching.unpublished_assignments(tx, older_than_s))
 
     def apply_status_reports(
         self, reports: Sequence[tuple[StatusReport, str]]
@@ -238,7 +242,7 @@ class Catalog:
         return self._run(lambda tx: leases.record_heartbeat(tx, heartbeat, sender))
 
     def pending_cancels(self) -> list[CancelOrder]:
-        return self._run(leases.pending_cancels)
+        return self._read(leases.pending_cancels)
 
     def mark_cancels_sent(self, orders: Sequence[CancelOrder]) -> None:
         self._run(lambda tx: leases.mark_cancels_sent(tx, orders))

@@ -32,6 +32,8 @@ ODBC_HINT = (
     "install unixODBC (`apt-get install unixodbc`) and Microsoft's ODBC Driver 18 for SQL "
     "Server (or FreeTDS: `apt-get install tdsodbc`), then `pip install pyodbc`"
 )
+READ_ONLY = "scaleout_read_only"
+"""Execution option: the transaction only reads (SQLite then begins DEFERRED)."""
 _SUPPORTED = {"sqlite", "postgresql", "mssql"}
 _MISSING_TABLE_MARKERS = ("no such table", "undefinedtable", "42p01", "42s02", "invalid object")
 
@@ -114,7 +116,9 @@ def _setup_sqlite(engine: Engine, timeout_s: int) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads begin DEFERRED: with WAL they never wait for, nor hold up, a writer.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
 
 SelectT = TypeVar("SelectT", bound=sa.Select[Any])
@@ -180,10 +184,12 @@ def to_db(tx: Tx, value: datetime) -> datetime:
 
 
 @contextmanager
-def transaction(engine: Engine) -> Iterator[Tx]:
+def transaction(engine: Engine, *, read_only: bool = False) -> Iterator[Tx]:
     """A transaction with the clock read, translating driver errors at this edge."""
-    with translated(engine), engine.begin() as conn:
-        yield Tx(conn=conn, t=tables_for(conn.dialect.name), now=database_now(conn))
+    with translated(engine), engine.connect() as conn:
+        conn.execution_options(**{READ_ONLY: read_only})
+        with conn.begin():
+            yield Tx(conn=conn, t=tables_for(conn.dialect.name), now=database_now(conn))
 
 
 @contextmanager
