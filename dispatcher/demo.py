@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pika.adapters.blocking_connection import BlockingChannel
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -43,6 +44,7 @@ from dispatcher.broker import Publisher
 from dispatcher.catalog.records import ExecutionRow
 from dispatcher.errors import BrokerError, ScaleoutError
 from dispatcher.outbound import broker_user
+from dispatcher.provisioning import ManagementApi, master_permissions, worker_permissions
 from dispatcher.settings import BrokerSettings
 from schemas.messages import ParameterScalar
 from schemas.states import ExecutionStatus
@@ -51,6 +53,10 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sales_etl"
 FOLDER = "Demo"
 PROJECT = "SalesETL"
 PLAIN_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+TLS_START_HINT = "start the local TLS node: `make tls-node` (bash deploy/local/tls-node.sh start)"
+TLS_MASTER_USER = "scaleout-master"
+TLS_NODE_ADMIN = "scaleout-admin"
+TLS_NODE_MANAGEMENT_URL = "http://127.0.0.1:15682"
 MAX_TASK_COUNT = 5
 STOP_GRACE_S = 10.0
 START_HINT = (
@@ -105,7 +111,7 @@ class Planned:
     @property
     def note(self) -> str:
         if self.expect is ExecutionStatus.FAILED:
-            return f"fails; {self.retry_count} retry"
+            return f"fails, {self.retry_count} retry"
         return f"{'|'.join(self.workers)} only" if self.workers else "any"
 
     def matches(self, row: ExecutionRow) -> bool:
@@ -166,10 +172,27 @@ def broker_plan(options: DemoOptions) -> BrokerPlan:
         if missing:
             msg = f"no TLS certificates in {certs} (missing {missing[0].name})"
             raise ScaleoutError(msg, hint="bash deploy/local/tls-node.sh start, or --certs DIR")
-        return BrokerPlan(tls("scaleout-master"), {w: tls(w) for w in ("w1", "w2")}, "user_id")
+        workers = {w: tls(w) for w in ("w1", "w2")}
+        return BrokerPlan(tls(TLS_MASTER_USER), workers, "user_id")
     shared = BrokerSettings(url=url)
     workers = {w: shared for w in ("demo-1", "demo-2")}
     return BrokerPlan(shared, workers, "shared_user")
+
+
+def provision_tls_node(broker: BrokerPlan, certs: Path) -> bool:
+    """On the local TLS node (deploy/local/tls-node.sh keeps its admin password beside the
+    certificates), give the URL's vhost the master's and the two workers' permissions;
+    False when no admin password is there (the vhost must then be provisioned already)."""
+    password_file = certs.parent / "admin.password"
+    if not broker.master.uses_tls or not password_file.exists():
+        return False
+    api = ManagementApi(TLS_NODE_MANAGEMENT_URL, TLS_NODE_ADMIN, password_file.read_text().strip())
+    vhost = unquote(urlsplit(broker.master.url).path[1:]) or "/"
+    api.create_vhost(vhost)
+    api.set_permissions(vhost, TLS_MASTER_USER, master_permissions())
+    for worker in broker.workers:
+        api.set_permissions(vhost, worker, worker_permissions(worker))
+    return True
 
 
 def broker_env(settings: BrokerSettings) -> dict[str, str]:
@@ -181,15 +204,19 @@ def broker_env(settings: BrokerSettings) -> dict[str, str]:
     return env
 
 
-def check_broker(broker: BrokerPlan) -> None:
-    """Fail fast when nothing listens; then declare the topology and empty the workers'
-    queues, so nothing from an earlier, interrupted run reaches the new workers."""
+def check_broker(broker: BrokerPlan, certs: Path, out: Console) -> None:
+    """Fail fast when nothing listens; provision the local TLS node's vhost; declare the
+    topology and empty the workers' queues, so nothing from an earlier, interrupted run
+    reaches the new workers."""
     host, port = broker.master.host, _port(broker.master)
     try:
         socket.create_connection((host, port), timeout=3).close()
     except OSError as exc:
         msg = f"no RabbitMQ answers at {host}:{port} ({exc.strerror or exc})"
-        raise BrokerError(msg, hint=START_HINT) from None
+        hint = TLS_START_HINT if broker.master.uses_tls else START_HINT
+        raise BrokerError(msg, hint=hint) from None
+    if provision_tls_node(broker, certs):
+        out.print(Text("TLS node: vhost provisioned for the master and both workers", style="dim"))
 
     def declare(channel: BlockingChannel) -> None:
         topology.declare_master_topology(channel)
@@ -268,7 +295,7 @@ def run_demo(options: DemoOptions, out: Console, err: Console) -> int:
     started = time.monotonic()
     broker = broker_plan(options)
     _announce(broker, out)
-    check_broker(broker)
+    check_broker(broker, options.certs, out)
     folder = options.root.resolve() / datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     folder.mkdir(parents=True)
     catalog_url = f"sqlite:///{folder / 'ssisdb.sqlite3'}"
@@ -419,8 +446,14 @@ def _report(
     out: Console,
     err: Console,
 ) -> int:
-    table = Table(title="Demo executions", title_justify="left")
-    for name in ("id", "package", "worker", "attempts", "status", "duration", "plan", "ok"):
+    table = Table(
+        title="Demo executions",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    for name in ("id", "package", "worker", "attempts", "status", "duration", "as planned"):
         table.add_column(name, no_wrap=True)
     wrong = 0
     for run, execution_id in zip(planned, ids, strict=True):
@@ -434,8 +467,7 @@ def _report(
             str(row.executed_count),
             render.status_text(row.status),
             render.duration(row),
-            run.note,
-            Text("yes", style="green") if ok else Text("NO", style="bold red"),
+            Text(f"yes: {run.note}", style="green") if ok else Text("NO", style="bold red"),
         )
     out.print(table)
     succeeded = sum(r.status is ExecutionStatus.SUCCEEDED for r in rows.values())
