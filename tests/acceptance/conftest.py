@@ -22,6 +22,9 @@ import pytest
 from dispatcher import topology
 from dispatcher.broker import connection_parameters
 from dispatcher.settings import BrokerSettings
+from tests.fixtures.broker import tls_broker, vhost
+
+__all__ = ["tls_broker", "vhost"]
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "sales_etl"

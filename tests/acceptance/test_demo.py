@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.acceptance.conftest import Cli, broker_is_up, closed_port
+from tests.fixtures.broker import TlsBroker
 
 
 def test_demo_runs_20_executions_as_planned(tmp_path: Path) -> None:
@@ -27,6 +28,22 @@ def test_demo_runs_20_executions_as_planned(tmp_path: Path) -> None:
     pinned = [row for row in rows if not row["useanyworker"]]
     assert len(pinned) == 4
     assert all(row["worker_agent_id"] in row["allowed_workers"] for row in pinned)
+
+
+def test_demo_over_tls_runs_as_planned(tmp_path: Path, tls_broker: TlsBroker, vhost: str) -> None:
+    """Given an amqps:// URL, the demo runs its master and workers over mutual TLS, each
+    with its own certificate and RabbitMQ user, and ends as planned."""
+    url = f"amqps://{tls_broker.host}:{tls_broker.port}/{vhost}"
+    cli = Cli(tmp_path)
+
+    result = cli.run(
+        "--broker-url", url, "demo", "--root", str(tmp_path / "runs"),
+        "--certs", str(tls_broker.certs), timeout=120,
+    )  # fmt: skip
+
+    assert result.returncode == 0, str(result)
+    assert "TLS, one certificate per process" in result.stdout
+    assert "19 succeeded, 1 failed" in result.stdout
 
 
 def test_demo_without_a_broker_says_how_to_start_one(tmp_path: Path) -> None:
