@@ -7,7 +7,8 @@ import multiprocessing
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from typing import Any
 
 from dispatcher.catalog import Catalog
 from schemas.messages import TaskFinished, TaskOutcome
@@ -19,10 +20,9 @@ Claim = tuple[str, int, str]
 About = tuple[str, int, int, str]
 
 
-def _claim_until_empty(url: str, start_at: float) -> list[Claim]:
+def _claim_until_empty(url: str) -> list[Claim]:
     """Child process: claim in small batches until nothing is left."""
     catalog = Catalog.open(url)
-    time.sleep(max(0.0, start_at - time.time()))
     claims: list[Claim] = []
     empty_rounds = 0
     while empty_rounds < 3:
@@ -33,10 +33,9 @@ def _claim_until_empty(url: str, start_at: float) -> list[Claim]:
     return claims
 
 
-def _finish_each(url: str, start_at: float, attempts: list[About], outcome: str) -> list[str]:
+def _finish_each(url: str, attempts: list[About], outcome: str) -> list[str]:
     """Child process: report one attempt's end per transaction, as fast as it can."""
     catalog = Catalog.open(url)
-    time.sleep(max(0.0, start_at - time.time()))
     results = []
     for task_id, attempt, execution_id, worker in attempts:
         report = TaskFinished(
@@ -52,8 +51,27 @@ def _finish_each(url: str, start_at: float, attempts: list[About], outcome: str)
     return results
 
 
-def _pool() -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+def _child(
+    barrier: Any, results: Any, index: int, job: Callable[..., object], args: tuple[Any, ...]
+) -> None:
+    barrier.wait(timeout=60)  # both processes are up and imported: start together
+    results.put((index, job(*args)))
+
+
+def _race(*jobs: tuple[Callable[..., object], tuple[Any, ...]]) -> list[Any]:
+    """Run each (job, args) in its own spawned process, released at the same moment."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(len(jobs)), context.Queue()
+    processes = [
+        context.Process(target=_child, args=(barrier, results, index, job, args))
+        for index, (job, args) in enumerate(jobs)
+    ]
+    for process in processes:
+        process.start()
+    outputs = dict(results.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=30)
+    return [outputs[index] for index in range(len(jobs))]
 
 
 def test_two_processes_never_claim_the_same_task(catalog_url: str) -> None:
@@ -68,10 +86,10 @@ def test_two_processes_never_claim_the_same_task(catalog_url: str) -> None:
         started_execution(catalog)
     catalog.close()
 
-    with _pool() as pool:
-        start_at = time.time() + 3.0
-        futures = [pool.submit(_claim_until_empty, catalog_url, start_at) for _ in range(2)]
-        claims = [claim for future in futures for claim in future.result(timeout=120)]
+    first, second = _race(
+        (_claim_until_empty, (catalog_url,)), (_claim_until_empty, (catalog_url,))
+    )
+    claims = first + second
 
     per_task = Counter(task_id for task_id, _, _ in claims)
     assert len(per_task) == TASKS
@@ -97,11 +115,10 @@ def test_racing_reports_for_two_attempts_keep_the_newer(pg_catalog_url: str) -> 
     def about(assignments: list) -> list[About]:  # type: ignore[type-arg]
         return [(str(a.task_id), a.attempt, a.execution_id, a.worker_id) for a in assignments]
 
-    with _pool() as pool:
-        start_at = time.time() + 3.0
-        late = pool.submit(_finish_each, pg_catalog_url, start_at, about(old), "succeeded")
-        current = pool.submit(_finish_each, pg_catalog_url, start_at, about(new), "failed")
-        late_results, current_results = late.result(timeout=120), current.result(timeout=120)
+    late_results, current_results = _race(
+        (_finish_each, (pg_catalog_url, about(old), "succeeded")),
+        (_finish_each, (pg_catalog_url, about(new), "failed")),
+    )
 
     check = Catalog.open(pg_catalog_url)
     rows = [check.get_execution(execution_id) for execution_id in ids]
