@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import IO, Literal, Protocol
 
 from schemas.messages import ParameterScalar, ParameterValue
 from schemas.project import CallableEntry, PackageSpec, ParameterSpec, ProjectManifest
@@ -247,8 +247,7 @@ class PackageProcess:
             ).start()
         return self.pid
 
-    def _read(self, stream: object, source: Source) -> None:
-        assert hasattr(stream, "readline")
+    def _read(self, stream: IO[bytes], source: Source) -> None:
         try:
             for raw in iter(lambda: stream.readline(_READ_CHUNK), b""):
                 text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
@@ -256,6 +255,7 @@ class PackageProcess:
                     self._out.stderr_tail.append(text)
                 self._out.lines.put(make_line(source, text))
         finally:
+            stream.close()  # a worker runs thousands of packages: no pipe may leak
             self._out.lines.put(None)
 
     def next_lines(self, timeout: float, limit: int) -> list[Line]:
