@@ -103,15 +103,19 @@ class Publisher:
 
     def declare(self, declaration: Callable[[BlockingChannel], None]) -> None:
         """Run ``declaration`` on a channel of this connection now, and again after every
-        reconnect (a restarted broker may have lost non-durable state)."""
-        self._extra_declarations.append(declaration)
-        connection, _ = self._ready()
-        channel = connection.channel()
+        reconnect (a restarted broker may have lost non-durable state). A declaration the
+        broker refuses raises (translated) and is not kept, so it cannot spoil reconnects."""
         try:
-            declaration(channel)
-        finally:
-            if channel.is_open:
-                channel.close()
+            connection, _ = self._ready()
+            channel = connection.channel()
+            try:
+                declaration(channel)
+            finally:
+                if channel.is_open:
+                    channel.close()
+        except CONNECTION_ERRORS as exc:
+            raise translate(exc, f"declare via {self._name}") from exc
+        self._extra_declarations.append(declaration)
 
     def close(self) -> None:
         self._drop()

@@ -14,8 +14,8 @@ import pytest
 
 from dispatcher import topology
 from dispatcher.broker import ACK, Consumer, Delivery, Publisher, Verdict
-from dispatcher.errors import PublishFailed
-from schemas.messages import DispatchWake, TaskAssign, decode
+from dispatcher.errors import AccessRefused, PublishFailed
+from schemas.messages import DispatchWake, TaskAssign, TaskStarted, decode
 from tests.fixtures.broker import TlsBroker
 
 
@@ -120,3 +120,22 @@ def test_wake_queue_holds_one(tls_broker: TlsBroker, vhost: str) -> None:
         pub.publish(topology.STATUS_EXCHANGE, topology.WAKE_ROUTING_KEY, wake_b, persistent=False)
     assert tls_broker.queue_depth(vhost, topology.WAKE_QUEUE) == 1
     assert tls_broker.queue_depth(vhost, topology.DEAD_QUEUE) == 0
+
+
+def test_declare_now_and_after_reconnect(tls_broker: TlsBroker, vhost: str) -> None:
+    """Publisher.declare makes a new worker's queue routable at once; a refused
+    declaration raises AccessRefused and is not replayed on the next connection."""
+    worker = tls_broker.settings_for("w1", vhost)
+    with Publisher(worker, name="t-w1-declare", user_id="w1") as refused:
+        with pytest.raises(AccessRefused):
+            refused.declare(lambda ch: topology.declare_worker_queues(ch, "w9"))
+        refused.close()  # the next publish reconnects, replaying only kept declarations
+        refused.publish(topology.STATUS_EXCHANGE, topology.STATUS_ROUTING_KEY, started_by_w1())
+    with Publisher(tls_broker.settings_for("scaleout-master", vhost), name="t-declare") as pub:
+        pub.declare(lambda ch: topology.declare_worker_queues(ch, "w9"))
+        pub.publish(topology.TASKS_EXCHANGE, "w9", task_for("w9"))
+    assert tls_broker.queue_depth(vhost, topology.worker_queue("w9")) == 1
+
+
+def started_by_w1() -> TaskStarted:
+    return TaskStarted(task_id=uuid.uuid4(), attempt=1, execution_id=1, worker_id="w1")
