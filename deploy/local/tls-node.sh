@@ -99,6 +99,8 @@ wait_up() {
 
 start() {
   if node_up; then
+    [[ -s "$home/admin.password" && -s "$home/certs/ca.pem" ]] ||
+      die "$NODE is up but $home has no certificates: it was started with another SCALEOUT_TLS_HOME (stop it first)"
     say "$NODE is already up (amqps://127.0.0.1:$AMQPS_PORT, certs in $home/certs)"
     return 0
   fi
