@@ -17,9 +17,13 @@
 # rabbitmq-server wrapper drops to the rabbitmq user, which must own the state folder).
 set -euo pipefail
 
-NODE=scaleout-tls@localhost
-AMQPS_PORT=5681
-HTTP_PORT=15682
+# The names and ports below are the contract with tests/fixtures/broker.py; the
+# SCALEOUT_TLS_* overrides exist to try a second, throw-away instance from nothing.
+NODE="${SCALEOUT_TLS_NODE:-scaleout-tls@localhost}"
+AMQPS_PORT="${SCALEOUT_TLS_AMQPS_PORT:-5681}"
+HTTP_PORT="${SCALEOUT_TLS_HTTP_PORT:-15682}"
+METRICS_PORT="${SCALEOUT_TLS_METRICS_PORT:-15692}"
+DIST_PORT="${SCALEOUT_TLS_DIST_PORT:-25682}"
 ADMIN=scaleout-admin
 USERS=(scaleout-master w1 w2 w3 w4 w5 w6)
 CERT_NAMES=("${USERS[@]}" mallory "$ADMIN")
@@ -36,7 +40,11 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 ctl() { rabbitmqctl -q -n "$NODE" "$@"; }
 node_up() { port_open "$AMQPS_PORT" && port_open "$HTTP_PORT" && ctl ping >/dev/null 2>&1; }
 
-render() { sed "s|@HOME@|$home|g" "$1" >"$2"; }
+render() {
+  sed -e "s|@HOME@|$home|g" -e "s|@NODE@|$NODE|g" -e "s|@AMQPS_PORT@|$AMQPS_PORT|g" \
+    -e "s|@HTTP_PORT@|$HTTP_PORT|g" -e "s|@METRICS_PORT@|$METRICS_PORT|g" \
+    -e "s|@DIST_PORT@|$DIST_PORT|g" "$1" >"$2"
+}
 
 # RabbitMQ's rabbit_password_hashing_sha256: base64(salt(4) || sha256(salt(4) || password)).
 password_hash() {
