@@ -26,9 +26,14 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from urllib.parse import unquote, urlsplit
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from dispatcher.broker import Consumer, Publisher
 from dispatcher.errors import ScaleoutError
+from dispatcher.settings import BrokerSettings
 from dispatcher.topology import FETCH_ROUTING_KEY, STATUS_EXCHANGE, control_queue, worker_queue
 from schemas.messages import AgentHeartbeat, ProjectFetch, TaskOutcome
 
@@ -52,6 +57,8 @@ class Agent:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self.machine_name = socket.gethostname()
+        self.login = broker_login(settings.broker) or settings.worker_id
+        """The AMQP user_id of every publish: RabbitMQ refuses any but the login's."""
         self.stopping = threading.Event()
         """Set on shutdown: no new task is taken, a waiting one goes back to the queue."""
         self.hurry = threading.Event()
@@ -113,6 +120,13 @@ class Agent:
             "control": self._thread("control", lambda: control.run(control_stop), stop),
             "tasks": self._thread("tasks", lambda: tasks.run(tasks_stop), stop),
         }
+        if self.login != s.worker_id:
+            logger.warning(
+                "worker.shared_login: the broker login %s is not this worker's id %s; the "
+                "master accepts its reports only with sender_identity = shared_user",
+                self.login,
+                s.worker_id,
+            )
         logger.info(
             "worker.started: %s on %s, broker %s",
             s.worker_id,
@@ -178,9 +192,8 @@ class Agent:
 
     def _publisher(self, purpose: str) -> Publisher:
         s = self.settings
-        return Publisher(
-            s.broker, name=f"scaleout-worker-{s.worker_id}-{purpose}", user_id=s.worker_id
-        )
+        name = f"scaleout-worker-{s.worker_id}-{purpose}"
+        return Publisher(s.broker, name=name, user_id=self.login)
 
     def _request_project(self, project_hash: str) -> None:
         fetch = ProjectFetch(worker_id=self.settings.worker_id, project_hash=project_hash)
@@ -204,6 +217,22 @@ class Agent:
             accepting=not self.stopping.is_set() and self.load.accepting(load),
             lease_interval_s=s.lease_interval_s,
         )
+
+
+def broker_login(broker: BrokerSettings) -> str | None:
+    """The RabbitMQ user the worker logs in as: the URL's user name, or with a client
+    certificate (EXTERNAL login) the certificate's CN."""
+    username = urlsplit(broker.url).username
+    if username:
+        return unquote(username)
+    if broker.cert_file is None:
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(broker.cert_file.read_bytes())
+    except (OSError, ValueError):
+        return None  # the connection will say what is wrong with the file
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
 
 
 def _user() -> str:
