@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,15 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from dispatcher.catalog import Catalog
+from dispatcher.catalog.engine import create, transaction
 from dispatcher.catalog.migrate import version_table_options
 from dispatcher.catalog.tables import tables_for
-from dispatcher.errors import CatalogNotInitialised, CatalogUnavailable, MissingDriver
+from dispatcher.errors import (
+    CatalogNotInitialised,
+    CatalogUnavailable,
+    MissingDriver,
+    OperationRefused,
+)
 from tests.fixtures.catalog import (
     create_database,
     drop_database,
@@ -177,3 +184,17 @@ def test_unopenable_sqlite_file_is_unavailable() -> None:
     with pytest.raises(CatalogUnavailable, match="unable to open database file"):
         missing.list_worker_agents()
     missing.close()
+
+
+def test_integrity_error_becomes_operation_refused(catalog_url: str) -> None:
+    """A constraint the database enforces (a race past a pre-check) surfaces as OperationRefused."""
+    engine = create(catalog_url, connection_timeout_s=5)
+    row = {"name": "Finance", "description": "", "created_time": datetime.now(UTC)}
+
+    with pytest.raises(OperationRefused, match="refused the change"), transaction(engine) as tx:
+        tx.conn.execute(sa.insert(tx.t.folders), [row, row])
+    with transaction(engine, read_only=True) as tx:
+        count = tx.conn.execute(sa.select(sa.func.count()).select_from(tx.t.folders)).scalar()
+    engine.dispose()
+
+    assert count == 0
