@@ -180,34 +180,33 @@ def expire_leases(tx: Tx) -> list[ExpiredAttempt]:
     query = select_tasks(
         tx, in_states(tasks.c.status, LEASED_TASK_STATES), tasks.c.expires_at <= tx.now
     ).order_by(tasks.c.task_id)
-    expired = []
-    for row in fetch_rows(tx, locked(query, tasks, skip_locked=True)):
-        event = _expiry_event(row)
-        still_expired = tasks.c.expires_at <= tx.now
-        if not move_task(
-            tx, event, row.task_id, row.attempt, _expiry_values(tx, event), still_expired
-        ):
-            continue
-        target = TRANSITIONS[event].target
-        close_attempt(tx, row.task_id, row.attempt, "expired")
-        mirror_execution(tx, row.execution_id, target, cancel_requested=row.is_cancelled)
-        text = f"attempt {row.attempt} on worker {row.worker_agent_id}: lease expired ({event})"
-        add_message(
-            tx, row.execution_id, WARNING_MESSAGE, text, task_id=row.task_id, attempt=row.attempt
-        )
-        logger.warning(
-            "catalog.lease_expired",
-            extra={
-                "task_id": str(row.task_id),
-                "attempt": row.attempt,
-                "worker_id": row.worker_agent_id,
-                "new_state": target.name.lower(),
-            },
-        )
-        expired.append(
-            ExpiredAttempt(row.task_id, row.attempt, row.execution_id, row.worker_agent_id, target)
-        )
-    return expired
+    rows = fetch_rows(tx, locked(query, tasks, skip_locked=True))
+    return [expired for row in rows if (expired := _expire(tx, row)) is not None]
+
+
+def _expire(tx: Tx, row: TaskRow) -> ExpiredAttempt | None:
+    event = _expiry_event(row)
+    still_expired = tx.t.tasks.c.expires_at <= tx.now
+    values = _expiry_values(tx, event)
+    if not move_task(tx, event, row.task_id, row.attempt, values, still_expired):
+        return None
+    target = TRANSITIONS[event].target
+    close_attempt(tx, row.task_id, row.attempt, "expired")
+    mirror_execution(tx, row.execution_id, target, cancel_requested=row.is_cancelled)
+    text = f"attempt {row.attempt} on worker {row.worker_agent_id}: lease expired ({event})"
+    add_message(
+        tx, row.execution_id, WARNING_MESSAGE, text, task_id=row.task_id, attempt=row.attempt
+    )
+    logger.warning(
+        "catalog.lease_expired",
+        extra={
+            "task_id": str(row.task_id),
+            "attempt": row.attempt,
+            "worker_id": row.worker_agent_id,
+            "new_state": target.name.lower(),
+        },
+    )
+    return ExpiredAttempt(row.task_id, row.attempt, row.execution_id, row.worker_agent_id, target)
 
 
 def stop_operation(tx: Tx, operation_id: int, stopped_by: str | None) -> None:

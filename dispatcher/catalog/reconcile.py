@@ -28,7 +28,14 @@ from dispatcher.catalog.state import (
     requeue_values,
 )
 from schemas.messages import StatusReport, TaskFinished, TaskLog, TaskOutcome, TaskProgress
-from schemas.states import LEASED_TASK_STATES, TRANSITIONS, TaskEvent, TaskState, can_apply
+from schemas.states import (
+    LEASED_TASK_STATES,
+    TRANSITIONS,
+    ExecutionStatus,
+    TaskEvent,
+    TaskState,
+    can_apply,
+)
 
 logger = logging.getLogger(__name__)
 DEFAULT_LEASE_S = 60.0
@@ -250,24 +257,22 @@ def _finished(batch: Batch, row: TaskRow, report: TaskFinished, sender: str) -> 
     if not move_task(tx, event, row.task_id, row.attempt, values, fence):
         return ReportResult(ReportOutcome.STALE, row.status)
     row.status, row.executed_count = TRANSITIONS[event].target, counted
-    close_attempt(
-        tx,
-        row.task_id,
-        row.attempt,
-        report.outcome.value,
-        exit_code=report.exit_code,
-        error=report.error or None,
-    )
     info.outcome = report.outcome.value
-    _record_failure(tx, row, report)
-    status = mirror_execution(
-        tx,
-        row.execution_id,
-        row.status,
-        cancel_requested=row.is_cancelled,
-        values=_running_values(tx, row, sender, None),
-    )
+    status = _record_end(tx, row, report, sender)
     return ReportResult(ReportOutcome.APPLIED, row.status, status, event is TaskEvent.RETRY)
+
+
+def _record_end(tx: Tx, row: TaskRow, report: TaskFinished, sender: str) -> ExecutionStatus:
+    """Close the attempt, keep its error as a message, mirror the execution's status."""
+    error = report.error or None
+    close_attempt(
+        tx, row.task_id, row.attempt, report.outcome.value, exit_code=report.exit_code, error=error
+    )
+    _record_failure(tx, row, report)
+    values = _running_values(tx, row, sender, None)
+    return mirror_execution(
+        tx, row.execution_id, row.status, cancel_requested=row.is_cancelled, values=values
+    )
 
 
 def _record_failure(tx: Tx, row: TaskRow, report: TaskFinished) -> None:
