@@ -8,6 +8,7 @@ turn and has no timeout, while a batch here is sent whole and then awaited as on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from pika import BasicProperties, DeliveryMode
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.channel import Channel
 from pika.frame import Method
-from pika.spec import Basic
+from pika.spec import Basic, Confirm
 
 from dispatcher.broker_connection import (
     CONNECTION_ERRORS,
@@ -145,10 +146,15 @@ class Publisher:
             channel.add_on_return_callback(self._on_return)
             channel.add_on_close_callback(self._on_channel_closed)
             selected: list[bool] = []
-            channel.confirm_delivery(self._on_confirm, callback=lambda _f: selected.append(True))
+
+            def on_selected(_frame: Method[Confirm.SelectOk]) -> None:
+                selected.append(True)
+                _wake(connection)
+
+            channel.confirm_delivery(self._on_confirm, callback=on_selected)
             deadline = time.monotonic() + _CONFIRM_SELECT_TIMEOUT_S
             while not selected and time.monotonic() < deadline:
-                connection.process_data_events(time_limit=0.05)
+                connection.process_data_events(time_limit=deadline - time.monotonic())
             if not selected:
                 msg = "the broker did not enable publisher confirms"
                 raise PublishFailed(msg)
@@ -188,6 +194,8 @@ class Publisher:
             if index is None:
                 continue  # a confirm of an earlier, abandoned window
             self._window.results[index] = self._outcome(index, isinstance(method, Basic.Nack))
+        if not self._window.by_seq:
+            self._wake()
 
     def _outcome(self, index: int, nacked: bool) -> BrokerError | None:
         if nacked:
@@ -207,6 +215,11 @@ class Publisher:
 
     def _on_channel_closed(self, _channel: Channel, reason: BaseException) -> None:
         self._channel_error = reason
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._connection is not None:
+            _wake(self._connection)
 
     # --- publishing -----------------------------------------------------------------
 
@@ -268,7 +281,7 @@ class Publisher:
                 self._fail_rest(len(items), PublishFailed("no confirm in time"))
                 self._drop()  # late confirms of this window must not meet the next one
                 return
-            connection.process_data_events(time_limit=min(remaining, 0.05))
+            connection.process_data_events(time_limit=remaining)
         if self._channel_error is not None:
             raise _ChannelBroken(self._channel_error)
 
@@ -293,6 +306,18 @@ class Publisher:
         if code == 403:
             return AccessRefused(detail, hint="this user may not publish there", code=code)
         return PublishFailed(detail, code=code)
+
+
+def _wake(connection: BlockingConnection) -> None:
+    """End the current process_data_events wait. Our callbacks run on the channel's
+    asynchronous core, which BlockingConnection does not watch: without a ready event it
+    would sit out its whole time limit after the confirm we wait for has arrived."""
+    with contextlib.suppress(*CONNECTION_ERRORS):
+        connection.add_callback_threadsafe(_nothing)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _body(message: pydantic.BaseModel) -> bytes:
