@@ -9,12 +9,17 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from dispatcher.settings import BrokerSettings, ScaleoutSettings, parse_timespan, ssis
 from schemas.messages import WorkerId
+
+_MISSPELT = {
+    "LeaseInternval": "lease_interval_s",
+    "HeartbeatErrorTollerance": "heartbeat_error_tolerance_s",
+}
 
 
 def _state_dir() -> Path:
@@ -96,6 +101,17 @@ class WorkerSettings(ScaleoutSettings):
         min_length=1,
         description="RabbitMQ user of the master; task and cancel messages from others are refused",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ssis_misspellings(cls, data: Any) -> Any:
+        """SSIS's docs spell two settings wrongly; a config copied from them still loads."""
+        if isinstance(data, dict):
+            for wrong, right in _MISSPELT.items():
+                if wrong in data:
+                    data = {**data}
+                    data.setdefault(right, data.pop(wrong))
+        return data
 
     @field_validator(
         "agent_heartbeat_interval_s",

@@ -49,6 +49,18 @@ def test_a_toml_file_may_use_ssis_names_and_timespans(tmp_path: Path) -> None:
     assert s.broker.uses_tls
 
 
+def test_the_misspellings_of_ssis_docs_are_accepted(tmp_path: Path) -> None:
+    """LeaseInternval and HeartbeatErrorTollerance, as SSIS's docs spell them, still load."""
+    path = tmp_path / "scaleout.toml"
+    path.write_text(
+        '[worker]\nworker_id = "w1"\nLeaseInternval = "00:02:00"\n'
+        'HeartbeatErrorTollerance = "00:05:00"\n'
+    )
+    s = WorkerSettings.load(path)
+    assert s.lease_interval_s == 120
+    assert s.heartbeat_error_tolerance_s == 300
+
+
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SCALEOUT_* variables win over the TOML file."""
     path = tmp_path / "scaleout.toml"
