@@ -19,11 +19,12 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.text import Text
 
 from dispatcher import render
 from dispatcher.api import ScaleOut, Started
+from dispatcher.catalog.records import WorkerAgentRow
 from dispatcher.errors import ScaleoutError
 from dispatcher.settings import MasterSettings, SettingsError
 from schemas.states import ExecutionStatus
@@ -41,7 +42,15 @@ JsonFlag = Annotated[bool, opt("--json", env="SCALEOUT_JSON", help="print JSON f
 TimeoutOpt = Annotated[
     float, opt("--timeout", env="SCALEOUT_WAIT_TIMEOUT", help="seconds --wait waits at most")
 ]
-
+FolderOpt = Annotated[str, opt("--folder", env="SCALEOUT_FOLDER", help="catalog folder")]
+RetryOpt = Annotated[
+    int, opt("--retry-count", env="SCALEOUT_RETRY_COUNT", help="retries after a failure", min=0)
+]
+WaitOpt = Annotated[
+    bool, opt("--wait", env="SCALEOUT_WAIT", help="start, wait; exit 1 unless it succeeds")
+]
+ExecutionId = Annotated[int, typer.Argument(help="the execution's id")]
+WorkerId = Annotated[str, typer.Argument(help="the worker agent's id")]
 app = typer.Typer(
     name="scaleout",
     help="Scale Out for Python: an SSISDB catalog, a master and workers over RabbitMQ.",
@@ -108,6 +117,14 @@ def say(message: str, style: str = "") -> None:
     err.print(Text(message, style=style))
 
 
+def emit(value: object, as_json: bool, human: RenderableType | str) -> None:
+    """``value`` as JSON for scripts, else ``human`` for people."""
+    if as_json:
+        render.print_json(out, value)
+    else:
+        out.print(Text(human) if isinstance(human, str) else human)
+
+
 # -- catalog -------------------------------------------------------------------------------
 
 
@@ -137,7 +154,7 @@ def catalog_upgrade(ctx: typer.Context) -> None:
 def deploy(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="a project folder (with manifest.json) or a .zip")],
-    folder: Annotated[str, opt("--folder", env="SCALEOUT_FOLDER", help="catalog folder")],
+    folder: FolderOpt,
     project: Annotated[
         str | None,
         opt("--project", env="SCALEOUT_PROJECT", help="project name (default: the manifest's)"),
@@ -147,15 +164,12 @@ def deploy(
     """Deploy a project (SSIS deploy_project): a new version unless the bytes are unchanged."""
     with session(ctx) as so, err.status(f"Deploying {path}..."):
         result = so.deploy(path, folder, project)
-    if as_json:
-        render.print_json(out, result)
-        return
     what = "deployed" if result.created else "unchanged"
-    out.print(
-        Text(
-            f"{result.folder_name}/{result.project_name} {what}: version {result.project_lsn}, "
-            f"sha256 {result.content_hash[:12]}"
-        )
+    emit(
+        result,
+        as_json,
+        f"{result.folder_name}/{result.project_name} {what}: version {result.project_lsn}, "
+        f"sha256 {result.content_hash[:12]}",
     )
 
 
@@ -176,7 +190,7 @@ def parse_params(values: list[str]) -> dict[str, str]:
 @executions_app.command("create")
 def executions_create(  # noqa: PLR0917  # typer passes options by keyword
     ctx: typer.Context,
-    folder: Annotated[str, opt("--folder", env="SCALEOUT_FOLDER", help="catalog folder")],
+    folder: FolderOpt,
     project: Annotated[str, opt("--project", env="SCALEOUT_PROJECT", help="project name")],
     package: Annotated[str, opt("--package", env="SCALEOUT_PACKAGE", help="package name")],
     param: Annotated[
@@ -191,13 +205,9 @@ def executions_create(  # noqa: PLR0917  # typer passes options by keyword
         list[str],
         opt("--worker", env="SCALEOUT_WORKERS", help="run only on this worker, repeatable"),
     ] = [],  # noqa: B006
-    retry_count: Annotated[
-        int, opt("--retry-count", env="SCALEOUT_RETRY_COUNT", help="retries after a failure", min=0)
-    ] = 0,
+    retry_count: RetryOpt = 0,
     start: Annotated[bool, opt("--start", env="SCALEOUT_START", help="start it too")] = False,
-    wait: Annotated[
-        bool, opt("--wait", env="SCALEOUT_WAIT", help="start, wait; exit 1 unless it succeeds")
-    ] = False,
+    wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
     as_json: JsonFlag = False,
 ) -> None:
@@ -219,10 +229,7 @@ def executions_create(  # noqa: PLR0917  # typer passes options by keyword
 
 
 def _report_id(so: ScaleOut, execution_id: int, as_json: bool) -> None:
-    if as_json:
-        render.print_json(out, so.execution(execution_id))
-    else:
-        out.print(execution_id)
+    emit(so.execution(execution_id) if as_json else None, as_json, str(execution_id))
 
 
 def _start_and_maybe_wait(
@@ -234,10 +241,7 @@ def _start_and_maybe_wait(
         return
     with err.status(f"Waiting for execution {execution_id}..."):
         row = so.wait(execution_id, timeout)
-    if as_json:
-        render.print_json(out, row)
-    else:
-        out.print(render.execution_detail(row))
+    emit(row, as_json, render.execution_detail(row))
     if row.status is not ExecutionStatus.SUCCEEDED:
         raise typer.Exit(1)
 
@@ -247,19 +251,12 @@ def _warn(started: Started) -> None:
         say(f"warning: {started.warning}", "yellow")
 
 
-ExecutionId = Annotated[int, typer.Argument(help="the execution's id")]
-
-
 @executions_app.command("start")
 def executions_start(  # noqa: PLR0917  # typer passes options by keyword
     ctx: typer.Context,
     execution_id: ExecutionId,
-    retry_count: Annotated[
-        int, opt("--retry-count", env="SCALEOUT_RETRY_COUNT", help="retries after a failure", min=0)
-    ] = 0,
-    wait: Annotated[
-        bool, opt("--wait", env="SCALEOUT_WAIT", help="wait; exit 1 unless it succeeds")
-    ] = False,
+    retry_count: RetryOpt = 0,
+    wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
     as_json: JsonFlag = False,
 ) -> None:
@@ -277,10 +274,7 @@ def executions_stop(
     """Stop an execution (SSIS stop_operation): pending ones cancel now, running ones stop."""
     with session(ctx) as so:
         row = so.stop(execution_id, stopped_by="scaleout-cli")
-    if as_json:
-        render.print_json(out, row)
-    else:
-        out.print(Text(f"execution {execution_id} is {row.status.label}"))
+    emit(row, as_json, f"execution {execution_id} is {row.status.label}")
 
 
 @executions_app.command("list")
@@ -297,10 +291,7 @@ def executions_list(
     wanted = parse_status(status) if status else None
     with session(ctx) as so:
         rows = so.executions(status=wanted, limit=limit)
-    if as_json:
-        render.print_json(out, rows)
-    else:
-        out.print(render.executions_table(rows))
+    emit(rows, as_json, render.executions_table(rows))
 
 
 def parse_status(text: str) -> ExecutionStatus:
@@ -320,10 +311,7 @@ def executions_show(
     """One execution: status, worker, attempts, times, error."""
     with session(ctx) as so:
         row = so.execution(execution_id)
-    if as_json:
-        render.print_json(out, row)
-    else:
-        out.print(render.execution_detail(row))
+    emit(row, as_json, render.execution_detail(row))
 
 
 @executions_app.command("logs")
@@ -346,8 +334,6 @@ def executions_logs(
 
 
 # -- workers -------------------------------------------------------------------------------
-
-WorkerId = Annotated[str, typer.Argument(help="the worker agent's id")]
 
 
 @workers_app.command("add")
@@ -380,12 +366,9 @@ def workers_add(  # noqa: PLR0917  # typer passes options by keyword
     _show_worker(row, as_json, "added")
 
 
-def _show_worker(row: Any, as_json: bool, what: str) -> None:
-    if as_json:
-        render.print_json(out, row)
-    else:
-        state = "enabled" if row.is_enabled else "disabled"
-        out.print(Text(f"worker {row.worker_agent_id} {what} ({state})"))
+def _show_worker(row: WorkerAgentRow, as_json: bool, what: str) -> None:
+    state = "enabled" if row.is_enabled else "disabled"
+    emit(row, as_json, f"worker {row.worker_agent_id} {what} ({state})")
 
 
 @workers_app.command("list")
@@ -393,10 +376,7 @@ def workers_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Worker agents: online or offline, enabled, running tasks, last seen."""
     with session(ctx) as so:
         rows = so.workers()
-    if as_json:
-        render.print_json(out, rows)
-    else:
-        out.print(render.workers_table(rows))
+    emit(rows, as_json, render.workers_table(rows))
 
 
 @workers_app.command("show")
@@ -404,10 +384,7 @@ def workers_show(ctx: typer.Context, worker_id: WorkerId, as_json: JsonFlag = Fa
     """One worker agent."""
     with session(ctx) as so:
         row = so.worker(worker_id)
-    if as_json:
-        render.print_json(out, row)
-    else:
-        out.print(render.workers_table([row]))
+    emit(row, as_json, render.workers_table([row]))
 
 
 @workers_app.command("enable")

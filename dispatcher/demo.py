@@ -41,7 +41,7 @@ from rich.text import Text
 from dispatcher import render, topology
 from dispatcher.api import ScaleOut
 from dispatcher.broker import Publisher
-from dispatcher.catalog.records import ExecutionRow
+from dispatcher.catalog.records import ExecutionRow, WorkerAgentRow
 from dispatcher.errors import BrokerError, ScaleoutError
 from dispatcher.outbound import broker_user
 from dispatcher.provisioning import ManagementApi, master_permissions, worker_permissions
@@ -59,6 +59,7 @@ TLS_NODE_ADMIN = "scaleout-admin"
 TLS_NODE_MANAGEMENT_URL = "http://127.0.0.1:15682"
 MAX_TASK_COUNT = 5
 STOP_GRACE_S = 10.0
+ONLINE_WITHIN_S = 20.0
 START_HINT = (
     "start RabbitMQ: on this machine `rabbitmq-server -detached` (or `make services`); "
     "anywhere with Docker: `docker run -d -p 127.0.0.1:5672:5672 rabbitmq:3.13`, or the "
@@ -399,22 +400,31 @@ def _watch(
         console=out,
     )
     bar = progress.add_task("", total=len(ids))
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
     rows: dict[int, ExecutionRow] = {}
     with Live(progress, console=out, refresh_per_second=8, transient=False) as live:
         while True:
             rows = {i: so.execution(i) for i in ids}
+            workers = so.workers()
             done = sum(row.status.is_terminal for row in rows.values())
             progress.update(bar, completed=done, description=_counts(rows.values()))
-            live.update(Group(progress, _workers_line(so)))
-            if done == len(ids) or time.monotonic() > deadline:
+            live.update(Group(progress, _workers_line(workers)))
+            if done == len(ids) or time.monotonic() - started > timeout_s:
                 break
-            if dead := cluster.dead():
-                msg = f"{', '.join(dead)} exited early"
-                raise ScaleoutError(msg, hint=f"see {cluster.folder}/<name>.log")
+            _check_health(cluster, workers, time.monotonic() - started)
             time.sleep(0.25)
     out.print()
     return rows
+
+
+def _check_health(cluster: Cluster, workers: list[WorkerAgentRow], elapsed_s: float) -> None:
+    """Stop early, with the logs' folder, when a process died or no worker ever came up."""
+    hint = f"see the logs in {cluster.folder}"
+    if dead := cluster.dead():
+        raise ScaleoutError(f"{', '.join(dead)} exited early", hint=hint)
+    if elapsed_s > ONLINE_WITHIN_S and not any(w.last_online_time for w in workers):
+        msg = f"no worker sent a heartbeat within {ONLINE_WITHIN_S:g} s"
+        raise ScaleoutError(msg, hint=hint)
 
 
 def _counts(rows: Iterable[ExecutionRow]) -> str:
@@ -427,11 +437,11 @@ def _counts(rows: Iterable[ExecutionRow]) -> str:
     return f"{text} · {retried} retried" if retried else text
 
 
-def _workers_line(so: ScaleOut) -> Text:
+def _workers_line(workers: list[WorkerAgentRow]) -> Text:
     parts = [
         f"{w.worker_agent_id} {'online' if w.is_online else 'offline'} "
         f"{w.running_tasks}/{w.max_task_count} running"
-        for w in so.workers()
+        for w in workers
     ]
     return Text("workers: " + " | ".join(parts), style="dim")
 
