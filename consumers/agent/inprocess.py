@@ -59,6 +59,7 @@ class ThreadPackage:
                 module = importlib.import_module(module_name)
             finally:
                 sys.path.remove(str(self._root))
+                _forget_modules_under(self._root)
         function: Callable[[dict[str, ParameterScalar]], object] = getattr(module, function_name)
         return function
 
@@ -79,3 +80,13 @@ class ThreadPackage:
 
     def error_summary(self) -> str:
         return self._error
+
+
+def _forget_modules_under(root: Path) -> None:
+    """Drop the project's modules from ``sys.modules``: another project (or version) may
+    have modules of the same names. The function already loaded keeps its own."""
+    root = root.resolve()
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path and Path(path).resolve().is_relative_to(root):
+            del sys.modules[name]
