@@ -106,6 +106,10 @@ wait_up() {
 }
 
 start() {
+  # Wait out a restart by a test session (tests/fixtures/broker.py holds this lock).
+  mkdir -p "$home"
+  exec 9>>"$home/restart.lock"
+  flock 9
   if node_up; then
     [[ -s "$home/admin.password" && -s "$home/certs/ca.pem" ]] ||
       die "$NODE is up but $home has no certificates: it was started with another SCALEOUT_TLS_HOME (stop it first)"
