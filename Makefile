@@ -5,7 +5,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration acceptance chaos bench deps services tls-node clean
+.PHONY: demo test lint typecheck unit integration acceptance chaos bench deps services tls-node tools clean
 
 $(STAMP): pyproject.toml deploy/local/bootstrap.sh
 	bash deploy/local/bootstrap.sh $(VENV)
@@ -19,6 +19,10 @@ services: deps
 tls-node: deps
 	bash deploy/local/tls-node.sh start
 
+# Debian's prometheus (promtool, the server) and docker-compose, for the deploy/ checks.
+tools:
+	bash deploy/local/tools.sh
+
 demo: services
 	$(VENV)/bin/scaleout demo
 
@@ -29,7 +33,7 @@ lint: deps
 typecheck: deps
 	$(VENV)/bin/mypy
 
-test: lint typecheck services tls-node
+test: lint typecheck services tls-node tools
 	$(VENV)/bin/pytest tests
 
 unit: deps
