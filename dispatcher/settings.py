@@ -235,7 +235,7 @@ def settings_table(cls: type[ScaleoutSettings]) -> list[tuple[str, str, str, str
     """(SSIS name, our name, environment variable, default) rows for the README."""
     rows = []
     for name, ssis_name, info in cls.describe():
-        default = info.get_default(call_default_factory=True)
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
         if isinstance(default, BaseModel):
             for sub, sub_info in type(default).model_fields.items():
                 extra = sub_info.json_schema_extra
@@ -243,5 +243,6 @@ def settings_table(cls: type[ScaleoutSettings]) -> list[tuple[str, str, str, str
                 env = f"{ENV_PREFIX}{name}__{sub}".upper()
                 rows.append((sub_ssis, f"{name}.{sub}", env, repr(getattr(default, sub))))
             continue
-        rows.append((ssis_name, name, f"{ENV_PREFIX}{name}".upper(), repr(default)))
+        shown = "(required)" if info.is_required() else repr(default)
+        rows.append((ssis_name, name, f"{ENV_PREFIX}{name}".upper(), shown))
     return rows
