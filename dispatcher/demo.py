@@ -308,6 +308,9 @@ def run_demo(options: DemoOptions, out: Console, err: Console) -> int:
             _start_cluster(cluster, broker, catalog_url)
             ids = _start_executions(so, planned)
             rows = _watch(so, ids, cluster, options.timeout_s, out)
+        except KeyboardInterrupt:
+            err.print(Text("\ninterrupted: stopping the master and the workers", style="yellow"))
+            raise
         finally:
             cluster.stop()
     wall_s = time.monotonic() - started
