@@ -39,7 +39,9 @@ RECONNECT_BUDGET_S: Final = 30.0
 RECONNECT_MAX_WAIT_S: Final = 5.0
 """Ceiling of the exponential backoff between attempts."""
 
-_TLS_REFUSALS: Final = ("CERTIFICATE_REQUIRED", "UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE")
+_TLS_REFUSALS: Final = ("CERTIFICATE", "UNKNOWN_CA", "HANDSHAKE_FAILURE", "PROTOCOL_VERSION")
+"""Words in an SSL error that mean "refused", as opposed to a connection cut mid-way
+(SSLEOFError and friends, seen when a broker restarts)."""
 _warned_plain: set[str] = set()
 _warn_lock = threading.Lock()
 T = TypeVar("T")
@@ -102,7 +104,7 @@ def reply_code(exc: BaseException) -> int | None:
 def is_permanent(exc: BaseException) -> bool:
     """True for failures a retry cannot fix: TLS refusals, login or vhost refusals, access
     refused (403), missing resource (404), a bad configuration."""
-    if isinstance(exc, ssl.SSLError | BrokerError):
+    if isinstance(exc, ssl.SSLCertVerificationError | BrokerError):
         return True
     if isinstance(exc, pe.ProbableAuthenticationError | pe.AuthenticationError):
         return True
@@ -110,6 +112,7 @@ def is_permanent(exc: BaseException) -> bool:
         return True
     if reply_code(exc) in {403, 404, 406, 530}:
         return True
+    # pika often carries the SSL error only as text inside its own exception.
     text = str(exc)
     return "SSL" in text and any(alert in text for alert in _TLS_REFUSALS)
 

@@ -9,9 +9,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import pika.exceptions as pe
 import pytest
 
 from dispatcher.broker import Publisher, connection_parameters
+from dispatcher.broker_connection import is_permanent
 from dispatcher.errors import BrokerUnavailable
 from dispatcher.settings import BrokerSettings
 from dispatcher.tls import client_ssl_context
@@ -132,3 +134,26 @@ def test_plain_amqp_is_refused_off_loopback() -> None:
     with pytest.raises(BrokerUnavailable, match="plain AMQP") as caught:
         connection_parameters(settings, name="t-plain")
     assert "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent"),
+    [
+        (ssl.SSLCertVerificationError(1, "certificate verify failed: Hostname mismatch"), True),
+        (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), False),
+        (pe.StreamLostError("Stream connection lost: SSLEOFError(8, 'EOF occurred')"), False),
+        (
+            pe.IncompatibleProtocolError(
+                "StreamLostError: SSLError(1, '[SSL: TLSV1_ALERT_UNKNOWN_CA] unknown ca')"
+            ),
+            True,
+        ),
+        (pe.ConnectionClosedByBroker(320, "CONNECTION_FORCED - shutdown"), False),
+        (pe.ChannelClosedByBroker(403, "ACCESS_REFUSED"), True),
+        (ConnectionRefusedError(111, "Connection refused"), False),
+    ],
+    ids=["verify", "eof", "stream-lost", "unknown-ca", "forced", "refused-403", "tcp-refused"],
+)
+def test_refusals_are_permanent_and_cuts_are_not(error: BaseException, permanent: bool) -> None:
+    """TLS and permission refusals are not retried; a connection cut (restart) is."""
+    assert is_permanent(error) is permanent
