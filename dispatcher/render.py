@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -98,11 +99,22 @@ def attempts(row: ExecutionRow) -> str:
     return f"{row.executed_count}/{row.max_executed_count}"
 
 
+def compact_table(title: str) -> Table:
+    """A table that fits 80 columns: no vertical rules, no outer padding."""
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+
+
 def executions_table(rows: Iterable[ExecutionRow], *, title: str = "Executions") -> Table:
-    table = Table(title=title, title_justify="left")
+    table = compact_table(title)
     for name, justify in (
         ("id", "right"),
-        ("folder/project", "left"),
+        ("project", "left"),
         ("package", "left"),
         ("worker", "left"),
         ("attempts", "right"),
@@ -110,16 +122,16 @@ def executions_table(rows: Iterable[ExecutionRow], *, title: str = "Executions")
         ("started", "left"),
         ("duration", "right"),
     ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for row in rows:
         table.add_row(
             str(row.execution_id),
-            f"{row.folder_name}/{row.project_name}",
+            row.project_name,
             row.package_name,
             row.worker_agent_id or "-",
             attempts(row),
             status_text(row.status),
-            when(row.start_time),
+            as_utc(row.start_time).strftime("%m-%d %H:%M:%S") if row.start_time else "-",
             duration(row),
         )
     return table
@@ -159,7 +171,7 @@ def _task_state(row: ExecutionRow) -> str:
 
 
 def workers_table(rows: Iterable[WorkerAgentRow]) -> Table:
-    table = Table(title="Worker agents", title_justify="left")
+    table = compact_table("Worker agents")
     for name in ("id", "display name", "state", "enabled", "running", "machine", "last seen"):
         table.add_column(name)
     now = datetime.now(UTC)
