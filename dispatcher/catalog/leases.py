@@ -211,12 +211,13 @@ def _expire(tx: Tx, row: TaskRow) -> ExpiredAttempt | None:
 
 def stop_operation(tx: Tx, operation_id: int, stopped_by: str | None) -> None:
     """SSIS's stop_operation for an execution in Scale Out."""
-    status = _stoppable_status(tx, operation_id)
-    if status is ExecutionStatus.STOPPING:
-        return  # a second stop while the first is being delivered changes nothing
+    # Lock the task before the operation row, the order status reports use: no deadlock.
     tasks = tx.t.tasks
     query = locked(select_tasks(tx, tasks.c.execution_id == operation_id), tasks)
     rows = fetch_rows(tx, query)
+    status = _stoppable_status(tx, operation_id)
+    if status is ExecutionStatus.STOPPING:
+        return  # a second stop while the first is being delivered changes nothing
     if not rows:
         raise OperationRefused(f"execution {operation_id} has no task to stop")
     row = rows[0]

@@ -95,7 +95,7 @@ def disable_worker_agent(tx: Tx, worker_agent_id: str) -> int:
         tx, tasks.c.worker_agent_id == worker_agent_id, in_states(tasks.c.status, sources)
     )
     withdrawn = 0
-    for row in fetch_rows(tx, locked(held, tasks)):
+    for row in fetch_rows(tx, locked(held.order_by(tasks.c.task_id), tasks)):
         fence = tasks.c.worker_agent_id == worker_agent_id
         if move_task(tx, TaskEvent.WITHDRAW, row.task_id, row.attempt, requeue_values(tx), fence):
             close_attempt(tx, row.task_id, row.attempt, "withdrawn")

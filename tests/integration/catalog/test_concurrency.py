@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dispatcher.catalog import Catalog
+from dispatcher.errors import OperationRefused
 from schemas.messages import TaskFinished, TaskOutcome
 from schemas.states import ExecutionStatus
 from tests.fixtures.catalog import online_worker, started, started_execution
@@ -51,11 +52,20 @@ def _finish_each(url: str, attempts: list[About], outcome: str) -> list[str]:
     return results
 
 
+class ChildFailed(str):
+    """What a child process raised, as text (exceptions from drivers may not pickle)."""
+
+    __slots__ = ()
+
+
 def _child(
     barrier: Any, results: Any, index: int, job: Callable[..., object], args: tuple[Any, ...]
 ) -> None:
     barrier.wait(timeout=60)  # both processes are up and imported: start together
-    results.put((index, job(*args)))
+    try:
+        results.put((index, job(*args)))
+    except Exception as exc:  # reported to the parent, which fails the test
+        results.put((index, ChildFailed(f"{type(exc).__name__}: {exc}")))
 
 
 def _race(*jobs: tuple[Callable[..., object], tuple[Any, ...]]) -> list[Any]:
@@ -71,6 +81,8 @@ def _race(*jobs: tuple[Callable[..., object], tuple[Any, ...]]) -> list[Any]:
     outputs = dict(results.get(timeout=120) for _ in processes)
     for process in processes:
         process.join(timeout=30)
+    failures = [out for out in outputs.values() if isinstance(out, ChildFailed)]
+    assert not failures, failures
     return [outputs[index] for index in range(len(jobs))]
 
 
@@ -129,3 +141,40 @@ def test_racing_reports_for_two_attempts_keep_the_newer(pg_catalog_url: str) -> 
     assert {(row.status, row.attempt, row.executed_count) for row in rows} == {
         (ExecutionStatus.FAILED, 2, 2)
     }
+
+
+def _stop_each(url: str, execution_ids: list[int]) -> list[str]:
+    """Child process: stop each execution; a finished one refuses."""
+    catalog = Catalog.open(url)
+    results = []
+    for execution_id in execution_ids:
+        try:
+            catalog.stop_operation(execution_id, stopped_by="ops")
+            results.append("stopping")
+        except OperationRefused:
+            results.append("refused")
+    catalog.close()
+    return results
+
+
+def test_stop_racing_finished_reports_neither_deadlocks_nor_loses_the_outcome(
+    pg_catalog_url: str,
+) -> None:
+    """stop_operation and `finished succeeded` on the same tasks at once: all succeed."""
+    catalog = Catalog.open(pg_catalog_url)
+    online_worker(catalog, "w1", max_task_count=50)
+    ids = [started_execution(catalog) for _ in range(15)]
+    running = catalog.claim_tasks(len(ids))
+    catalog.apply_status_reports([(started(a), "w1") for a in running])
+    about = [(str(a.task_id), a.attempt, a.execution_id, a.worker_id) for a in running]
+
+    stops, finishes = _race(
+        (_stop_each, (pg_catalog_url, ids)),
+        (_finish_each, (pg_catalog_url, about, "succeeded")),
+    )
+    statuses = {catalog.get_execution(execution_id).status for execution_id in ids}
+    catalog.close()
+
+    assert set(stops) <= {"stopping", "refused"}
+    assert set(finishes) == {"applied"}
+    assert statuses == {ExecutionStatus.SUCCEEDED}
