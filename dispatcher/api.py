@@ -17,6 +17,7 @@ instead of at its next poll. Errors are :class:`dispatcher.errors.ScaleoutError`
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+from urllib.parse import urlsplit
 
 from pika.adapters.blocking_connection import BlockingChannel
 
@@ -339,6 +341,8 @@ class ScaleOut:
         broker = self._broker
         if broker is None:
             return "no broker configured"
+        if refused := _refused(broker):
+            return refused
         outcome: list[BaseException | None] = []
 
         def target() -> None:
@@ -377,6 +381,18 @@ def read_archive(source: Path | bytes) -> bytes:
     except OSError as exc:
         msg = f"cannot read {source}: {exc.strerror}"
         raise ScaleoutError(msg) from None
+
+
+def _refused(broker: BrokerSettings) -> str:
+    """'' when something listens at the broker's address; a port that refuses at once
+    need not cost the caller the whole timeout."""
+    parts = urlsplit(broker.url)
+    port = parts.port or (5671 if broker.uses_tls else 5672)
+    try:
+        socket.create_connection((broker.host, port), timeout=BROKER_TIMEOUT_S).close()
+    except OSError as exc:
+        return f"{broker.host}:{port}: {exc.strerror or exc}"
+    return ""
 
 
 def _publish_wake(broker: BrokerSettings, execution_id: int | None) -> None:
