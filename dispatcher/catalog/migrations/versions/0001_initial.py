@@ -4,9 +4,9 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-25
 
-The tables come from ``dispatcher.catalog.tables`` as of this revision; any later change
-to the tables needs a new revision with ``op.*`` operations (the tests compare a migrated
-database with ``tables.py`` so the two cannot drift apart unnoticed).
+The tables come from ``migrations/schema_0001.py``, a frozen copy of ``tables.py`` at this
+revision; a later change to ``tables.py`` needs a new revision with ``op.*`` operations
+(a test compares a migrated database with ``tables.py``, so they cannot drift apart).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from dispatcher.catalog.tables import build
+from dispatcher.catalog.migrations.schema_0001 import build
 
 revision = "0001"
 down_revision = None

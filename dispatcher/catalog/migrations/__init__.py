@@ -1,0 +1,3 @@
+"""Alembic migrations of the catalog (run from code by ``Catalog.init``)."""
+
+from __future__ import annotations

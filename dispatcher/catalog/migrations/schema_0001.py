@@ -1,0 +1,350 @@
+"""Frozen copy of ``dispatcher/catalog/tables.py`` as of revision 0001. Do not edit.
+
+Migration 0001 builds its tables from this snapshot, so a later change to ``tables.py``
+cannot silently change what 0001 creates: it needs a new revision, and the test that
+compares a migrated database with ``tables.py`` fails until it has one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mssql
+from sqlalchemy.schema import SchemaItem
+
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+"""A 64-bit identity; SQLite only autoincrements an INTEGER primary key."""
+Stamp = sa.DateTime(timezone=True)
+"""timestamptz on PostgreSQL, DATETIMEOFFSET on SQL Server, UTC text on SQLite."""
+WorkerId = sa.String(64)
+Name = sa.Unicode(128)
+LongText = sa.UnicodeText().with_variant(mssql.NVARCHAR(), "mssql")
+"""NVARCHAR(max) on SQL Server (its TEXT/NTEXT types are deprecated)."""
+Blob = sa.LargeBinary().with_variant(
+    mssql.VARBINARY("max"),  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+    "mssql",
+)
+SCHEMAS = ("internal", "catalog")
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """Every table of one naming flavour (schemas, or flattened for SQLite)."""
+
+    metadata: sa.MetaData
+    flat: bool
+    folders: sa.Table
+    projects: sa.Table
+    object_versions: sa.Table
+    packages: sa.Table
+    object_parameters: sa.Table
+    operations: sa.Table
+    executions: sa.Table
+    execution_parameter_values: sa.Table
+    jobs: sa.Table
+    job_worker_agents: sa.Table
+    tasks: sa.Table
+    task_attempts: sa.Table
+    worker_agents: sa.Table
+    master_properties: sa.Table
+    catalog_properties: sa.Table
+    operation_messages: sa.Table
+    tasks_history: sa.Table
+    jobs_history: sa.Table
+    task_attempts_history: sa.Table
+
+
+class _Namer:
+    def __init__(self, metadata: sa.MetaData, *, flat: bool) -> None:
+        self.metadata = metadata
+        self.flat = flat
+
+    def table(self, name: str, *items: SchemaItem) -> sa.Table:
+        if self.flat:
+            return sa.Table(f"internal_{name}", self.metadata, *items)
+        return sa.Table(name, self.metadata, *items, schema="internal")
+
+    def fk(self, table: str, column: str, ondelete: str | None = None) -> sa.ForeignKey:
+        target = f"internal_{table}.{column}" if self.flat else f"internal.{table}.{column}"
+        return sa.ForeignKey(target, ondelete=ondelete)
+
+
+def _catalog_objects(n: _Namer) -> dict[str, sa.Table]:
+    folders = n.table(
+        "folders",
+        sa.Column("folder_id", BigId, primary_key=True),
+        sa.Column("name", Name, nullable=False, unique=True),
+        sa.Column("description", LongText, nullable=False, default=""),
+        sa.Column("created_time", Stamp, nullable=False),
+    )
+    projects = n.table(
+        "projects",
+        sa.Column("project_id", BigId, primary_key=True),
+        sa.Column("folder_id", BigId, n.fk("folders", "folder_id"), nullable=False),
+        sa.Column("name", Name, nullable=False),
+        sa.Column("description", LongText, nullable=False, default=""),
+        sa.Column("object_version_lsn", sa.BigInteger, nullable=True),
+        sa.Column("created_time", Stamp, nullable=False),
+        sa.Column("last_deployed_time", Stamp, nullable=False),
+        sa.UniqueConstraint("folder_id", "name"),
+    )
+    object_versions = n.table(
+        "object_versions",
+        sa.Column("object_version_lsn", BigId, primary_key=True),
+        sa.Column("object_id", BigId, n.fk("projects", "project_id"), nullable=False),
+        sa.Column("object_type", sa.SmallInteger, nullable=False, default=20),
+        sa.Column("content_hash", sa.String(64), nullable=False, index=True),
+        sa.Column("object_data", Blob, nullable=False),
+        sa.Column("manifest", LongText, nullable=False),
+        sa.Column("created_time", Stamp, nullable=False),
+    )
+    packages = n.table(
+        "packages",
+        sa.Column("package_id", BigId, primary_key=True),
+        sa.Column(
+            "project_version_lsn",
+            BigId,
+            n.fk("object_versions", "object_version_lsn"),
+            nullable=False,
+        ),
+        sa.Column("project_id", BigId, nullable=False),
+        sa.Column("name", sa.Unicode(260), nullable=False),
+        sa.Column("description", LongText, nullable=False, default=""),
+        sa.Column("entry_point", sa.Boolean, nullable=False, default=True),
+        sa.UniqueConstraint("project_version_lsn", "name"),
+    )
+    object_parameters = n.table(
+        "object_parameters",
+        sa.Column("parameter_id", BigId, primary_key=True),
+        sa.Column(
+            "project_version_lsn",
+            BigId,
+            n.fk("object_versions", "object_version_lsn"),
+            nullable=False,
+        ),
+        sa.Column("project_id", BigId, nullable=False),
+        sa.Column("object_type", sa.SmallInteger, nullable=False),
+        sa.Column("object_name", sa.Unicode(260), nullable=False),
+        sa.Column("parameter_name", Name, nullable=False),
+        sa.Column("data_type", sa.Unicode(16), nullable=False),
+        sa.Column("required", sa.Boolean, nullable=False),
+        sa.Column("sensitive", sa.Boolean, nullable=False),
+        sa.Column("default_value", LongText, nullable=True),
+        sa.Column("description", LongText, nullable=False, default=""),
+        sa.UniqueConstraint("project_version_lsn", "object_type", "object_name", "parameter_name"),
+    )
+    return {
+        "folders": folders,
+        "projects": projects,
+        "object_versions": object_versions,
+        "packages": packages,
+        "object_parameters": object_parameters,
+    }
+
+
+def _operations(n: _Namer) -> dict[str, sa.Table]:
+    operations = n.table(
+        "operations",
+        sa.Column("operation_id", BigId, primary_key=True),
+        sa.Column("operation_type", sa.SmallInteger, nullable=False),
+        sa.Column("created_time", Stamp, nullable=False),
+        sa.Column("object_type", sa.SmallInteger, nullable=True),
+        sa.Column("object_id", sa.BigInteger, nullable=True),
+        sa.Column("object_name", sa.Unicode(260), nullable=True),
+        sa.Column("status", sa.Integer, nullable=False, index=True),
+        sa.Column("start_time", Stamp, nullable=True),
+        sa.Column("end_time", Stamp, nullable=True),
+        sa.Column("caller_name", Name, nullable=True),
+        sa.Column("stopped_by_name", Name, nullable=True),
+        sa.Column("server_name", Name, nullable=True),
+        sa.Column("machine_name", Name, nullable=True),
+        sa.Column("worker_agent_id", WorkerId, nullable=True),
+        sa.Column("executed_count", sa.Integer, nullable=False, default=0),
+    )
+    executions = n.table(
+        "executions",
+        sa.Column("execution_id", BigId, n.fk("operations", "operation_id"), primary_key=True),
+        sa.Column("folder_name", Name, nullable=False),
+        sa.Column("project_name", Name, nullable=False),
+        sa.Column("package_name", sa.Unicode(260), nullable=False),
+        sa.Column("reference_id", sa.BigInteger, nullable=True),
+        sa.Column("project_lsn", sa.BigInteger, nullable=False),
+        sa.Column("use32bitruntime", sa.Boolean, nullable=False),
+        sa.Column("runinscaleout", sa.Boolean, nullable=False),
+        sa.Column("useanyworker", sa.Boolean, nullable=False),
+        # A plain column, as in SSIS: the job moves to history, the execution stays.
+        sa.Column("job_id", sa.Uuid, nullable=True),
+    )
+    values = n.table(
+        "execution_parameter_values",
+        sa.Column("execution_id", BigId, n.fk("executions", "execution_id"), primary_key=True),
+        sa.Column("object_type", sa.SmallInteger, primary_key=True),
+        sa.Column("parameter_name", Name, primary_key=True),
+        sa.Column("parameter_value", LongText, nullable=False),
+        sa.Column("sensitive", sa.Boolean, nullable=False),
+    )
+    return {
+        "operations": operations,
+        "executions": executions,
+        "execution_parameter_values": values,
+    }
+
+
+def _job_columns(n: _Namer) -> list[SchemaItem]:
+    return [
+        sa.Column("job_id", sa.Uuid, primary_key=True),
+        sa.Column("execution_id", sa.BigInteger, nullable=False),
+        sa.Column("job_type", sa.Integer, nullable=False, default=1),
+        sa.Column("use_any_worker", sa.Boolean, nullable=False),
+        sa.Column("is_cancelled", sa.Boolean, nullable=False, default=False),
+        sa.Column("creator", Name, nullable=True),
+        sa.Column("created_time", Stamp, nullable=False),
+        sa.Column("last_updated_time", Stamp, nullable=False),
+    ]
+
+
+def _task_columns(n: _Namer, *, history: bool) -> list[SchemaItem]:
+    job_fk = [] if history else [n.fk("jobs", "job_id", ondelete="CASCADE")]
+    return [
+        sa.Column("task_id", sa.Uuid, primary_key=True),
+        sa.Column("job_id", sa.Uuid, *job_fk, nullable=False),
+        sa.Column("execution_id", sa.BigInteger, nullable=False, index=True),
+        sa.Column("task_type", sa.Integer, nullable=False, default=0),
+        sa.Column("status", sa.Integer, nullable=False),
+        sa.Column("attempt", sa.Integer, nullable=False, default=0),
+        sa.Column("executed_count", sa.Integer, nullable=False, default=0),
+        sa.Column("max_executed_count", sa.Integer, nullable=False),
+        sa.Column("worker_agent_id", WorkerId, nullable=True),
+        sa.Column("expires_at", Stamp, nullable=True),
+        sa.Column("last_pickup_time", Stamp, nullable=True),
+        sa.Column("ready_for_dispatch_time", Stamp, nullable=True),
+        sa.Column("is_cancelled", sa.Boolean, nullable=False, default=False),
+        sa.Column("cancel_sent", sa.Boolean, nullable=False, default=False),
+        sa.Column("published", sa.Boolean, nullable=False, default=False),
+        sa.Column("created_time", Stamp, nullable=False),
+        sa.Column("last_updated_time", Stamp, nullable=False),
+    ]
+
+
+def _attempt_columns(n: _Namer, *, history: bool) -> list[SchemaItem]:
+    task_fk = [] if history else [n.fk("tasks", "task_id", ondelete="CASCADE")]
+    return [
+        sa.Column("task_id", sa.Uuid, *task_fk, primary_key=True),
+        sa.Column("attempt", sa.Integer, primary_key=True),
+        sa.Column("worker_agent_id", WorkerId, nullable=False),
+        sa.Column("machine_name", Name, nullable=True),
+        sa.Column("dispatched_at", Stamp, nullable=False),
+        sa.Column("started_at", Stamp, nullable=True),
+        sa.Column("ended_at", Stamp, nullable=True),
+        sa.Column("outcome", sa.Unicode(32), nullable=True),
+        sa.Column("exit_code", sa.Integer, nullable=True),
+        sa.Column("error", LongText, nullable=True),
+    ]
+
+
+def _tasks(n: _Namer) -> dict[str, sa.Table]:
+    jobs = n.table("jobs", *_job_columns(n))
+    job_workers = n.table(
+        "job_worker_agents",
+        sa.Column("job_id", sa.Uuid, n.fk("jobs", "job_id", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "worker_agent_id",
+            WorkerId,
+            n.fk("worker_agents", "worker_agent_id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+    )
+    tasks = n.table("tasks", *_task_columns(n, history=False))
+    sa.Index(f"ix_{tasks.name}_dispatch", tasks.c.status, tasks.c.ready_for_dispatch_time)
+    sa.Index(f"ix_{tasks.name}_worker", tasks.c.worker_agent_id, tasks.c.status)
+    sa.Index(f"ix_{tasks.name}_expires", tasks.c.expires_at)
+    attempts = n.table("task_attempts", *_attempt_columns(n, history=False))
+    return {
+        "jobs": jobs,
+        "job_worker_agents": job_workers,
+        "tasks": tasks,
+        "task_attempts": attempts,
+        "jobs_history": n.table("jobs_history", *_job_columns(n)),
+        "tasks_history": n.table("tasks_history", *_task_columns(n, history=True)),
+        "task_attempts_history": n.table(
+            "task_attempts_history", *_attempt_columns(n, history=True)
+        ),
+    }
+
+
+def _agents_and_properties(n: _Namer) -> dict[str, sa.Table]:
+    workers = n.table(
+        "worker_agents",
+        sa.Column("worker_agent_id", WorkerId, primary_key=True),
+        sa.Column("is_enabled", sa.Boolean, nullable=False, default=False),
+        sa.Column("display_name", sa.Unicode(256), nullable=False, default=""),
+        sa.Column("description", LongText, nullable=False, default=""),
+        sa.Column("machine_name", sa.Unicode(256), nullable=False, default=""),
+        sa.Column("tags", LongText, nullable=False, default=""),
+        sa.Column("user_account", sa.Unicode(256), nullable=False, default=""),
+        sa.Column("last_online_time", Stamp, nullable=True),
+        sa.Column("max_task_count", sa.Integer, nullable=False, default=10),
+        sa.Column("cpu_percent", sa.Float, nullable=True),
+        sa.Column("free_memory_mb", sa.Float, nullable=True),
+        sa.Column("accepting", sa.Boolean, nullable=False, default=True),
+        sa.Column("lease_interval_s", sa.Float, nullable=False, default=60.0),
+        sa.Column("created_time", Stamp, nullable=False),
+    )
+    master = n.table(
+        "master_properties",
+        sa.Column("property_name", sa.Unicode(256), primary_key=True),
+        sa.Column("property_value", LongText, nullable=False),
+    )
+    catalog = n.table(
+        "catalog_properties",
+        sa.Column("property_name", sa.Unicode(255), primary_key=True),
+        sa.Column("property_value", sa.Unicode(255), nullable=False),
+    )
+    messages = n.table(
+        "operation_messages",
+        sa.Column("operation_message_id", BigId, primary_key=True),
+        sa.Column(
+            "operation_id", BigId, n.fk("operations", "operation_id"), nullable=False, index=True
+        ),
+        sa.Column("message_time", Stamp, nullable=False),
+        sa.Column("message_type", sa.SmallInteger, nullable=False),
+        sa.Column("message_source_type", sa.SmallInteger, nullable=False),
+        sa.Column("message", LongText, nullable=False),
+        # Event context of a worker's log line; NULL for the master's own messages.
+        sa.Column("task_id", sa.Uuid, nullable=True),
+        sa.Column("attempt", sa.Integer, nullable=True),
+        sa.Column("seq", sa.Integer, nullable=True),
+        sa.Column("message_source_name", sa.String(64), nullable=True),
+        sa.Column("package_name", sa.Unicode(260), nullable=True),
+    )
+    seq_present = messages.c.seq.isnot(None)
+    sa.Index(
+        f"ux_{messages.name}_line",
+        messages.c.task_id,
+        messages.c.attempt,
+        messages.c.seq,
+        unique=True,
+        # SQL Server allows one NULL in a unique index unless it is filtered.
+        mssql_where=seq_present,
+        postgresql_where=seq_present,
+        sqlite_where=seq_present,
+    )
+    return {
+        "worker_agents": workers,
+        "master_properties": master,
+        "catalog_properties": catalog,
+        "operation_messages": messages,
+    }
+
+
+def build(*, flat: bool) -> Tables:
+    """All tables in a fresh MetaData: in schemas, or flattened for SQLite."""
+    namer = _Namer(sa.MetaData(), flat=flat)
+    parts = {
+        **_catalog_objects(namer),
+        **_operations(namer),
+        **_agents_and_properties(namer),
+        **_tasks(namer),
+    }
+    return Tables(metadata=namer.metadata, flat=flat, **parts)

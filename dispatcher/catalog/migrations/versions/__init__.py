@@ -1,0 +1,3 @@
+"""Alembic revisions of the catalog; Alembic loads them by path."""
+
+from __future__ import annotations
