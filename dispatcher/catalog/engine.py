@@ -35,6 +35,7 @@ ODBC_HINT = (
 READ_ONLY = "scaleout_read_only"
 """Execution option: the transaction only reads (SQLite then begins DEFERRED)."""
 _SUPPORTED = {"sqlite", "postgresql", "mssql"}
+_CONFLICT_MARKERS = ("deadlock", "40p01", "40001", "could not serialize")
 _MISSING_TABLE_MARKERS = ("no such table", "undefinedtable", "42p01", "42s02", "invalid object")
 
 
@@ -209,6 +210,11 @@ def classify(exc: sa_exc.DBAPIError, url: URL) -> CatalogError:
     if any(marker in text for marker in _MISSING_TABLE_MARKERS):
         return CatalogNotInitialised(
             f"the catalog at {redact(url)} is not initialised", hint=INIT_HINT
+        )
+    if any(marker in text for marker in _CONFLICT_MARKERS):
+        return CatalogUnavailable(
+            f"the catalog at {redact(url)} aborted a transaction that conflicted with another",
+            hint="retry: the aborted operation changed nothing",
         )
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         return CatalogUnavailable(
