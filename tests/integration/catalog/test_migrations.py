@@ -198,3 +198,29 @@ def test_integrity_error_becomes_operation_refused(catalog_url: str) -> None:
     engine.dispose()
 
     assert count == 0
+
+
+def test_missing_pyodbc_is_missing_driver_with_install_hint() -> None:
+    """Without an importable pyodbc, an mssql URL -> MissingDriver naming what to install."""
+    script = (
+        "import sys\n"
+        "sys.modules['pyodbc'] = None  # as on a machine without pyodbc/libodbc\n"
+        "from dispatcher.catalog import Catalog\n"
+        "from dispatcher.errors import MissingDriver\n"
+        "try:\n"
+        "    Catalog.open('mssql+pyodbc://u:secret@h/db?driver=ODBC+Driver+18+for+SQL+Server')\n"
+        "except MissingDriver as exc:\n"
+        "    print(exc.hint)\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[3],
+    )
+
+    assert "apt-get install unixodbc" in out.stdout
+    assert "tdsodbc" in out.stdout
+    assert "secret" not in out.stdout
