@@ -30,7 +30,7 @@ from dispatcher.settings import MasterSettings, SettingsError
 from schemas.states import ExecutionStatus
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line in a log
 
 
 def opt(*names: str, env: str, help: str, **kwargs: Any) -> Any:

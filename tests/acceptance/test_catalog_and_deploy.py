@@ -5,7 +5,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from tests.acceptance.conftest import EXAMPLE, Cli
+from tests.acceptance.conftest import EXAMPLE, Cli, closed_port
 
 
 def test_catalog_init_is_idempotent_and_upgrade_agrees(cli: Cli) -> None:
@@ -26,6 +26,21 @@ def test_commands_on_an_uninitialised_catalog_say_to_run_init(cli: Cli) -> None:
     assert "not initialised" in result.stderr
     assert "scaleout catalog init" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_catalog_is_one_clear_error(cli: Cli) -> None:
+    """A catalog that cannot be opened (PostgreSQL on a closed port, SQLite in a folder
+    that does not exist) is one error line with a hint, exit 1."""
+    for url in (
+        f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/ssisdb",
+        "sqlite:////nonexistent-folder/ssisdb.sqlite3",
+    ):
+        result = cli.run("--catalog-url", url, "executions", "list")
+
+        assert result.returncode == 1, str(result)
+        assert result.stderr.startswith("error: cannot use the catalog"), str(result)
+        assert "hint:" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_an_unsupported_catalog_url_is_one_clear_error(cli: Cli) -> None:

@@ -72,6 +72,26 @@ def test_wait_on_a_failing_package_exits_1_after_the_retry(cluster: Cluster) -> 
     assert row["executed_count"] == 2
 
 
+def test_stop_a_running_execution_cancels_it(cluster: Cluster) -> None:
+    """stop on a running package moves it to stopping, and the worker's confirmation to
+    canceled (3), long before the package would have ended."""
+    cli = cluster.cli
+    created = cli.ok(
+        "executions", "create", "--folder", "F", "--project", "SalesETL",
+        "--package", "Sleep", "--param", "Seconds=120", "--start", "--json",
+    )  # fmt: skip
+    execution_id = str(created.json()["execution_id"])
+
+    def status() -> str:
+        return str(cli.ok("executions", "show", execution_id, "--json").json()["status_label"])
+
+    wait_for(lambda: status() == "running", 60, f"execution {execution_id} to run")
+    stopped = cli.ok("executions", "stop", execution_id, "--json").json()
+    wait_for(lambda: status() == "canceled", 60, f"execution {execution_id} to be canceled")
+
+    assert stopped["status_label"] in {"stopping", "canceled"}
+
+
 def test_disabled_worker_gets_nothing_until_enabled(cluster: Cluster) -> None:
     """An execution stays pending while its only worker is disabled (several dispatch
     polls pass), and runs once the worker is enabled again."""
