@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,11 +31,9 @@ from types import FrameType
 from urllib.parse import unquote, urlsplit
 
 from pika.adapters.blocking_connection import BlockingChannel
-from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.text import Text
 
 from dispatcher import render, topology
@@ -410,8 +408,8 @@ def _watch(
             rows = {i: so.execution(i) for i in ids}
             workers = so.workers()
             done = sum(row.status.is_terminal for row in rows.values())
-            progress.update(bar, completed=done, description=_counts(rows.values()))
-            live.update(Group(progress, _workers_line(workers)))
+            progress.update(bar, completed=done, description=render.status_counts(rows.values()))
+            live.update(Group(progress, render.workers_line(workers)))
             if done == len(ids) or time.monotonic() - started > timeout_s:
                 break
             _check_health(cluster, workers, time.monotonic() - started)
@@ -430,25 +428,6 @@ def _check_health(cluster: Cluster, workers: list[WorkerAgentRow], elapsed_s: fl
         raise ScaleoutError(msg, hint=hint)
 
 
-def _counts(rows: Iterable[ExecutionRow]) -> str:
-    counts: dict[str, int] = {}
-    retried = 0
-    for row in rows:
-        counts[row.status.label] = counts.get(row.status.label, 0) + 1
-        retried += row.executed_count > 1
-    text = " · ".join(f"{n} {label}" for label, n in sorted(counts.items()))
-    return f"{text} · {retried} retried" if retried else text
-
-
-def _workers_line(workers: list[WorkerAgentRow]) -> Text:
-    parts = [
-        f"{w.worker_agent_id} {'online' if w.is_online else 'offline'} "
-        f"{w.running_tasks}/{w.max_task_count} running"
-        for w in workers
-    ]
-    return Text("workers: " + " | ".join(parts), style="dim")
-
-
 def _report(
     planned: list[Planned],
     ids: list[int],
@@ -459,30 +438,12 @@ def _report(
     out: Console,
     err: Console,
 ) -> int:
-    table = Table(
-        title="Demo executions",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        collapse_padding=True,
-        pad_edge=False,
-    )
-    for name in ("id", "package", "worker", "attempts", "status", "duration", "as planned"):
-        table.add_column(name, no_wrap=True)
-    wrong = 0
-    for run, execution_id in zip(planned, ids, strict=True):
-        row = rows[execution_id]
-        ok = run.matches(row)
-        wrong += not ok
-        table.add_row(
-            str(execution_id),
-            row.package_name,
-            row.worker_agent_id or "-",
-            str(row.executed_count),
-            render.status_text(row.status),
-            render.duration(row),
-            Text(f"yes: {run.note}", style="green") if ok else Text("NO", style="bold red"),
-        )
-    out.print(table)
+    verdicts = [
+        (rows[i], planned_run.matches(rows[i]), planned_run.note)
+        for planned_run, i in zip(planned, ids, strict=True)
+    ]
+    wrong = sum(not ok for _, ok, _ in verdicts)
+    out.print(render.demo_table(verdicts))
     succeeded = sum(r.status is ExecutionStatus.SUCCEEDED for r in rows.values())
     failed = sum(r.status is ExecutionStatus.FAILED for r in rows.values())
     out.print(Text(f"{succeeded} succeeded, {failed} failed", style="bold"))

@@ -194,3 +194,41 @@ def message_line(message: MessageRow) -> Text:
     line = Text(f"{when(message.message_time)}{attempt} ", style="dim")
     line.append(message.message, style=style)
     return line
+
+
+def status_counts(rows: Iterable[ExecutionRow]) -> str:
+    """'3 pending · 5 running · 2 succeeded · 1 retried', for a progress line."""
+    counts: dict[str, int] = {}
+    retried = 0
+    for row in rows:
+        counts[row.status.label] = counts.get(row.status.label, 0) + 1
+        retried += row.executed_count > 1
+    text = " · ".join(f"{n} {label}" for label, n in sorted(counts.items()))
+    return f"{text} · {retried} retried" if retried else text
+
+
+def workers_line(workers: Iterable[WorkerAgentRow]) -> Text:
+    parts = [
+        f"{w.worker_agent_id} {'online' if w.is_online else 'offline'} "
+        f"{w.running_tasks}/{w.max_task_count} running"
+        for w in workers
+    ]
+    return Text("workers: " + " | ".join(parts), style="dim")
+
+
+def demo_table(verdicts: Iterable[tuple[ExecutionRow, bool, str]]) -> Table:
+    """The demo's final table: (row, as planned?, what was planned) per execution."""
+    table = compact_table("Demo executions")
+    for name in ("id", "package", "worker", "attempts", "status", "duration", "as planned"):
+        table.add_column(name, no_wrap=True)
+    for row, ok, note in verdicts:
+        table.add_row(
+            str(row.execution_id),
+            row.package_name,
+            row.worker_agent_id or "-",
+            str(row.executed_count),
+            status_text(row.status),
+            duration(row),
+            Text(f"yes: {note}", style="green") if ok else Text("NO", style="bold red"),
+        )
+    return table
