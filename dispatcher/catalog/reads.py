@@ -19,7 +19,12 @@ OPERATION_EXECUTION = 200
 
 
 def _executions_query(tx: Tx) -> sa.Select[Any]:
-    e, o, t = tx.t.executions, tx.t.operations, tx.t.tasks
+    """Executions with their task, which may have moved to tasks_history by cleanup."""
+    e, o, t, h = tx.t.executions, tx.t.operations, tx.t.tasks, tx.t.tasks_history
+
+    def task(column: str) -> sa.ColumnElement[Any]:
+        return sa.func.coalesce(t.c[column], h.c[column])
+
     return (
         sa.select(
             e,
@@ -31,13 +36,14 @@ def _executions_query(tx: Tx) -> sa.Select[Any]:
             o.c.executed_count,
             o.c.caller_name,
             o.c.stopped_by_name,
-            t.c.task_id,
-            t.c.status.label("task_status"),
-            t.c.attempt,
-            t.c.max_executed_count,
+            task("task_id").label("task_id"),
+            task("status").label("task_status"),
+            task("attempt").label("attempt"),
+            task("max_executed_count").label("max_executed_count"),
         )
         .join(o, o.c.operation_id == e.c.execution_id)
         .outerjoin(t, t.c.execution_id == e.c.execution_id)
+        .outerjoin(h, h.c.execution_id == e.c.execution_id)
     )
 
 
@@ -107,15 +113,18 @@ def _allowed(tx: Tx, execution_ids: list[int]) -> dict[int, tuple[str, ...]]:
 
 
 def _last_errors(tx: Tx, task_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The latest attempt's error per task, live or moved to history."""
     if not task_ids:
         return {}
-    a = tx.t.task_attempts
-    query = (
-        sa.select(a.c.task_id, a.c.error)
-        .where(a.c.task_id.in_(task_ids), a.c.error.isnot(None))
-        .order_by(a.c.task_id, a.c.attempt)
-    )
-    return {row.task_id: row.error for row in tx.conn.execute(query)}
+    found: dict[uuid.UUID, tuple[int, str]] = {}
+    for a in (tx.t.task_attempts, tx.t.task_attempts_history):
+        query = sa.select(a.c.task_id, a.c.attempt, a.c.error).where(
+            a.c.task_id.in_(task_ids), a.c.error.isnot(None)
+        )
+        for row in tx.conn.execute(query):
+            if row.attempt >= found.get(row.task_id, (0, ""))[0]:
+                found[row.task_id] = (row.attempt, row.error)
+    return {task_id: error for task_id, (_, error) in found.items()}
 
 
 def _workers_query(tx: Tx) -> sa.Select[Any]:

@@ -253,7 +253,13 @@ def test_cleanup_moves_finished_tasks_to_history(catalog: Catalog, catalog_url: 
     assert (kept.tasks_moved, moved.tasks_moved, moved.jobs_moved) == (0, 1, 1)
     assert (counts["tasks"], counts["tasks_history"], counts["task_attempts_history"]) == (1, 1, 1)
     assert counts["jobs_history"] == 1
-    assert catalog.get_execution(a.execution_id).status is ExecutionStatus.SUCCEEDED
+    row = catalog.get_execution(a.execution_id)
+    assert (row.status, row.task_id, row.task_state, row.attempt) == (
+        ExecutionStatus.SUCCEEDED,
+        a.task_id,
+        TaskState.SUCCEEDED,
+        1,
+    )
 
 
 def test_master_heartbeat_writes_last_online_time(catalog: Catalog) -> None:
