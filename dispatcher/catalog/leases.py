@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 
 from dispatcher.catalog.engine import Tx, locked
 from dispatcher.catalog.records import CancelOrder, ExpiredAttempt, HeartbeatResult
@@ -64,15 +65,18 @@ def _register(tx: Tx, heartbeat: AgentHeartbeat, sender: str) -> bool:
     query = sa.select(workers.c.worker_agent_id).where(workers.c.worker_agent_id == sender)
     if tx.conn.execute(locked(query, workers)).first() is not None:
         return False
-    logger.info("catalog.worker_registered", extra={"worker_id": sender})
-    tx.conn.execute(
-        sa.insert(workers).values(
-            worker_agent_id=sender,
-            is_enabled=False,
-            display_name=heartbeat.display_name[:256],
-            created_time=tx.now,
-        )
+    insert = sa.insert(workers).values(
+        worker_agent_id=sender,
+        is_enabled=False,
+        display_name=heartbeat.display_name[:256],
+        created_time=tx.now,
     )
+    try:
+        with tx.conn.begin_nested():
+            tx.conn.execute(insert)
+    except sa_exc.IntegrityError:
+        return False  # a concurrent heartbeat of the same worker registered it first
+    logger.info("catalog.worker_registered", extra={"worker_id": sender})
     return True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -9,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dispatcher.catalog import Assignment, Catalog, ReportOutcome
+from dispatcher.catalog import Assignment, Catalog, HeartbeatResult, ReportOutcome, leases
+from dispatcher.catalog.engine import create, transaction
 from dispatcher.errors import NotFound, OperationRefused
 from schemas.messages import CancelReason
 from schemas.states import ExecutionStatus, TaskState
@@ -284,3 +286,25 @@ def test_counts_for_metrics(catalog: Catalog) -> None:
     assert counts.executions_by_status == {ExecutionStatus.PENDING: 1}
     assert (counts.workers_enabled, counts.workers_online) == (1, 2)
     assert counts.oldest_pending_age_s >= 0
+
+
+def test_first_heartbeats_racing_register_the_worker_once(pg_catalog_url: str) -> None:
+    """Two first heartbeats of one worker at once: one registers it, the other just
+    refreshes it (no error from the losing insert)."""
+    engine = create(pg_catalog_url, connection_timeout_s=5)
+    catalog = Catalog.open(pg_catalog_url)
+    outcome: list[object] = []
+    with transaction(engine) as tx:
+        assert leases.record_heartbeat(tx, heartbeat("w5"), "w5").registered
+        racer = threading.Thread(
+            target=lambda: outcome.append(catalog.record_heartbeat(heartbeat("w5"), "w5"))
+        )
+        racer.start()
+        time.sleep(0.5)  # the racer's insert now waits on this transaction's row
+    racer.join(timeout=30)
+    catalog.close()
+    engine.dispose()
+
+    [result] = outcome
+    assert isinstance(result, HeartbeatResult)
+    assert (result.registered, result.is_enabled) == (False, False)
