@@ -16,19 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 
-from dispatcher import topology
-from dispatcher.broker import connection_parameters
-from dispatcher.settings import BrokerSettings
 from tests.fixtures.broker import tls_broker, vhost
 
 __all__ = ["tls_broker", "vhost"]
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "sales_etl"
-PLAIN_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
 def closed_port() -> int:
@@ -147,16 +142,26 @@ def ready(cli: Cli) -> Cli:
     return cli
 
 
-def delete_worker_queues(worker_id: str) -> None:
-    """Drop a test worker's queues from the shared loopback broker."""
-    settings = BrokerSettings(url=PLAIN_BROKER)
-    connection = pika.BlockingConnection(connection_parameters(settings, name="acceptance"))
+def rabbitmqctl(*args: str) -> None:
+    result = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"rabbitmqctl {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+
+
+@pytest.fixture
+def plain_broker() -> Iterator[str]:
+    """A fresh vhost on the loopback RabbitMQ for guest, deleted afterwards, so a test's
+    master never competes with another suite's for the status queue; its amqp:// URL."""
+    broker_is_up()
+    vhost = f"scaleout-acc-{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", vhost)
     try:
-        channel = connection.channel()
-        for queue in (topology.worker_queue(worker_id), topology.control_queue(worker_id)):
-            channel.queue_delete(queue)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     finally:
-        connection.close()
+        rabbitmqctl("delete_vhost", vhost)
 
 
 @dataclass
@@ -166,12 +171,11 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(ready: Cli, tmp_path: Path) -> Iterator[Cluster]:
-    """A master and one enabled worker running from the CLI on the loopback broker with
-    short intervals; the CLI talks to the live broker."""
-    broker_is_up()
+def cluster(ready: Cli, tmp_path: Path, plain_broker: str) -> Iterator[Cluster]:
+    """A master and one enabled worker running from the CLI on the loopback broker (a
+    vhost of their own) with short intervals; the CLI talks to the live broker."""
     worker_id = f"acc-{uuid.uuid4().hex[:8]}"
-    ready.env["SCALEOUT_BROKER__URL"] = PLAIN_BROKER
+    ready.env["SCALEOUT_BROKER__URL"] = plain_broker
     ready.ok("workers", "add", worker_id, "--enable", "--max-task-count", "4")
     master = ready.spawn(
         "master",
@@ -214,4 +218,3 @@ def cluster(ready: Cli, tmp_path: Path) -> Iterator[Cluster]:
     finally:
         stop(worker)
         stop(master)
-        delete_worker_queues(worker_id)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.acceptance.conftest import Cli, broker_is_up, closed_port
+from tests.acceptance.conftest import Cli, closed_port
 from tests.fixtures.broker import TlsBroker
 
 
-def test_demo_runs_20_executions_as_planned(tmp_path: Path) -> None:
+def test_demo_runs_20_executions_as_planned(tmp_path: Path, plain_broker: str) -> None:
     """The demo exits 0, its catalog holds 20 ended executions, 19 succeeded, and the one
     that fails on purpose ran twice (retry_count 1) and ended failed."""
-    broker_is_up()
-    cli = Cli(tmp_path)
+    cli = Cli(tmp_path, {"SCALEOUT_BROKER__URL": plain_broker})
 
     result = cli.run("demo", "--root", str(tmp_path / "runs"), timeout=120)
 

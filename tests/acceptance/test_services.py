@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import PLAIN_BROKER, Cli, Cluster, broker_is_up, stop, wait_for
+from tests.acceptance.conftest import Cli, Cluster, stop, wait_for
 
 
 def test_master_refuses_an_uninitialised_catalog(cli: Cli) -> None:
@@ -116,14 +116,13 @@ def test_disabled_worker_gets_nothing_until_enabled(cluster: Cluster) -> None:
     assert done["status_label"] == "succeeded"
 
 
-def test_master_stops_cleanly_on_sigterm(ready: Cli, tmp_path: Path) -> None:
+def test_master_stops_cleanly_on_sigterm(ready: Cli, tmp_path: Path, plain_broker: str) -> None:
     """A master with a reachable broker runs until SIGTERM, then exits 0."""
-    broker_is_up()
     master = ready.spawn(
         "master",
         log=tmp_path / "master.log",
         env={
-            "SCALEOUT_BROKER__URL": PLAIN_BROKER,
+            "SCALEOUT_BROKER__URL": plain_broker,
             "SCALEOUT_METRICS_PORT": "0",
             "SCALEOUT_SENDER_IDENTITY": "shared_user",
         },
