@@ -218,10 +218,18 @@ def classify(exc: sa_exc.DBAPIError, url: URL) -> CatalogError:
         )
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         return CatalogUnavailable(
-            f"cannot use the catalog at {redact(url)}: {_first_line(exc)}",
-            hint="check that the database is running and the URL, user and password are right",
+            f"cannot use the catalog at {redact(url)}: {_first_line(exc)}", hint=_reach_hint(url)
         )
     return CatalogError(f"catalog error: {_first_line(exc)}")
+
+
+def _reach_hint(url: URL) -> str:
+    if url.get_backend_name() == "sqlite":
+        return (
+            "check that the file's folder exists and is writable; 'database is locked' means "
+            "another process held the write lock longer than connection_timeout_s"
+        )
+    return "check that the database is running and the URL, user and password are right"
 
 
 def _first_line(exc: sa_exc.DBAPIError) -> str:
