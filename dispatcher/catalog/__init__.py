@@ -5,6 +5,7 @@ from __future__ import annotations
 from dispatcher.catalog.catalog import Catalog
 from dispatcher.catalog.records import (
     Assignment,
+    AttemptRow,
     CancelOrder,
     CatalogCounts,
     CleanupResult,
@@ -20,6 +21,7 @@ from dispatcher.catalog.records import (
 
 __all__ = [
     "Assignment",
+    "AttemptRow",
     "CancelOrder",
     "Catalog",
     "CatalogCounts",

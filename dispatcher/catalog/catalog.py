@@ -27,6 +27,7 @@ from dispatcher.catalog import (
 from dispatcher.catalog.engine import Timing, Tx, create, redact, transaction, translated
 from dispatcher.catalog.records import (
     Assignment,
+    AttemptRow,
     CancelOrder,
     CatalogCounts,
     CleanupResult,
@@ -212,6 +213,9 @@ class Catalog:
         self, execution_id: int, *, after_id: int = 0, limit: int = 1000
     ) -> list[MessageRow]:
         return self._read(lambda tx: reads.execution_messages(tx, execution_id, after_id, limit))
+
+    def execution_attempts(self, execution_id: int) -> list[AttemptRow]:
+        return self._read(lambda tx: reads.execution_attempts(tx, execution_id))
 
     def master_properties(self) -> dict[str, str]:
         return self._read(reads.master_properties)

@@ -10,7 +10,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from dispatcher.catalog.engine import Timing, Tx, aware, utc
-from dispatcher.catalog.records import CatalogCounts, ExecutionRow, MessageRow, WorkerAgentRow
+from dispatcher.catalog.records import (
+    AttemptRow,
+    CatalogCounts,
+    ExecutionRow,
+    MessageRow,
+    WorkerAgentRow,
+)
 from dispatcher.catalog.state import in_states
 from dispatcher.errors import NotFound
 from schemas.states import LEASED_TASK_STATES, ExecutionStatus, TaskState
@@ -237,3 +243,35 @@ def counts(tx: Tx, timing: Timing) -> CatalogCounts:
         workers_online=int(tx.conn.execute(online).scalar_one()),
         oldest_pending_age_s=max(age, 0.0),
     )
+
+
+def execution_attempts(tx: Tx, execution_id: int) -> list[AttemptRow]:
+    """Every attempt of the execution's task, oldest first, history included."""
+    task_ids = {
+        row.task_id
+        for table in (tx.t.tasks, tx.t.tasks_history)
+        for row in tx.conn.execute(
+            sa.select(table.c.task_id).where(table.c.execution_id == execution_id)
+        )
+    }
+    if not task_ids:
+        return []
+    attempts = [
+        row
+        for table in (tx.t.task_attempts, tx.t.task_attempts_history)
+        for row in tx.conn.execute(sa.select(table).where(table.c.task_id.in_(task_ids)))
+    ]
+    return [
+        AttemptRow(
+            task_id=row.task_id,
+            attempt=row.attempt,
+            worker_agent_id=row.worker_agent_id,
+            dispatched_at=utc(row.dispatched_at),
+            started_at=aware(row.started_at),
+            ended_at=aware(row.ended_at),
+            outcome=row.outcome,
+            exit_code=row.exit_code,
+            error=row.error,
+        )
+        for row in sorted(attempts, key=lambda r: r.attempt)
+    ]

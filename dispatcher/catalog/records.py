@@ -150,6 +150,21 @@ class MessageRow:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One attempt of an execution's task: who ran it, when, and how it ended."""
+
+    task_id: uuid.UUID
+    attempt: int
+    worker_agent_id: str
+    dispatched_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    outcome: str | None
+    exit_code: int | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class CleanupResult:
     tasks_moved: int
     jobs_moved: int

@@ -1,0 +1,28 @@
+"""execution_attempts: every attempt of an execution, who ran it and how it ended."""
+
+from __future__ import annotations
+
+from dispatcher.catalog import Catalog
+from schemas.messages import TaskOutcome
+from tests.fixtures.catalog import finished, online_worker, started, started_execution
+
+
+def test_attempts_record_each_try(catalog: Catalog) -> None:
+    """A failed then succeeded execution shows two attempts with workers and outcomes."""
+    online_worker(catalog, "w1")
+    execution_id = started_execution(catalog, retry_count=1)
+    assert catalog.execution_attempts(execution_id) == []
+
+    first = catalog.claim_tasks(1)[0]
+    catalog.apply_status_reports([(started(first), "w1")])
+    catalog.apply_status_reports([(finished(first, TaskOutcome.FAILED), "w1")])
+    second = catalog.claim_tasks(1)[0]
+    catalog.apply_status_reports([(started(second), "w1")])
+    catalog.apply_status_reports([(finished(second, TaskOutcome.SUCCEEDED), "w1")])
+
+    attempts = catalog.execution_attempts(execution_id)
+    assert [a.attempt for a in attempts] == [1, 2]
+    assert [a.worker_agent_id for a in attempts] == ["w1", "w1"]
+    assert all(a.started_at is not None and a.ended_at is not None for a in attempts)
+    assert attempts[0].started_at <= attempts[1].dispatched_at  # type: ignore[operator]
+    assert [a.outcome for a in attempts] == ["failed", "succeeded"]
