@@ -86,6 +86,8 @@ class StatusReconciler:
         requeued = False
         for (_, report, sender), result in zip(accepted, results, strict=True):
             metrics.REPORTS.labels(type=report.type, outcome=result.outcome.value).inc()
+            if result.dispatch_latency_s is not None:
+                metrics.DISPATCH_LATENCY.observe(result.dispatch_latency_s)
             if result.retried:
                 requeued = True
                 metrics.ATTEMPTS_REQUEUED.labels(reason="package_failed").inc()

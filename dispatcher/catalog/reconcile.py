@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from dispatcher.catalog.engine import Tx, to_db
+from dispatcher.catalog.engine import Tx, to_db, utc
 from dispatcher.catalog.records import ReportOutcome, ReportResult
 from dispatcher.catalog.state import (
     TaskRow,
@@ -191,7 +191,16 @@ def _started(batch: Batch, row: TaskRow, machine_name: str, sender: str) -> Repo
         cancel_requested=row.is_cancelled,
         values=_running_values(tx, row, sender, machine_name),
     )
-    return ReportResult(ReportOutcome.APPLIED, row.status, status)
+    return ReportResult(
+        ReportOutcome.APPLIED, row.status, status, dispatch_latency_s=_since_queued(tx, row)
+    )
+
+
+def _since_queued(tx: Tx, row: TaskRow) -> float | None:
+    """Seconds from the task becoming pending (start_execution or a requeue) to now."""
+    if row.ready_for_dispatch_time is None:
+        return None
+    return max(0.0, (utc(tx.now) - utc(row.ready_for_dispatch_time)).total_seconds())
 
 
 def _mark_attempt_started(tx: Tx, row: TaskRow, machine_name: str) -> None:

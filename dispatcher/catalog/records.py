@@ -58,6 +58,8 @@ class ReportResult:
     execution_status: ExecutionStatus | None = None
     retried: bool = False
     """A failed attempt went back to pending for a new attempt."""
+    dispatch_latency_s: float | None = None
+    """For an applied `started`: seconds since the task became pending (database clock)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ class TaskRow:
     worker_agent_id: str | None
     is_cancelled: bool
     expires_at: datetime | None
+    ready_for_dispatch_time: datetime | None = None
 
     @property
     def attempts_left(self) -> bool:
@@ -56,6 +57,7 @@ def _task_columns(tx: Tx) -> list[sa.ColumnElement[Any]]:
         c.worker_agent_id,
         c.is_cancelled,
         c.expires_at,
+        c.ready_for_dispatch_time,
     ]
 
 

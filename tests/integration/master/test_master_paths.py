@@ -81,6 +81,7 @@ def test_dispatch_started_succeeded(
 ) -> None:
     """A started execution reaches a worker, shows running, then succeeded with its logs."""
     w1 = workers["w1"]
+    latencies = _sample("scaleout_dispatch_latency_seconds_count")
     with master():
         _enable(catalog, w1)
         execution_id = _start(catalog)
@@ -89,6 +90,7 @@ def test_dispatch_started_succeeded(
 
         w1.started(task)
         wait_for(lambda: _status(catalog, execution_id) is ExecutionStatus.RUNNING)
+        assert _sample("scaleout_dispatch_latency_seconds_count") == latencies + 1
         w1.log(task, "loading", "done")
         w1.finished(task, TaskOutcome.SUCCEEDED)
         wait_for(lambda: _status(catalog, execution_id) is ExecutionStatus.SUCCEEDED)
