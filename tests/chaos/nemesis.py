@@ -1,0 +1,242 @@
+"""The chaos run: a feeder starts executions at a steady rate while a nemesis acts on a
+schedule, and a scraper keeps the master's counters across its restarts.
+
+Schedule (seconds after the feeder starts; every fault is undone before the next):
+
+====  =========================================================================
+  4   ``kill -9`` w1 while it runs a package; restart it 3 s later
+ 14   ``SIGSTOP`` w2 for 2 leases + 1 s, then ``SIGCONT`` (its late reports are fenced)
+ 24   ``kill -9`` the master; restart it 2 s later
+ 34   cut w3's connections at its TCP proxy (silent, nothing closed) for 6 s, restore
+ 46   restart the RabbitMQ node's app (every connection drops)
+ 56   ``kill -9`` w4 while it runs a package; restart it 3 s later
+====  =========================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dispatcher.catalog import Catalog
+from dispatcher.errors import CatalogUnavailable
+from tests.chaos.checker import Fault, Kill, read_records
+from tests.chaos.cluster import Cluster
+
+logger = logging.getLogger(__name__)
+
+FOLDER = PROJECT = "Chaos"
+PROJECT_PARAMETER, PACKAGE_PARAMETER = 20, 30
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One execution to start: its package, parameters, retries and allowed workers."""
+
+    package: str
+    seconds: float
+    retry_count: int
+    workers: tuple[str, ...] = ()
+
+
+def make_plans(rng: random.Random, count: int, workers: tuple[str, ...]) -> list[Plan]:
+    """A mix: most succeed with retries left, some with none, some fail on purpose, some
+    may run on one worker only."""
+    plans = []
+    for _ in range(count):
+        roll = rng.random()
+        seconds = round(rng.uniform(0.3, 3.0), 2)
+        if roll < 0.12:
+            plans.append(Plan("Fail", round(rng.uniform(0.1, 1.0), 2), rng.choice((0, 1))))
+        elif roll < 0.24:
+            plans.append(Plan("Work", seconds, 1, (rng.choice(workers),)))
+        elif roll < 0.34:
+            plans.append(Plan("Work", seconds, 0))
+        else:
+            plans.append(Plan("Work", seconds, 2))
+    return plans
+
+
+def start_execution(catalog: Catalog, plan: Plan) -> int:
+    execution_id = catalog.create_execution(
+        FOLDER, PROJECT, plan.package, useanyworker=not plan.workers
+    )
+    catalog.set_execution_parameter_value(
+        execution_id, PROJECT_PARAMETER, "Execution", execution_id
+    )
+    catalog.set_execution_parameter_value(execution_id, PACKAGE_PARAMETER, "Seconds", plan.seconds)
+    for worker in plan.workers:
+        catalog.add_execution_worker(execution_id, worker)
+    catalog.start_execution(execution_id, retry_count=plan.retry_count)
+    return execution_id
+
+
+def patiently(call: Callable[[], int], timeout_s: float = 60.0) -> int:
+    """Retry a catalog call through a moment of contention (SQLite busy)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except CatalogUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@dataclass
+class Counters:
+    """The master's counters, summed over its lives (each restart starts them at 0)."""
+
+    lives: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def take(self, life: int, samples: dict[str, float]) -> None:
+        if samples:
+            self.lives[life] = samples
+
+    def total(self, prefix: str, **labels: str) -> int:
+        wanted = [f"{k}={v}" for k, v in labels.items()]
+        total = 0.0
+        for samples in self.lives.values():
+            for key, value in samples.items():
+                name, _, rest = key.partition("{")
+                if name == prefix and all(w in rest for w in wanted):
+                    total += value
+        return int(total)
+
+
+@dataclass
+class Run:
+    cluster: Cluster
+    catalog: Catalog
+    restart_broker: Callable[[], None]
+    rng: random.Random
+    faults: list[Fault] = field(default_factory=list)
+    kills: list[Kill] = field(default_factory=list)
+    execution_ids: list[int] = field(default_factory=list)
+    counters: Counters = field(default_factory=Counters)
+    errors: list[BaseException] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _t0: float = 0.0
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def feed(self, plans: list[Plan], seconds: float) -> None:
+        pause = seconds / max(len(plans), 1)
+        for plan in plans:
+            self.execution_ids.append(patiently(lambda p=plan: start_execution(self.catalog, p)))
+            time.sleep(pause)
+
+    def scrape_forever(self) -> None:
+        while not self._stop.wait(0.5):
+            self.scrape()
+
+    def scrape(self) -> None:
+        master = self.cluster.master
+        if master is not None and master.alive():
+            self.counters.take(master.starts, self.cluster.scrape())
+
+    def _guarded(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                logger.exception("chaos.thread_failed")
+                self.errors.append(exc)
+
+        return run
+
+    # -- the schedule ----------------------------------------------------------------------
+
+    def play(self, plans: list[Plan], feed_seconds: float) -> None:
+        """Feed ``plans`` over ``feed_seconds`` while the nemesis acts; returns when both
+        are done (the cluster is then left to settle by the caller)."""
+        self._t0 = time.monotonic()
+        threads = [
+            threading.Thread(target=self._guarded(lambda: self.feed(plans, feed_seconds))),
+            threading.Thread(target=self._guarded(self.scrape_forever), daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            self._nemesis()
+        finally:
+            threads[0].join()
+        if self.errors:
+            raise self.errors[0]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _at(self, second: float) -> None:
+        delay = self._t0 + second - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+    def _nemesis(self) -> None:
+        lease = self.cluster.timing.lease_interval_s
+        self._at(4)
+        self.kill_worker("w1", down_s=3)
+        self._at(14)
+        self.pause_worker("w2", 2 * lease + 1)
+        self._at(24)
+        self.kill_master(down_s=2)
+        self._at(34)
+        self.cut_worker("w3", 6)
+        self._at(46)
+        self.restart_broker_app()
+        self._at(56)
+        self.kill_worker("w4", down_s=3)
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def _busy(self, worker: str) -> bool:
+        """The worker runs a package now (a begin record without its end)."""
+        records = read_records(self.cluster.records_dir / "records.jsonl")
+        begun = {r.key for r in records if r.worker == worker and r.kind == "begin"}
+        ended = {r.key for r in records if r.worker == worker and r.kind in {"effect", "fail"}}
+        return bool(begun - ended)
+
+    def kill_worker(self, worker: str, down_s: float) -> None:
+        deadline = time.monotonic() + 8
+        while not self._busy(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        service = self.cluster.workers[worker]
+        at = service.kill9()
+        self.kills.append(Kill(worker, at))
+        time.sleep(down_s)
+        service.start()
+        self.faults.append(Fault("worker_killed", at, time.time() + 3, worker))
+
+    def pause_worker(self, worker: str, seconds: float) -> None:
+        service = self.cluster.workers[worker]
+        start = time.time()
+        service.pause()
+        time.sleep(seconds)
+        service.resume()
+        self.faults.append(Fault("worker_stopped", start, time.time() + 1, worker))
+
+    def kill_master(self, down_s: float) -> None:
+        master = self.cluster.master
+        assert master is not None
+        self.scrape()
+        at = master.kill9()
+        time.sleep(down_s)
+        master.start()
+        self.faults.append(Fault("master_killed", at, time.time() + 4))
+
+    def cut_worker(self, worker: str, seconds: float) -> None:
+        proxy = self.cluster.proxies[worker]
+        start = time.time()
+        proxy.cut()
+        time.sleep(seconds)
+        proxy.restore()
+        self.faults.append(Fault("worker_cut", start, time.time() + 2, worker))
+
+    def restart_broker_app(self) -> None:
+        start = time.time()
+        self.restart_broker()
+        self.faults.append(Fault("broker_restarted", start, time.time() + 3))
