@@ -4,6 +4,7 @@ API shows the counters moving, RabbitMQ's exporter, and the alert rules evaluati
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pika.exceptions import AMQPError
 
-from dispatcher.provisioning import master_permissions, worker_permissions
+from dispatcher.errors import BrokerError
+from dispatcher.provisioning import NotFoundInBroker, master_permissions, worker_permissions
 from dispatcher.settings import BrokerSettings
 from tests.fixtures.broker import TlsBroker, declare_test_topology
 from tests.integration.ops.support import (
@@ -174,19 +177,41 @@ def run_cli(env: dict[str, str], *args: str, timeout_s: float = 180) -> str:
     return done.stdout
 
 
+def patiently(action: Callable[[], None], what: str, timeout_s: float = 60) -> None:
+    """Retry ``action`` while the shared TLS node is briefly away (another session may be
+    restarting it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            action()
+            return
+        except (BrokerError, AMQPError, OSError) as exc:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} failed for {timeout_s} s: {type(exc).__name__}: {exc}")
+            time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def test_vhost(tls_broker: TlsBroker) -> Iterator[str]:
     """A vhost for this module: the master's and w1's permissions, the topology declared."""
     name = f"ops-{uuid.uuid4().hex[:12]}"
-    with tls_broker.no_restart():
-        tls_broker.admin.create_vhost(name)
-        try:
-            tls_broker.admin.set_permissions(name, "scaleout-master", master_permissions())
-            tls_broker.admin.set_permissions(name, WORKER, worker_permissions(WORKER))
-            declare_test_topology(tls_broker.settings_for("scaleout-master", name), (WORKER,))
-            yield name
-        finally:
-            tls_broker.admin.delete_vhost(name)
+    admin = tls_broker.admin
+
+    def provision() -> None:
+        admin.create_vhost(name)
+        admin.set_permissions(name, "scaleout-master", master_permissions())
+        admin.set_permissions(name, WORKER, worker_permissions(WORKER))
+        declare_test_topology(tls_broker.settings_for("scaleout-master", name), (WORKER,))
+
+    def delete() -> None:
+        with contextlib.suppress(NotFoundInBroker):
+            admin.delete_vhost(name)
+
+    try:
+        patiently(provision, f"setting up vhost {name}")
+        yield name
+    finally:
+        patiently(delete, f"deleting vhost {name}")
 
 
 @pytest.fixture(scope="module")
