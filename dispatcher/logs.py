@@ -1,19 +1,23 @@
 """Structured logs: one JSON object per line, the message is a stable event name.
 
-Call sites log ``logger.info("dispatch.published", extra={"task_id": ..., "attempt": 2})``;
-the formatter puts the event, the level, the logger and every extra field in one line.
-Operators grep or parse event names, so an event's name never changes once shipped.
+Call sites log ``logger.info("dispatch.published", extra={"task_id": ..., "attempt": 2})``
+or, for a human-readable line, ``logger.info("worker.started: %s on %s", ...)``; either way
+the ``event`` field is the stable name before the first colon, ``message`` the whole line,
+and every extra field rides along. Operators grep or parse event names, so an event's name
+never changes once shipped.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+_EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 _STANDARD = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
 )
@@ -21,12 +25,16 @@ _STANDARD = frozenset(
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        event = str(record.msg).split(":", 1)[0].strip()
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
-            "event": record.getMessage(),
+            "event": event if _EVENT_NAME.match(event) else "log",
             "logger": record.name,
         }
+        if message != entry["event"]:
+            entry["message"] = message
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

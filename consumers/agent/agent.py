@@ -32,7 +32,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from dispatcher.broker import Consumer, Publisher
-from dispatcher.errors import ScaleoutError
+from dispatcher.errors import BrokerError, ScaleoutError
 from dispatcher.settings import BrokerSettings
 from dispatcher.topology import FETCH_ROUTING_KEY, STATUS_EXCHANGE, control_queue, worker_queue
 from schemas.messages import AgentHeartbeat, ProjectFetch, TaskOutcome
@@ -117,8 +117,10 @@ class Agent:
             "heartbeat": self._thread(
                 "heartbeat", lambda: self.heartbeat.run(heartbeat_stop), stop
             ),
-            "control": self._thread("control", lambda: control.run(control_stop), stop),
-            "tasks": self._thread("tasks", lambda: tasks.run(tasks_stop), stop),
+            "control": self._thread(
+                "control", lambda: _consume(control, control_stop, s.worker_id), stop
+            ),
+            "tasks": self._thread("tasks", lambda: _consume(tasks, tasks_stop, s.worker_id), stop),
         }
         if self.login != s.worker_id:
             logger.warning(
@@ -263,3 +265,32 @@ def run_worker(settings: WorkerSettings) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+_QUEUE_MISSING_RETRY_S = 5.0
+
+
+def _consume(consumer: Consumer, stop: threading.Event, worker_id: str) -> None:
+    """Run ``consumer`` until ``stop``; while its queue does not exist yet, wait for it.
+
+    A new worker's queues are declared by the master when it first hears the worker's
+    heartbeat (or by `scaleout workers add`); the worker itself may not declare them."""
+    while not stop.is_set():
+        try:
+            consumer.run(stop)
+        except BrokerError as exc:
+            if exc.code != 404:
+                raise
+            logger.warning(
+                "worker.queue_missing: %s; retrying in %.0f s",
+                exc,
+                _QUEUE_MISSING_RETRY_S,
+                extra={
+                    "worker_id": worker_id,
+                    "hint": f"the master declares it on this worker's first heartbeat, "
+                    f"or run `scaleout workers add {worker_id}`",
+                },
+            )
+            stop.wait(_QUEUE_MISSING_RETRY_S)
+        else:
+            return
