@@ -90,13 +90,7 @@ class ScaleOut:
     @classmethod
     def open(cls, settings: MasterSettings) -> ScaleOut:
         """A session on the catalog and broker of the master's settings."""
-        catalog = Catalog.open(
-            settings.catalog.url,
-            connection_timeout_s=settings.catalog.connection_timeout_s,
-            worker_offline_after_s=settings.worker_offline_after_s,
-            initial_lease_s=settings.initial_lease_s,
-        )
-        return cls(catalog, settings.broker)
+        return cls(Catalog.for_master(settings), settings.broker)
 
     @classmethod
     def connect(cls, catalog_url: str, broker: BrokerSettings | None = None) -> ScaleOut:

@@ -438,12 +438,7 @@ def master(ctx: typer.Context, log_level: LogLevel = "INFO") -> None:
 
     settings: MasterSettings = ctx.obj.master_settings()
     configure_logging(level=log_level, folder=settings.log_folder, name="master")
-    catalog = Catalog.open(
-        settings.catalog.url,
-        connection_timeout_s=settings.catalog.connection_timeout_s,
-        worker_offline_after_s=settings.worker_offline_after_s,
-        initial_lease_s=settings.initial_lease_s,
-    )
+    catalog = Catalog.for_master(settings)
     try:
         code = MasterService(settings, catalog).run()
     finally:

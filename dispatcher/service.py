@@ -42,16 +42,6 @@ class _Loop:
     error: BaseException | None = field(default=None)
 
 
-def open_catalog(settings: MasterSettings) -> Catalog:
-    """The catalog as the master uses it: its URL, timeout, lease and offline thresholds."""
-    return Catalog.open(
-        settings.catalog.url,
-        connection_timeout_s=settings.catalog.connection_timeout_s,
-        worker_offline_after_s=settings.worker_offline_after_s,
-        initial_lease_s=settings.initial_lease_s,
-    )
-
-
 class MasterService:
     def __init__(self, settings: MasterSettings, catalog: Catalog) -> None:
         self.settings = settings

@@ -39,6 +39,7 @@ from dispatcher.catalog.records import (
     ReportResult,
     WorkerAgentRow,
 )
+from dispatcher.settings import MasterSettings
 from schemas.messages import AgentHeartbeat, ParameterScalar, StatusReport
 from schemas.states import ExecutionStatus
 
@@ -66,6 +67,17 @@ class Catalog:
         """A catalog handle; connects lazily and creates nothing."""
         timing = Timing(worker_offline_after_s, initial_lease_s)
         return cls(url, connection_timeout_s=connection_timeout_s, settings=timing)
+
+    @classmethod
+    def for_master(cls, settings: MasterSettings) -> Catalog:
+        """The catalog as the master's settings describe it: URL, timeout, lease and
+        offline thresholds (one place, so the CLI, the API and the service agree)."""
+        return cls.open(
+            settings.catalog.url,
+            connection_timeout_s=settings.catalog.connection_timeout_s,
+            worker_offline_after_s=settings.worker_offline_after_s,
+            initial_lease_s=settings.initial_lease_s,
+        )
 
     @property
     def dialect_name(self) -> str:
