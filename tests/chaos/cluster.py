@@ -19,6 +19,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,26 @@ class Service:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def connected_at(self, connection: str, since: float) -> float | None:
+        """When the log last said ``broker.connected`` for ``connection`` after ``since``
+        (epoch seconds), or None."""
+        found = None
+        for raw in self.log().splitlines():
+            if "broker.connected" not in raw or connection not in raw:
+                continue
+            try:
+                entry = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if entry.get("connection_name") != connection and connection not in str(
+                entry.get("event", "")
+            ):
+                continue
+            at = datetime.fromisoformat(entry["time"]).timestamp()
+            if at >= since:
+                found = at
+        return found
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -266,6 +287,27 @@ class Cluster:
                 labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
                 samples[f"{sample.name}{{{labels}}}"] = sample.value
         return samples
+
+
+def reconnected(
+    cluster: Cluster, since: float, *, workers: bool = True, timeout_s: float = 40.0
+) -> float:
+    """When the master's status consumer and every worker's reporter were connected again
+    after ``since``: the end of a broker or master outage as the cluster lived it."""
+    deadline = time.monotonic() + timeout_s
+    wanted: list[tuple[Service, str]] = []
+    if cluster.master is not None:
+        wanted.append((cluster.master, "master:scaleout.master.status"))
+    for name, worker in cluster.workers.items() if workers else ():
+        wanted += [(worker, f"scaleout-worker-{name}-{what}") for what in ("reports", "heartbeat")]
+    latest = since
+    for service, connection in wanted:
+        while (at := service.connected_at(connection, since)) is None:
+            if time.monotonic() > deadline:
+                return time.time()  # not seen: the window runs until now
+            time.sleep(0.2)
+        latest = max(latest, at)
+    return latest
 
 
 def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from dispatcher.catalog import Catalog
 from dispatcher.errors import CatalogUnavailable
 from tests.chaos.checker import Fault, Kill, read_records
-from tests.chaos.cluster import Cluster
+from tests.chaos.cluster import Cluster, reconnected
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,8 @@ class Run:
         at = master.kill9()
         time.sleep(down_s)
         master.start()
-        self.faults.append(Fault("master_killed", at, time.time() + 4))
+        back = reconnected(self.cluster, at, workers=False)
+        self.faults.append(Fault("master_killed", at, back + 1))
 
     def cut_worker(self, worker: str, seconds: float) -> None:
         proxy = self.cluster.proxies[worker]
@@ -239,4 +240,5 @@ class Run:
     def restart_broker_app(self) -> None:
         start = time.time()
         self.restart_broker()
-        self.faults.append(Fault("broker_restarted", start, time.time() + 3))
+        back = reconnected(self.cluster, start)
+        self.faults.append(Fault("broker_restarted", start, back + 1))

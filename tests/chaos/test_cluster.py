@@ -123,6 +123,8 @@ def test_nothing_lost_nothing_done_twice(
     CHECKER_LINES.append(line)
     print(f"\nchaos run on {dialect}, seed {seed}, {time.monotonic() - began:.0f} s")
     print(verdict.details())
+    for fault in run.faults:
+        print(f"fault {fault.kind} {fault.worker or 'all'} {fault.start:.1f}..{fault.end:.1f}")
     for problem in verdict.problems[:30]:
         print(problem)
     print(line)
