@@ -68,7 +68,10 @@ def start_execution(catalog: Catalog, plan: Plan) -> int:
     catalog.set_execution_parameter_value(
         execution_id, PROJECT_PARAMETER, "Execution", execution_id
     )
-    catalog.set_execution_parameter_value(execution_id, PACKAGE_PARAMETER, "Seconds", plan.seconds)
+    if plan.package != "Poison":  # the one package without a Seconds parameter
+        catalog.set_execution_parameter_value(
+            execution_id, PACKAGE_PARAMETER, "Seconds", plan.seconds
+        )
     for worker in plan.workers:
         catalog.add_execution_worker(execution_id, worker)
     catalog.start_execution(execution_id, retry_count=plan.retry_count)
