@@ -114,7 +114,7 @@ class Verdict:
 
 def read_records(path: Path) -> list[Record]:
     """The records of a run; a torn last line (a package killed mid-write) is skipped."""
-    records = []
+    records: list[Record] = []
     if not path.exists():
         return records
     for raw in path.read_text().splitlines():

@@ -15,6 +15,7 @@ Schedule (seconds after the feeder starts; every fault is undone before the next
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -130,7 +131,9 @@ class Run:
     def feed(self, plans: list[Plan], seconds: float) -> None:
         pause = seconds / max(len(plans), 1)
         for plan in plans:
-            self.execution_ids.append(patiently(lambda p=plan: start_execution(self.catalog, p)))
+            self.execution_ids.append(
+                patiently(functools.partial(start_execution, self.catalog, plan))
+            )
             time.sleep(pause)
 
     def scrape_forever(self) -> None:
