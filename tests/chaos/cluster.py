@@ -25,12 +25,15 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from dispatcher.catalog import Catalog
+from dispatcher.projects import build_archive
 from dispatcher.settings import BrokerSettings
 from tests.chaos.proxy import Proxy
 from tests.fixtures.broker import TlsBroker
 
 REPO = Path(__file__).resolve().parents[2]
 CHAOS_PROJECT = REPO / "examples" / "chaos"
+FOLDER = PROJECT = "Chaos"
 WORKERS = ("w1", "w2", "w3", "w4")
 
 
@@ -287,6 +290,30 @@ class Cluster:
                 labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
                 samples[f"{sample.name}{{{labels}}}"] = sample.value
         return samples
+
+
+def small_cluster(
+    tmp_path: Path, tls_broker: TlsBroker, vhost: str, workers: tuple[str, ...]
+) -> tuple[Cluster, Catalog]:
+    """A master and ``workers`` on a SQLite catalog with the chaos project deployed,
+    running and online."""
+    url = f"sqlite:///{tmp_path / 'ssisdb.sqlite3'}"
+    timing = Timing()
+    catalog = Catalog.open(
+        url, worker_offline_after_s=timing.worker_offline_after_s, initial_lease_s=5
+    )
+    catalog.init()
+    catalog.deploy_project(FOLDER, PROJECT, build_archive(CHAOS_PROJECT))
+    for worker in workers:
+        catalog.add_worker_agent(worker, is_enabled=True, max_task_count=4)
+    cluster = Cluster(tmp_path, tls_broker, vhost, url, timing).build(workers)
+    cluster.start()
+    wait_until(
+        lambda: sum(w.is_online for w in catalog.list_worker_agents()) == len(workers),
+        60,
+        "the workers to come online",
+    )
+    return cluster, catalog
 
 
 def reconnected(

@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from dispatcher.catalog import Catalog
 from dispatcher.errors import CatalogUnavailable
 from tests.chaos.checker import Fault, Kill, read_records
-from tests.chaos.cluster import Cluster, reconnected
+from tests.chaos.cluster import FOLDER, PROJECT, Cluster, reconnected
 
 logger = logging.getLogger(__name__)
 
-FOLDER = PROJECT = "Chaos"
 PROJECT_PARAMETER, PACKAGE_PARAMETER = 20, 30
 
 

@@ -109,7 +109,10 @@ class Proxy:
                 # Silent: read nothing, write nothing, close nothing.
                 self._flowing.wait(_POLL_S)
                 continue
-            readable, _, _ = select.select(list(peers), [], [], _POLL_S)
+            try:
+                readable, _, _ = select.select(list(peers), [], [], _POLL_S)
+            except (OSError, ValueError):  # closed under us by close()
+                return
             for source in readable:
                 try:
                     data = source.recv(_CHUNK)

@@ -11,44 +11,21 @@ from pathlib import Path
 import pytest
 
 from dispatcher.catalog import Catalog
-from dispatcher.projects import build_archive
 from dispatcher.topology import STATUS_EXCHANGE, STATUS_QUEUE, STATUS_ROUTING_KEY
 from schemas.messages import TaskAssign, TaskFinished, TaskOutcome
 from schemas.states import ExecutionStatus
 from tests.chaos.checker import read_records
-from tests.chaos.cluster import CHAOS_PROJECT, Cluster, Timing, wait_until
-from tests.chaos.nemesis import FOLDER, PROJECT, Plan, start_execution
+from tests.chaos.cluster import FOLDER, PROJECT, Cluster, small_cluster, wait_until
+from tests.chaos.nemesis import Plan, start_execution
 from tests.fixtures.broker import TlsBroker
 from tests.fixtures.master import ScriptedWorker
-
-
-def _cluster(
-    tmp_path: Path, tls_broker: TlsBroker, vhost: str, workers: tuple[str, ...]
-) -> tuple[Cluster, Catalog]:
-    url = f"sqlite:///{tmp_path / 'ssisdb.sqlite3'}"
-    timing = Timing()
-    catalog = Catalog.open(
-        url, worker_offline_after_s=timing.worker_offline_after_s, initial_lease_s=5
-    )
-    catalog.init()
-    catalog.deploy_project(FOLDER, PROJECT, build_archive(CHAOS_PROJECT))
-    for worker in workers:
-        catalog.add_worker_agent(worker, is_enabled=True, max_task_count=4)
-    cluster = Cluster(tmp_path, tls_broker, vhost, url, timing).build(workers)
-    cluster.start()
-    wait_until(
-        lambda: sum(w.is_online for w in catalog.list_worker_agents()) == len(workers),
-        60,
-        "the workers to come online",
-    )
-    return cluster, catalog
 
 
 @pytest.fixture
 def one_worker(
     tmp_path: Path, tls_broker: TlsBroker, vhost: str
 ) -> Iterator[tuple[Cluster, Catalog]]:
-    cluster, catalog = _cluster(tmp_path, tls_broker, vhost, ("w1",))
+    cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, ("w1",))
     try:
         yield cluster, catalog
     finally:
@@ -60,7 +37,7 @@ def one_worker(
 def two_workers(
     tmp_path: Path, tls_broker: TlsBroker, vhost: str
 ) -> Iterator[tuple[Cluster, Catalog]]:
-    cluster, catalog = _cluster(tmp_path, tls_broker, vhost, ("w1", "w2"))
+    cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, ("w1", "w2"))
     try:
         yield cluster, catalog
     finally:

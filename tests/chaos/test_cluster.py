@@ -15,9 +15,9 @@ import pytest
 from dispatcher.catalog import Catalog
 from dispatcher.projects import build_archive
 from tests.chaos.checker import Checker, read_records
-from tests.chaos.cluster import CHAOS_PROJECT, WORKERS, Cluster, Timing, wait_until
+from tests.chaos.cluster import CHAOS_PROJECT, FOLDER, PROJECT, WORKERS, Cluster, Timing, wait_until
 from tests.chaos.conftest import CHECKER_LINES
-from tests.chaos.nemesis import FOLDER, PROJECT, Run, make_plans
+from tests.chaos.nemesis import Run, make_plans
 from tests.fixtures.broker import TlsBroker
 
 EXECUTIONS = int(os.environ.get("SCALEOUT_TEST_CHAOS_EXECUTIONS", "240"))
