@@ -120,6 +120,7 @@ class Run:
     faults: list[Fault] = field(default_factory=list)
     kills: list[Kill] = field(default_factory=list)
     execution_ids: list[int] = field(default_factory=list)
+    plans: dict[int, Plan] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
     errors: list[BaseException] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -130,9 +131,9 @@ class Run:
     def feed(self, plans: list[Plan], seconds: float) -> None:
         pause = seconds / max(len(plans), 1)
         for plan in plans:
-            self.execution_ids.append(
-                patiently(functools.partial(start_execution, self.catalog, plan))
-            )
+            execution_id = patiently(functools.partial(start_execution, self.catalog, plan))
+            self.plans[execution_id] = plan
+            self.execution_ids.append(execution_id)
             time.sleep(pause)
 
     def scrape_forever(self) -> None:
@@ -199,11 +200,18 @@ class Run:
     # -- faults ----------------------------------------------------------------------------
 
     def _busy(self, worker: str) -> bool:
-        """The worker runs a package now (a begin record without its end)."""
+        """The worker runs a package now (a begin record without its end) whose execution
+        has retries left and may run on any worker, so its recovery can be measured."""
         records = read_records(self.cluster.records_dir / "records.jsonl")
-        begun = {r.key for r in records if r.worker == worker and r.kind == "begin"}
+        begun = {r.key: r for r in records if r.worker == worker and r.kind == "begin"}
         ended = {r.key for r in records if r.worker == worker and r.kind in {"effect", "fail"}}
-        return bool(begun - ended)
+        return any(
+            (plan := self.plans.get(r.execution)) is not None
+            and plan.retry_count >= 1
+            and not plan.workers
+            for key, r in begun.items()
+            if key not in ended
+        )
 
     def kill_worker(self, worker: str, down_s: float) -> None:
         deadline = time.monotonic() + 8
