@@ -367,10 +367,10 @@ def test_heartbeats_change_only_their_senders_own_row(world: World, data: st.Dat
     event(f"heartbeat reached the catalog: {bool(sink.heartbeats)}")
     for heartbeat, sender, result in sink.heartbeats:
         assert sender == heartbeat.worker_id == user
-        holds = sender == HOLDER and any(
-            (r.task_id, r.attempt) == (world.task_id, 1) for r in heartbeat.running
-        )
-        assert result.renewed <= (1 if holds else 0), (heartbeat, result)
+        # Only the holder's entries for its own current attempt may renew (an entry listed
+        # twice renews the same lease twice: harmless).
+        own = [r for r in heartbeat.running if (r.task_id, r.attempt) == (world.task_id, 1)]
+        assert result.renewed <= (len(own) if sender == HOLDER else 0), (heartbeat, result)
         for order in result.cancels:
             assert order.worker_id == sender
     if not sink.heartbeats:
