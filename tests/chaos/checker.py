@@ -28,9 +28,10 @@ own process, and what it did before its worker went silent cannot be undone. So 
 execution exactly one effect is *acknowledged*: the one of the attempt the catalog
 records as succeeded. Every other effect is a *zombie* effect, and it is allowed only
 when a fault could have cut its attempt off from the master: its worker was killed,
-stopped or cut off, or the master or the broker was down, at some moment between the
-attempt's ``begin`` and the effect plus one lease, one sweep and a margin (the time its
-report had to reach the master). A zombie effect with no such fault means the master
+stopped or cut off, or the master or the broker was down (until the master's status
+consumer and the workers' report and heartbeat connections were back), at some moment
+between the attempt's ``begin`` and the effect plus one lease, one sweep and a margin (the
+time its report had to reach the master). A zombie effect with no such fault means the master
 gave away, or the worker ran twice, an attempt that was healthy: counted in
 ``duplicated_effect`` (or ``wrong_status`` when it is the only effect). The packages are
 honest: they do not look for cancels; they record what they did.
