@@ -14,6 +14,7 @@ import functools
 import logging
 import queue as queue_lib
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -109,12 +110,19 @@ class Consumer:
         self._inbox: queue_lib.SimpleQueue[tuple[int, Delivery]] = queue_lib.SimpleQueue()
         self._generation = 0
         self._connected = threading.Event()
+        self._connected_since: float | None = None
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def connected_since(self) -> float | None:
+        """``time.monotonic()`` when the current connection began consuming; None while
+        down. Lets a caller tell "deaf for a while" from "listening all along"."""
+        return self._connected_since
 
     # --- the connection's thread ----------------------------------------------------
 
@@ -177,6 +185,7 @@ class Consumer:
             _close_quietly(connection)
             raise
         self._connection, self._channel = connection, channel
+        self._connected_since = time.monotonic()
         self._connected.set()
         logger.info(
             "consumer.started: %s (prefetch %d)",
@@ -189,6 +198,7 @@ class Consumer:
     def _lost(self) -> None:
         """Forget the dead connection: its delivery tags mean nothing on the next one."""
         self._connected.clear()
+        self._connected_since = None
         self._generation += 1
         if self._connection is not None:
             _close_quietly(self._connection)

@@ -71,6 +71,10 @@ class MasterService:
         )
         fetch = FetchResponder(self.catalog, self.outbound, senders=senders)
         properties = timers.master_properties(s.master_heartbeat_interval_ms)
+        heartbeat_loop, heartbeat_consumer = self._consumer_loop(
+            topology.HEARTBEAT_QUEUE, heartbeat, prefetch=50, batch_max=1
+        )
+        watch = timers.HeartbeatWatch(lambda: heartbeat_consumer.connected_since, s.expiry_grace_s)
         return [
             _Loop("dispatch", self.dispatcher.run),
             self._consumer_loop(
@@ -78,10 +82,10 @@ class MasterService:
                 status,
                 prefetch=2 * s.status_batch_max,
                 batch_max=s.status_batch_max,
-            ),
-            self._consumer_loop(topology.HEARTBEAT_QUEUE, heartbeat, prefetch=50, batch_max=1),
-            self._consumer_loop(topology.FETCH_QUEUE, fetch, prefetch=4, batch_max=1),
-            self._consumer_loop(topology.WAKE_QUEUE, self._on_wake, prefetch=10, batch_max=10),
+            )[0],
+            heartbeat_loop,
+            self._consumer_loop(topology.FETCH_QUEUE, fetch, prefetch=4, batch_max=1)[0],
+            self._consumer_loop(topology.WAKE_QUEUE, self._on_wake, prefetch=10, batch_max=10)[0],
             _Loop(
                 "timer-master-heartbeat",
                 timers.Timer(
@@ -95,7 +99,7 @@ class MasterService:
                 timers.Timer(
                     "deal_with_expired_tasks",
                     s.deal_with_expired_tasks_interval_ms / 1000,
-                    lambda: timers.deal_with_expired_tasks(self.catalog, wake),
+                    lambda: timers.deal_with_expired_tasks(self.catalog, wake, watch),
                 ).run,
             ),
             _Loop(
@@ -117,7 +121,7 @@ class MasterService:
         *,
         prefetch: int,
         batch_max: int,
-    ) -> _Loop:
+    ) -> tuple[_Loop, Consumer]:
         consumer = Consumer(
             self.settings.broker,
             queue,
@@ -127,7 +131,7 @@ class MasterService:
             batch_max=batch_max,
             declare=topology.declare_master_topology,
         )
-        return _Loop(f"consume-{queue.rsplit('.', 1)[-1]}", consumer.run)
+        return _Loop(f"consume-{queue.rsplit('.', 1)[-1]}", consumer.run), consumer
 
     def _on_wake(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
         self.dispatcher.wake.set()

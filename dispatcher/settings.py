@@ -210,6 +210,14 @@ class MasterSettings(ScaleoutSettings):
     worker_offline_after_s: float = Field(
         180.0, gt=0, description="a worker with no heartbeat for this long is offline"
     )
+    expiry_grace_s: float = Field(
+        60.0,
+        ge=0,
+        description=(
+            "leases are judged only after the master has heard heartbeats this long "
+            "(after its start or a broker outage); about one LeaseInterval"
+        ),
+    )
     dispatch_poll_interval_ms: int = Field(
         1000, gt=0, description="safety-net poll for pending tasks written by plain SQL"
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -79,7 +80,36 @@ _EXPIRY_LABEL = {
 }
 
 
-def deal_with_expired_tasks(catalog: TimerCatalog, on_requeued: Callable[[], None]) -> None:
+class HeartbeatWatch:
+    """Whether the master has been hearing heartbeats long enough to judge leases.
+
+    A lease lapses when the master hears nothing from the worker; while the master's own
+    heartbeat consumer is down (a broker restart, the master just started) it hears
+    nothing from anyone, and expiring then would end healthy executions. So the sweep
+    waits until the consumer has been connected for ``grace_s``: time enough for every
+    live worker's next heartbeat to arrive and renew its leases."""
+
+    def __init__(
+        self,
+        connected_since: Callable[[], float | None],
+        grace_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._connected_since = connected_since
+        self._grace_s = grace_s
+        self._clock = clock
+
+    def ready(self) -> bool:
+        since = self._connected_since()
+        return since is not None and self._clock() - since >= self._grace_s
+
+
+def deal_with_expired_tasks(
+    catalog: TimerCatalog, on_requeued: Callable[[], None], watch: HeartbeatWatch | None = None
+) -> None:
+    if watch is not None and not watch.ready():
+        logger.info("timer.expiry_deferred", extra={"reason": "not hearing heartbeats long enough"})
+        return
     expired = catalog.expire_leases()
     for attempt in expired:
         outcome = _EXPIRY_LABEL.get(attempt.new_state, attempt.new_state.name.lower())

@@ -185,7 +185,25 @@ def expire_leases(tx: Tx) -> list[ExpiredAttempt]:
         tx, in_states(tasks.c.status, LEASED_TASK_STATES), tasks.c.expires_at <= tx.now
     ).order_by(tasks.c.task_id)
     rows = fetch_rows(tx, locked(query, tasks, skip_locked=True))
-    return [expired for row in rows if (expired := _expire(tx, row)) is not None]
+    expired = [attempt for row in rows if (attempt := _expire(tx, row)) is not None]
+    _suspend_silent_workers(tx, {a.worker_id for a in expired if a.worker_id})
+    return expired
+
+
+def _suspend_silent_workers(tx: Tx, worker_ids: set[str]) -> None:
+    """A worker whose lease lapsed gets no new task until it speaks again.
+
+    It may still look online (the offline threshold is longer than a lease) while being
+    dead or frozen; without this its requeued task would go straight back to it and wait
+    out another lease. Its next heartbeat reports ``accepting`` again."""
+    if not worker_ids:
+        return
+    workers = tx.t.worker_agents
+    tx.conn.execute(
+        sa.update(workers)
+        .where(workers.c.worker_agent_id.in_(sorted(worker_ids)))
+        .values(accepting=False)
+    )
 
 
 def _expire(tx: Tx, row: TaskRow) -> ExpiredAttempt | None:

@@ -49,6 +49,9 @@ class Timing:
     initial_lease_s: float = 5.0
     heartbeat_error_tolerance_s: float = 1.5
     max_task_count: int = 8
+    expiry_grace_s: float = 8.0
+    """After the master starts or its heartbeat consumer reconnects, leases are judged
+    only after this long: the workers' own reconnect backoff (up to ~5 s) plus a beat."""
 
 
 def free_port() -> int:
@@ -199,6 +202,7 @@ class Cluster:
                 "cleanup_completed_jobs_interval_ms": 3_600_000,
                 "initial_lease_s": t.initial_lease_s,
                 "worker_offline_after_s": t.worker_offline_after_s,
+                "expiry_grace_s": t.expiry_grace_s,
                 "dispatch_poll_interval_ms": 200,
                 "republish_after_s": 2.0,
                 "metrics_port": self.metrics_port,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from dispatcher.catalog import Catalog
 from schemas.messages import TaskOutcome
 from tests.fixtures.catalog import finished, online_worker, started, started_execution
@@ -26,3 +28,23 @@ def test_attempts_record_each_try(catalog: Catalog) -> None:
     assert all(a.started_at is not None and a.ended_at is not None for a in attempts)
     assert attempts[0].started_at <= attempts[1].dispatched_at  # type: ignore[operator]
     assert [a.outcome for a in attempts] == ["failed", "succeeded"]
+
+
+def test_a_worker_whose_lease_lapsed_gets_nothing_until_it_speaks(
+    catalog: Catalog, catalog_url: str
+) -> None:
+    """The requeued task of a silent worker goes elsewhere, not back to it, even while
+    the worker still counts as online; its next heartbeat makes it eligible again."""
+    short = Catalog.open(catalog_url, initial_lease_s=0.2)
+    online_worker(short, "w1")
+    execution_id = started_execution(short, retry_count=1)
+    first = short.claim_tasks(1)[0]
+    assert first.worker_id == "w1"
+    time.sleep(0.4)
+
+    expired = short.expire_leases()
+    assert [e.execution_id for e in expired] == [execution_id]
+    assert short.claim_tasks(1) == []  # w1 is online but silent since its lease lapsed
+    online_worker(short, "w2")
+    assert short.claim_tasks(1)[0].worker_id == "w2"
+    short.close()
