@@ -70,9 +70,11 @@ class HeartbeatReconciler:
     def _after(self, heartbeat: AgentHeartbeat, result: HeartbeatResult) -> None:
         outcome = "registered" if result.registered else "recorded"
         metrics.HEARTBEATS.labels(outcome=outcome).inc()
-        if heartbeat.worker_id not in self._known:
-            # First sight in this master's life: make sure its queues exist before any
-            # dispatch to it (a publish to a missing queue is unroutable).
+        if result.is_enabled and heartbeat.worker_id not in self._known:
+            # First sight of an enabled worker in this master's life: make sure its queues
+            # exist before any dispatch to it (a publish to a missing queue is unroutable).
+            # A disabled (e.g. just auto-registered) worker gets none: queues cost the
+            # broker, and nothing is sent to it until an operator enables it.
             self._replies.ensure_worker(heartbeat.worker_id)
             self._known.add(heartbeat.worker_id)
         if result.registered:

@@ -9,17 +9,21 @@ across master restarts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
 from threading import Lock
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
-from dispatcher.catalog.records import CatalogCounts, WorkerAgentRow
 from schemas.states import ExecutionStatus
+
+if TYPE_CHECKING:  # the worker imports this module; it must not import the catalog package
+    from dispatcher.catalog.records import CatalogCounts, WorkerAgentRow
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +80,9 @@ CATALOG_ERRORS = Counter(
     "scaleout_catalog_errors_total", "Catalog operations that failed, by loop", ["loop"]
 )
 MASTER_HEARTBEAT_AGE = Gauge(
-    "scaleout_master_heartbeat_age_seconds", "Seconds since this master last wrote LAST_ONLINE_TIME"
+    "scaleout_master_heartbeat_age_seconds",
+    "Seconds since this master last wrote LAST_ONLINE_TIME",
+    registry=None,  # registered by HeartbeatClock: only a master exports it (absent() alerts)
 )
 
 # --- worker -----------------------------------------------------------------------------
@@ -106,6 +112,8 @@ class HeartbeatClock:
         self._lock = Lock()
         self._last: float | None = None
         MASTER_HEARTBEAT_AGE.set_function(self.age)
+        with contextlib.suppress(ValueError):  # already registered by an earlier master
+            REGISTRY.register(MASTER_HEARTBEAT_AGE)
 
     def beat(self) -> None:
         with self._lock:

@@ -147,7 +147,8 @@ class MasterService:
         props = timers.master_properties(self.settings.master_heartbeat_interval_ms)
         timers.master_heartbeat(self.catalog, props, self.heartbeat_clock)
         for worker in self.catalog.list_worker_agents():
-            self.outbound.ensure_worker(worker.worker_agent_id)
+            if worker.is_enabled:
+                self.outbound.ensure_worker(worker.worker_agent_id)
         metrics.register(self._collector)
         metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
         for loop in self._loops:

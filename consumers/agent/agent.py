@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from dispatcher import metrics
 from dispatcher.broker import Consumer, Publisher
 from dispatcher.errors import BrokerError, ScaleoutError
 from dispatcher.settings import BrokerSettings
@@ -249,6 +250,7 @@ def run_worker(settings: WorkerSettings) -> int:
     skips the shutdown grace: running packages are killed and reported at once."""
     stop = threading.Event()
     agent = Agent(settings)
+    metrics.serve(settings.metrics_port, settings.metrics_host)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logger.info("worker.signal: %s", signal.Signals(signum).name)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from dispatcher import metrics
 from dispatcher.topology import STATUS_EXCHANGE, STATUS_ROUTING_KEY
 from schemas.messages import (
     LogEntry,
@@ -150,6 +151,7 @@ class TaskRun:
 
     def _run(self) -> None:
         started = time.monotonic()
+        metrics.WORKER_TASKS_RUNNING.inc()
         outcome, exit_code, error = TaskOutcome.FAILED, None, ""
         try:
             handle = self._launch()
@@ -167,7 +169,11 @@ class TaskRun:
             if self._handle is not None:  # never leave a package running unwatched
                 self._handle.stop(0)
         finally:
-            self._finish(outcome, exit_code, error, time.monotonic() - started)
+            metrics.WORKER_TASKS_RUNNING.dec()
+            took = time.monotonic() - started
+            metrics.WORKER_TASKS_FINISHED.labels(outcome=outcome.value).inc()
+            metrics.WORKER_PACKAGE_SECONDS.observe(took)
+            self._finish(outcome, exit_code, error, took)
 
     def _launch(self) -> PackageHandle | None:
         prepared = self._prepared

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
+from dispatcher import metrics
 from dispatcher.errors import BrokerError
 from dispatcher.topology import HEARTBEAT_EXCHANGE, HEARTBEAT_ROUTING_KEY
 from schemas.messages import AgentHeartbeat
@@ -65,7 +66,10 @@ class Heartbeat:
                     self._changed.wait(min(wait, 1.0))
                     self._changed.clear()
                     continue
-                last_sent = time.monotonic()
+                now = time.monotonic()
+                if last_sent != float("-inf"):
+                    metrics.WORKER_HEARTBEAT_GAP.observe(now - last_sent)
+                last_sent = now
                 self._beat(beat)
         finally:
             self._close()

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
+from dispatcher import metrics
 from dispatcher.errors import BrokerError, BrokerUnavailable
 from schemas.messages import DecodeError, decode
 
@@ -62,6 +63,7 @@ class Outbox:
         self._lock = threading.Lock()
         self.dropped = 0
         self._count = sum(1 for _ in self._raw_lines())
+        metrics.WORKER_CACHED_REPORTS.set_function(lambda: self._count)
 
     def __len__(self) -> int:
         return self._count

@@ -96,6 +96,10 @@ class WorkerSettings(ScaleoutSettings):
             "packages run in a thread of the worker (benchmarks only; cannot be killed)"
         ),
     )
+    metrics_port: int = Field(
+        0, ge=0, description="Prometheus /metrics port of this worker; 0 = off (compose: 9541)"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the metrics server binds")
     master_user_id: str = Field(
         "scaleout-master",
         min_length=1,
