@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,9 +30,10 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from dispatcher import topology
 from dispatcher.broker import Publisher
+from dispatcher.broker_link import BrokerLink
 from dispatcher.catalog import Catalog
 from dispatcher.catalog.records import DeployResult, ExecutionRow, MessageRow, WorkerAgentRow
-from dispatcher.errors import BrokerError, NotFound, OperationRefused, ScaleoutError
+from dispatcher.errors import NotFound, OperationRefused, ScaleoutError
 from dispatcher.projects import build_archive
 from dispatcher.settings import BrokerSettings, MasterSettings
 from schemas.messages import DispatchWake, ParameterScalar
@@ -86,6 +86,9 @@ class ScaleOut:
     def __init__(self, catalog: Catalog, broker: BrokerSettings | None = None) -> None:
         self.catalog = catalog
         self._broker = broker
+        self._link = (
+            BrokerLink(broker, name="scaleout-api", timeout_s=BROKER_TIMEOUT_S) if broker else None
+        )
 
     @classmethod
     def open(cls, settings: MasterSettings) -> ScaleOut:
@@ -98,6 +101,8 @@ class ScaleOut:
         return cls(Catalog.open(catalog_url), broker)
 
     def close(self) -> None:
+        if self._link is not None:
+            self._link.close()
         self.catalog.close()
 
     def __enter__(self) -> Self:
@@ -312,7 +317,7 @@ class ScaleOut:
 
     def wake(self, execution_id: int | None = None) -> str:
         """Wake the master's dispatcher; '' when the broker confirmed, else a warning."""
-        warning = self._on_broker(lambda broker: _publish_wake(broker, execution_id))
+        warning = self._on_broker(lambda publisher: _publish_wake(publisher, execution_id))
         if warning:
             return f"could not wake the master ({warning}); it starts the work at its next poll"
         return ""
@@ -321,7 +326,7 @@ class ScaleOut:
         """Declare a worker's task and control queues (workers may not declare them);
         '' when done, else a warning. Needs the configure permission that the master and
         a local broker's guest have; elsewhere provisioning does it."""
-        warning = self._on_broker(lambda broker: _declare_worker(broker, worker_agent_id))
+        warning = self._on_broker(lambda publisher: _declare_worker(publisher, worker_agent_id))
         if warning:
             return (
                 f"could not declare the queues of {worker_agent_id} ({warning}); the master "
@@ -329,31 +334,16 @@ class ScaleOut:
             )
         return ""
 
-    def _on_broker(self, call: Callable[[BrokerSettings], None]) -> str:
-        """Run ``call`` in a thread for at most BROKER_TIMEOUT_S, so a dead broker cannot
-        stall the caller for the Publisher's whole reconnect budget; '' or the reason."""
-        broker = self._broker
-        if broker is None:
+    def _on_broker(self, call: Callable[[Publisher], None]) -> str:
+        """Run ``call`` on the session's broker link (one connection, reused); at most
+        BROKER_TIMEOUT_S, so a dead broker cannot stall the caller; '' or the reason."""
+        if self._broker is None or self._link is None:
             return "no broker configured"
-        if refused := _refused(broker):
+        if not self._link.connected and (refused := _refused(self._broker)):
             return refused
-        outcome: list[BaseException | None] = []
-
-        def target() -> None:
-            try:
-                call(broker)
-            except (BrokerError, OSError) as exc:
-                outcome.append(exc)
-            else:
-                outcome.append(None)
-
-        thread = threading.Thread(target=target, name="scaleout-api-broker", daemon=True)
-        thread.start()
-        thread.join(BROKER_TIMEOUT_S)
-        if outcome and outcome[0] is None:
-            return ""
-        reason = str(outcome[0]) if outcome else f"no answer within {BROKER_TIMEOUT_S:g} s"
-        logger.warning("api.broker_failed", extra={"error": reason})
+        reason = self._link.call(call)
+        if reason:
+            logger.warning("api.broker_failed", extra={"error": reason})
         return reason
 
 
@@ -389,19 +379,18 @@ def _refused(broker: BrokerSettings) -> str:
     return ""
 
 
-def _publish_wake(broker: BrokerSettings, execution_id: int | None) -> None:
-    with Publisher(broker, name="scaleout-cli") as publisher:
-        publisher.publish(
-            topology.STATUS_EXCHANGE,
-            topology.WAKE_ROUTING_KEY,
-            DispatchWake(execution_id=execution_id),
-            persistent=False,
-        )
+def _publish_wake(publisher: Publisher, execution_id: int | None) -> None:
+    publisher.publish(
+        topology.STATUS_EXCHANGE,
+        topology.WAKE_ROUTING_KEY,
+        DispatchWake(execution_id=execution_id),
+        persistent=False,
+    )
 
 
-def _declare_worker(broker: BrokerSettings, worker_agent_id: str) -> None:
+def _declare_worker(publisher: Publisher, worker_agent_id: str) -> None:
     def declare(channel: BlockingChannel) -> None:
         topology.declare_master_topology(channel)
         topology.declare_worker_queues(channel, worker_agent_id)
 
-    Publisher(broker, name="scaleout-cli", declare=declare).close()
+    publisher.declare(declare)
