@@ -118,6 +118,8 @@ def test_expired_dispatch_goes_back_without_using_an_attempt(quick: Catalog) -> 
 
     [expired] = quick.expire_leases()
     row = quick.get_execution(a.execution_id)
+    assert quick.claim_tasks(1) == []  # w1 lost a lease: nothing until it speaks again
+    online_worker(quick, "w1")
     [again] = quick.claim_tasks(1)
 
     assert (expired.task_id, expired.new_state, expired.worker_id) == (
@@ -135,6 +137,7 @@ def test_expired_running_attempt_retries_or_ends(quick: Catalog) -> None:
     a = running(quick, retry_count=1)
     time.sleep(LEASE_S + 0.2)
     [first] = quick.expire_leases()
+    online_worker(quick, "w1", lease_interval_s=LEASE_S)  # it speaks again after the lapse
     b = quick.claim_tasks(1)[0]
     quick.apply_status_reports([(started(b), "w1")])
     time.sleep(LEASE_S + 0.2)
