@@ -48,11 +48,11 @@ class StatusReconciler:
         catalog: ReportSink,
         *,
         senders: SenderCheck,
-        on_requeued: Callable[[], None] = lambda: None,
+        on_capacity: Callable[[], None] = lambda: None,
     ) -> None:
         self._catalog = catalog
         self._senders = senders
-        self._on_requeued = on_requeued
+        self._on_capacity = on_capacity
 
     def __call__(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
         verdicts: list[Verdict | None] = [None] * len(deliveries)
@@ -83,18 +83,21 @@ class StatusReconciler:
         results = self._catalog.apply_status_reports([(r, s) for _, r, s in accepted])
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         metrics.RECONCILE_SIZE.observe(len(accepted))
-        requeued = False
+        freed = False
         for (_, report, sender), result in zip(accepted, results, strict=True):
             metrics.REPORTS.labels(type=report.type, outcome=result.outcome.value).inc()
             if result.dispatch_latency_s is not None:
                 metrics.DISPATCH_LATENCY.observe(result.dispatch_latency_s)
             if result.retried:
-                requeued = True
                 metrics.ATTEMPTS_REQUEUED.labels(reason="package_failed").inc()
+            if isinstance(report, TaskFinished) and result.outcome is ReportOutcome.APPLIED:
+                freed = True  # a worker slot is free (and a retry may be pending)
             if result.outcome not in {ReportOutcome.APPLIED, ReportOutcome.DUPLICATE}:
                 _log_refused(report, sender, result)
-        if requeued:
-            self._on_requeued()
+        if freed:
+            # Dispatch now rather than at the next poll: without this a busy cluster runs
+            # at MaxTaskCount per poll interval (the benchmark's first finding).
+            self._on_capacity()
 
 
 def _log_refused(report: StatusReport, sender: str, result: ReportResult) -> None:

@@ -65,7 +65,7 @@ class MasterService:
         s = self.settings
         senders = SenderCheck(s.sender_identity)  # type: ignore[arg-type]
         wake = self.dispatcher.wake.set
-        status = StatusReconciler(self.catalog, senders=senders, on_requeued=wake)
+        status = StatusReconciler(self.catalog, senders=senders, on_capacity=wake)
         heartbeat = HeartbeatReconciler(
             self.catalog, self.outbound, senders=senders, on_capacity=wake
         )
