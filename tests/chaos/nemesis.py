@@ -123,6 +123,11 @@ class Run:
     plans: dict[int, Plan] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
     errors: list[BaseException] = field(default_factory=list)
+    judging_from: float = 0.0
+    """Wall time from which the master judges leases: after its start, and after each
+    master restart or broker outage, it waits ``expiry_grace_s`` to hear every worker
+    (timers.HeartbeatWatch). A worker killed before then recovers later by design, so
+    kills wait for it: max_recovery_s measures the steady state (lease + sweep)."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _t0: float = 0.0
 
@@ -161,6 +166,7 @@ class Run:
         """Feed ``plans`` over ``feed_seconds`` while the nemesis acts; returns when both
         are done (the cluster is then left to settle by the caller)."""
         self._t0 = time.monotonic()
+        self.judging_from = time.time() + self.cluster.timing.expiry_grace_s
         threads = [
             threading.Thread(target=self._guarded(lambda: self.feed(plans, feed_seconds))),
             threading.Thread(target=self._guarded(self.scrape_forever), daemon=True),
@@ -217,6 +223,8 @@ class Run:
         deadline = time.monotonic() + 8
         while not self._busy(worker) and time.monotonic() < deadline:
             time.sleep(0.1)
+        while time.time() < self.judging_from:
+            time.sleep(0.1)
         service = self.cluster.workers[worker]
         at = service.kill9()
         self.kills.append(Kill(worker, at))
@@ -241,6 +249,7 @@ class Run:
         master.start()
         back = reconnected(self.cluster, at, workers=False)
         self.faults.append(Fault("master_killed", at, back + 1))
+        self.judging_from = back + self.cluster.timing.expiry_grace_s
 
     def cut_worker(self, worker: str, seconds: float) -> None:
         proxy = self.cluster.proxies[worker]
@@ -255,3 +264,4 @@ class Run:
         self.restart_broker()
         back = reconnected(self.cluster, start)
         self.faults.append(Fault("broker_restarted", start, back + 1))
+        self.judging_from = back + self.cluster.timing.expiry_grace_s
