@@ -27,9 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher.catalog import Catalog
 from dispatcher.projects import build_archive
-from dispatcher.settings import BrokerSettings
 from tests.chaos.proxy import Proxy
 from tests.fixtures.broker import TlsBroker
+from tests.fixtures.worker import broker_table, toml
 
 REPO = Path(__file__).resolve().parents[2]
 CHAOS_PROJECT = REPO / "examples" / "chaos"
@@ -58,25 +58,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def toml(data: dict[str, Any], prefix: str = "") -> str:
-    """Enough TOML for a settings file: scalars and nested tables."""
-    lines, tables = [], []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            tables.append(toml(value, f"{prefix}{key}."))
-        else:
-            lines.append(f"{key} = {json.dumps(str(value) if isinstance(value, Path) else value)}")
-    header = f"[{prefix[:-1]}]\n" if prefix else ""
-    return header + "\n".join(lines) + "\n\n" + "".join(tables)
-
-
-def broker_table(settings: BrokerSettings) -> dict[str, Any]:
-    return {
-        k: str(v) if isinstance(v, Path) else v
-        for k, v in settings.model_dump(exclude_none=True).items()
-    }
 
 
 @dataclass
