@@ -37,7 +37,9 @@ die() {
   exit 1
 }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-ctl() { rabbitmqctl -q -n "$NODE" "$@"; }
+# 9>&-: the start lock (fd 9) must not leak into the node or a CLI call; a detached node
+# that inherited it would hold the lock for its whole life and block every later start.
+ctl() { rabbitmqctl -q -n "$NODE" "$@" 9>&-; }
 node_up() { port_open "$AMQPS_PORT" && port_open "$HTTP_PORT" && ctl ping >/dev/null 2>&1; }
 
 render() {
@@ -95,10 +97,10 @@ prepare() {
 }
 
 wait_up() {
-  local i
-  for i in $(seq 1 90); do
+  local deadline=$((SECONDS + 90))
+  while ((SECONDS < deadline)); do
     if port_open "$AMQPS_PORT" && port_open "$HTTP_PORT"; then
-      ctl await_startup --timeout 60 >/dev/null 2>&1 && return 0
+      ctl await_startup --timeout 10 >/dev/null 2>&1 && return 0
     fi
     sleep 1
   done
@@ -123,7 +125,7 @@ start() {
     ctl start_app >"$home/log/start.out" 2>&1 || true
   else
     say "starting $NODE (state in $home)"
-    rabbitmq-server -detached >"$home/log/start.out" 2>&1 || true
+    rabbitmq-server -detached >"$home/log/start.out" 2>&1 9>&- || true
   fi
   if ! wait_up; then
     echo "tls-node: $NODE did not start within 90 s; last log lines:" >&2
