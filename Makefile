@@ -42,7 +42,12 @@ unit: deps
 chaos: services tls-node
 	$(VENV)/bin/pytest -m chaos tests/chaos -s
 
-bench: services
+# The peers (Celery, Dramatiq) and the profiler are only for the benchmark.
+$(VENV)/.bench: $(STAMP) pyproject.toml
+	$(VENV)/bin/pip install --quiet --group bench
+	touch $@
+
+bench: services $(VENV)/.bench
 	$(PY) -m bench.run
 
 clean:

@@ -5,7 +5,7 @@ Threads and their connections (pika: one connection per thread):
 ============  ====================================  ===============================
 thread        connection                            job
 ============  ====================================  ===============================
-tasks         Consumer on ``scaleout.worker.<id>``  accept assignments (prefetch 1)
+tasks         Consumer on ``scaleout.worker.<id>``  accept assignments (prefetch MaxTaskCount)
 control       Consumer on ``scaleout.control.<id>`` cancels, project archives
 reporter      Publisher (user_id = worker id)       started, logs, finished, fetches
 heartbeat     Publisher (user_id = worker id)       agent heartbeats
@@ -110,8 +110,16 @@ class Agent:
         control = Consumer(
             s.broker, control_queue(s.worker_id), self.control, name=f"{name}-control", prefetch=10
         )
+        # The master never assigns more than MaxTaskCount to a worker, so a window of that
+        # size takes them all at once and their started reports share one round trip.
+        window = max(1, s.max_task_count)
         tasks = Consumer(
-            s.broker, worker_queue(s.worker_id), self.tasks, name=f"{name}-tasks", prefetch=1
+            s.broker,
+            worker_queue(s.worker_id),
+            self.tasks,
+            name=f"{name}-tasks",
+            prefetch=window,
+            batch_max=window,
         )
         threads = {
             "reporter": self._thread("reporter", lambda: self.reporter.run(reporter_stop), stop),

@@ -1,8 +1,11 @@
 """The task queue's handler: accept an assignment, run its package, report its end.
 
-One handler thread (prefetch 1) takes one :class:`TaskAssign` at a time: it waits for a
-free slot (``MaxTaskCount``, CPU, free memory), gets the project, checks the parameters,
-publishes ``task.started`` and acks only once that is confirmed. The package then runs in a
+One handler thread takes the assignments the broker has delivered (up to ``MaxTaskCount``
+at a time): for each it waits for a free slot (``MaxTaskCount``, CPU, free memory), gets the
+project, checks the parameters and submits ``task.started``; an assignment is acked, and its
+package started, only once its report is confirmed. The reports of one batch share their
+confirms (the handler waits for them together, and before it blocks on a slot), so a busy
+worker pays one broker round trip per batch, not per task. Each package then runs in a
 :class:`TaskRun` thread of its own, which streams the output and reports ``task.finished``.
 """
 
@@ -13,6 +16,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,7 +34,7 @@ from schemas.messages import (
     decode,
 )
 
-from .attempt import TaskRun, prepare
+from .attempt import Prepared, TaskRun, prepare
 from .outbox import Outgoing, Reporter
 from .projects import FetchFailed, ProjectStore, ProjectUnavailable
 from .resources import LoadMonitor
@@ -62,6 +66,20 @@ class _Waiting:
     canceled: bool = False
 
 
+@dataclass(frozen=True)
+class _Starting:
+    """An assignment whose ``task.started`` report is submitted, not yet confirmed."""
+
+    index: int
+    assign: TaskAssign
+    prepared: Prepared
+    future: Future[bool]
+
+    @property
+    def key(self) -> AttemptKey:
+        return key_of(self.assign)
+
+
 class Registry:
     """The attempts this worker holds: waiting for a slot, running, recently finished."""
 
@@ -77,6 +95,14 @@ class Registry:
     def seen(self, key: AttemptKey) -> bool:
         with self._cond:
             return key in self._reserved or key in self._running or key in self._finished
+
+    def try_reserve(self, key: AttemptKey, accepting: Callable[[], bool]) -> bool:
+        """Reserve a slot for ``key`` if one is free now (never blocks)."""
+        with self._cond:
+            if len(self._reserved) < self._max and accepting():
+                self._reserved.add(key)
+                return True
+            return False
 
     def wait_for_slot(
         self, key: AttemptKey, accepting: Callable[[], bool], stopping: threading.Event
@@ -173,24 +199,46 @@ class TaskHandler:
         self._machine_name = machine_name
 
     def __call__(self, deliveries: Sequence[Delivery]) -> Sequence[Verdict]:
-        return [self.handle(delivery) for delivery in deliveries]
+        verdicts: list[Verdict | None] = [None] * len(deliveries)
+        starting: list[_Starting] = []
+        try:
+            for index, delivery in enumerate(deliveries):
+                verdicts[index] = self._take(delivery, index, starting, verdicts)
+        finally:
+            # Whatever happened above, submitted reports are settled: a confirmed one starts
+            # its package, and a redelivery of its assignment is then acked as seen.
+            self._settle(starting, verdicts)
+        return [ACK if v is None else v for v in verdicts]
 
     def handle(self, delivery: Delivery) -> Verdict:
+        return self([delivery])[0]
+
+    def _take(
+        self,
+        delivery: Delivery,
+        index: int,
+        starting: list[_Starting],
+        verdicts: list[Verdict | None],
+    ) -> Verdict | None:
+        """The verdict for one delivery, or None when its started report was submitted
+        (:meth:`_settle` gives that verdict)."""
         assign = self._accept(delivery)
         if isinstance(assign, Verdict):
             return assign
         key = key_of(assign)
-        if self._registry.seen(key):
+        if self._registry.seen(key) or any(s.key == key for s in starting):
             logger.info("task.redelivered: %s/%d already accepted; acked", *key)
             return ACK
-        slot = self._registry.wait_for_slot(key, self._load.accepting, self._stopping)
-        if slot is SlotResult.STOPPING:
-            return Verdict(Disposition.REQUEUE)
-        if slot is SlotResult.CANCELED:
-            self._finish_unstarted(assign, TaskOutcome.CANCELED, "canceled before it started")
-            return ACK
+        if not self._registry.try_reserve(key, self._load.accepting):
+            self._settle(starting, verdicts)  # start what is confirmed before blocking
+            slot = self._registry.wait_for_slot(key, self._load.accepting, self._stopping)
+            if slot is SlotResult.STOPPING:
+                return Verdict(Disposition.REQUEUE)
+            if slot is SlotResult.CANCELED:
+                self._finish_unstarted(assign, TaskOutcome.CANCELED, "canceled before it started")
+                return ACK
         try:
-            return self._start(assign)
+            return self._submit_start(assign, index, starting)
         except BaseException:
             self._registry.unreserve(key)  # the consumer requeues; the slot must not leak
             raise
@@ -209,7 +257,9 @@ class TaskHandler:
             return _refuse("wrong_worker", f"task for worker {message.worker_id}")
         return message
 
-    def _start(self, assign: TaskAssign) -> Verdict:
+    def _submit_start(
+        self, assign: TaskAssign, index: int, starting: list[_Starting]
+    ) -> Verdict | None:
         key = key_of(assign)
         try:
             project = self._projects.get(assign.project_hash)
@@ -228,11 +278,30 @@ class TaskHandler:
             machine_name=self._machine_name,
         )
         future = self._reporter.submit(_status(started), durable=False)
-        try:
-            future.result(timeout=self._settings.broker.confirm_timeout_s * 3)
-        except (Exception, FutureTimeout) as exc:  # any failure: not accepted
-            logger.warning("task.start_unconfirmed: %s/%d requeued (%s)", *key, exc)
-            return self._requeue(key)
+        starting.append(_Starting(index, assign, prepared, future))
+        return None
+
+    def _settle(self, starting: list[_Starting], verdicts: list[Verdict | None]) -> None:
+        """Wait for the started reports in ``starting``: a confirmed one starts its package
+        and acks its assignment; an unconfirmed one hands it back. Empties ``starting``."""
+        requeued = False
+        for item in starting:
+            try:
+                item.future.result(timeout=self._settings.broker.confirm_timeout_s * 3)
+            except (Exception, FutureTimeout) as exc:  # any failure: not accepted
+                logger.warning("task.start_unconfirmed: %s/%d requeued (%s)", *item.key, exc)
+                self._registry.unreserve(item.key)
+                verdicts[item.index] = Verdict(Disposition.REQUEUE)
+                requeued = True
+                continue
+            self._run(item.assign, item.prepared)
+            verdicts[item.index] = ACK
+        starting.clear()
+        if requeued:  # see _requeue: the broker or master may be away for a moment
+            self._stopping.wait(_REQUEUE_PAUSE_S)
+
+    def _run(self, assign: TaskAssign, prepared: Prepared) -> None:
+        key = key_of(assign)
         run = TaskRun(
             self._settings, assign, prepared, self._reporter, on_end=self._registry.release
         )
@@ -244,7 +313,6 @@ class TaskHandler:
             assign.package,
             extra={"task_id": str(assign.task_id), "attempt": assign.attempt},
         )
-        return ACK
 
     def _requeue(self, key: AttemptKey) -> Verdict:
         """Hand the assignment back after a pause: with prefetch 1 it comes straight back,

@@ -1,0 +1,81 @@
+"""``python -m bench.probe [N] [--workers W] [--dialect D] [--profile S]``: one end-to-end
+throughput run of scaleout alone, with where the CPU went (master, workers, RabbitMQ), for
+working on the dispatcher between full ``make bench`` runs.
+
+Prints one JSON line: throughput, CPU milliseconds per execution by process, and (with
+``--profile S``) the busiest functions of the master and of one worker over S seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import profile
+from bench.infra import amqp_url, catalog_database, cpu_seconds, fresh_vhost
+from bench.ours import running_cluster
+
+
+def beam_pid() -> int | None:
+    """The system RabbitMQ node's Erlang VM (the one on 5672; the TLS node is named)."""
+    found = subprocess.run(["pgrep", "-f", "beam.smp"], check=False, capture_output=True, text=True)
+    for pid in found.stdout.split():
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"scaleout-tls" not in cmdline:
+            return int(pid)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.probe", description=__doc__)
+    parser.add_argument("tasks", nargs="?", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--dialect", default="sqlite", choices=("sqlite", "postgresql"))
+    parser.add_argument("--profile", type=int, default=0, help="py-spy seconds (0: none)")
+    args = parser.parse_args(argv)
+    folder = Path(tempfile.mkdtemp(prefix="scaleout-probe-"))
+    figures: dict[str, Any] = {"tasks": args.tasks, "workers": args.workers}
+    broker = beam_pid()
+    with (
+        fresh_vhost() as vhost,
+        catalog_database(args.dialect, folder, "probe") as url,
+        running_cluster(folder, url, amqp_url(vhost), args.workers) as cluster,
+    ):
+        cluster.warm_up(10)
+        profiles = []
+        if args.profile:
+            worker_pid = cluster.children.procs["bench-1"].pid
+            targets = {"master": cluster.master_pid, "worker": worker_pid}
+            for name, pid in targets.items():
+                path = folder / f"profile-{name}.txt"
+                proc = profile.start(pid, path, args.profile)
+                if proc is not None:
+                    profiles.append((name, path, proc))
+        beam_before = cpu_seconds(broker) if broker else 0.0
+        result = cluster.throughput(args.tasks, timeout_s=max(120.0, args.tasks / 3))
+        beam_cpu = (cpu_seconds(broker) - beam_before) if broker else 0.0
+        for name, path, proc in profiles:
+            proc.wait(120)
+            folded = profile.fold(name, path, top=15)
+            if folded is not None:
+                figures[f"{name}_self"] = [[f, round(p, 1)] for f, p in folded.top_self]
+                figures[f"{name}_incl"] = [[f, round(p, 1)] for f, p in folded.top_inclusive]
+    per_exec = 1000.0 / result.executions
+    figures |= {
+        "per_s": round(result.per_s, 1),
+        "succeeded": result.succeeded,
+        "master_cpu_ms": round(result.master_cpu_s * per_exec, 2),
+        "workers_cpu_ms": round(result.workers_cpu_s * per_exec, 2),
+        "rabbitmq_cpu_ms": round(beam_cpu * per_exec, 2),
+        "folder": str(folder),
+    }
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

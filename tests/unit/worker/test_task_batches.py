@@ -1,0 +1,197 @@
+"""The task handler takes a batch of assignments: their started reports share one wait for
+confirms, each package starts only once its own report is confirmed, and an unconfirmed or
+repeated assignment is handed back or acked without running twice."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from consumers.agent.outbox import Outgoing
+from consumers.agent.projects import Project
+from consumers.agent.resources import LoadMonitor
+from consumers.agent.settings import WorkerSettings
+from consumers.agent.tasks import Registry, TaskHandler
+from dispatcher.broker import ACK, Delivery, Disposition, Verdict
+from dispatcher.errors import BrokerUnavailable
+from schemas.messages import TaskAssign, TaskFinished, TaskStarted, encode
+from schemas.project import ProjectManifest
+
+BENCH = Path(__file__).resolve().parents[3] / "examples" / "bench"
+HASH = "a" * 64
+
+
+class HeldReporter:
+    """Holds every ``task.started`` future for the test to settle; confirms the rest."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[TaskStarted, Future[bool]]] = []
+        self.finished: list[TaskFinished] = []
+        self.lock = threading.Lock()
+
+    def submit(self, item: Outgoing, *, durable: bool = True) -> Future[bool]:
+        future: Future[bool] = Future()
+        with self.lock:
+            if isinstance(item.message, TaskStarted):
+                self.started.append((item.message, future))
+                return future
+            if isinstance(item.message, TaskFinished):
+                self.finished.append(item.message)
+        future.set_result(True)
+        return future
+
+
+class OneProject:
+    def __init__(self) -> None:
+        manifest = ProjectManifest.model_validate(json.loads((BENCH / "manifest.json").read_text()))
+        self.project = Project(HASH, BENCH, manifest)
+
+    def get(self, project_hash: str) -> Project:
+        assert project_hash == HASH
+        return self.project
+
+
+def assignment(worker: str = "w1") -> TaskAssign:
+    return TaskAssign(
+        task_id=uuid.uuid4(),
+        attempt=1,
+        execution_id=1,
+        worker_id=worker,
+        folder="Bench",
+        project="Bench",
+        package="Noop",
+        project_lsn=1,
+        project_hash=HASH,
+        lease_expires_at=datetime.now(UTC) + timedelta(minutes=1),
+    )
+
+
+def delivery(message: TaskAssign, tag: int) -> Delivery:
+    return Delivery(
+        body=encode(message),
+        exchange="scaleout.tasks",
+        routing_key=message.worker_id,
+        user_id="scaleout-master",
+        message_id=str(uuid.uuid4()),
+        redelivered=False,
+        delivery_tag=tag,
+        headers={},
+    )
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> tuple[TaskHandler, HeldReporter, Registry]:
+    settings = WorkerSettings.model_validate(
+        {
+            "worker_id": "w1",
+            "runner_mode": "inprocess",
+            "tasks_root_folder": tmp_path / "tasks",
+            "max_task_count": 4,
+        }
+    )
+    reporter, registry = HeldReporter(), Registry(settings.max_task_count)
+    handler = TaskHandler(
+        settings,
+        registry=registry,
+        reporter=reporter,  # type: ignore[arg-type]  # the Reporter's submit, held
+        projects=OneProject(),  # type: ignore[arg-type]  # a ProjectStore with one project
+        load=LoadMonitor(max_cpu=100, min_memory_mb=0),
+        stopping=threading.Event(),
+        machine_name="box",
+    )
+    return handler, reporter, registry
+
+
+def run_in_thread(
+    handler: TaskHandler, batch: list[Delivery]
+) -> tuple[threading.Thread, list[Verdict]]:
+    verdicts: list[Verdict] = []
+    thread = threading.Thread(target=lambda: verdicts.extend(handler(batch)), daemon=True)
+    thread.start()
+    return thread, verdicts
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not met in time")
+        time.sleep(0.01)
+
+
+def test_a_batch_submits_every_started_report_before_waiting(
+    parts: tuple[TaskHandler, HeldReporter, Registry],
+) -> None:
+    """Three assignments: three started reports are out before any is confirmed, and no
+    package starts until its own report is."""
+    handler, reporter, registry = parts
+    messages = [assignment() for _ in range(3)]
+    thread, verdicts = run_in_thread(handler, [delivery(m, i) for i, m in enumerate(messages)])
+    wait_for(lambda: len(reporter.started) == 3)
+    assert registry.runs() == []
+    for _, future in reporter.started:
+        future.set_result(True)
+    thread.join(5)
+    assert verdicts == [ACK, ACK, ACK]
+    wait_for(lambda: len(reporter.finished) == 3)
+    assert {f.task_id for f in reporter.finished} == {m.task_id for m in messages}
+
+
+def test_an_unconfirmed_start_is_handed_back_and_frees_its_slot(
+    parts: tuple[TaskHandler, HeldReporter, Registry],
+) -> None:
+    """The broker refuses one of two started reports: that assignment is requeued (it may
+    come again and then runs), the other runs; nothing holds a slot it does not use."""
+    handler, reporter, registry = parts
+    first, second = assignment(), assignment()
+    thread, verdicts = run_in_thread(handler, [delivery(first, 1), delivery(second, 2)])
+    wait_for(lambda: len(reporter.started) == 2)
+    reporter.started[0][1].set_exception(BrokerUnavailable("broker went away"))
+    reporter.started[1][1].set_result(True)
+    thread.join(10)
+    assert [v.disposition for v in verdicts] == [Disposition.REQUEUE, Disposition.ACK]
+    wait_for(lambda: len(reporter.finished) == 1)
+    assert reporter.finished[0].task_id == second.task_id
+    assert not registry.seen((first.task_id, first.attempt))
+    wait_for(lambda: not registry.busy())
+
+
+def test_a_repeated_assignment_in_one_batch_runs_once(
+    parts: tuple[TaskHandler, HeldReporter, Registry],
+) -> None:
+    """The same attempt twice in a batch (a redelivery): one started report, both acked."""
+    handler, reporter, _ = parts
+    message = assignment()
+    thread, verdicts = run_in_thread(handler, [delivery(message, 1), delivery(message, 2)])
+    wait_for(lambda: len(reporter.started) == 1)
+    reporter.started[0][1].set_result(True)
+    thread.join(5)
+    assert verdicts == [ACK, ACK]
+    wait_for(lambda: len(reporter.finished) == 1)
+    assert len(reporter.started) == 1
+
+
+def test_a_full_worker_starts_what_it_has_before_waiting_for_a_slot(
+    parts: tuple[TaskHandler, HeldReporter, Registry],
+) -> None:
+    """MaxTaskCount 4 and 5 assignments: the first four are started (their reports settled)
+    before the handler waits for a slot for the fifth, which runs when one ends."""
+    handler, reporter, _ = parts
+    messages = [assignment() for _ in range(5)]
+    thread, verdicts = run_in_thread(handler, [delivery(m, i) for i, m in enumerate(messages)])
+    wait_for(lambda: len(reporter.started) == 4)
+    for _, future in reporter.started[:4]:
+        future.set_result(True)
+    wait_for(lambda: len(reporter.started) == 5)  # a no-op package ended, freeing a slot
+    reporter.started[4][1].set_result(True)
+    thread.join(5)
+    assert verdicts == [ACK] * 5
+    wait_for(lambda: len(reporter.finished) == 5)
