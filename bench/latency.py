@@ -42,7 +42,11 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         )
 
 
-def measure(root: Path, count: int) -> list[float]:
+Sample = tuple[float, float, float]
+"""Milliseconds: start -> started recorded, start -> dispatched, dispatched -> started."""
+
+
+def measure(root: Path, count: int) -> list[Sample]:
     vhost = f"latency-{uuid.uuid4().hex[:8]}"
     _ctl("add_vhost", vhost)
     _ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
@@ -88,7 +92,7 @@ def measure(root: Path, count: int) -> list[float]:
         _ctl("delete_vhost", vhost)
 
 
-def _one(so: ScaleOut) -> float:
+def _one(so: ScaleOut) -> Sample:
     execution_id = so.create_execution("F", "SalesETL", "Summarise")
     before = datetime.now(UTC)
     so.start(execution_id)
@@ -97,20 +101,26 @@ def _one(so: ScaleOut) -> float:
         if time.monotonic() > deadline:
             raise SystemExit(f"execution {execution_id} did not end within 30 s")
         time.sleep(0.002)
-    started = so.catalog.execution_attempts(execution_id)[0].started_at
-    assert started is not None
-    return (started - before).total_seconds() * 1000
+    attempt = so.catalog.execution_attempts(execution_id)[0]
+    assert attempt.started_at is not None
+    return (
+        (attempt.started_at - before).total_seconds() * 1000,
+        (attempt.dispatched_at - before).total_seconds() * 1000,
+        (attempt.started_at - attempt.dispatched_at).total_seconds() * 1000,
+    )
 
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     with tempfile.TemporaryDirectory(prefix="scaleout-latency-") as folder:
-        samples = sorted(measure(Path(folder), count))
-    p99 = samples[min(len(samples) - 1, int(0.99 * len(samples)))]
-    print(
-        f"dispatch latency, light load, SQLite: n={len(samples)} "
-        f"p50_ms={statistics.median(samples):.1f} p99_ms={p99:.1f} max_ms={samples[-1]:.1f}"
-    )
+        samples = measure(Path(folder), count)
+    for index, name in enumerate(("start->started", "start->dispatched", "dispatched->started")):
+        values = sorted(sample[index] for sample in samples)
+        p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
+        print(
+            f"dispatch latency, light load, SQLite, {name}: n={len(values)} "
+            f"p50_ms={statistics.median(values):.1f} p99_ms={p99:.1f} max_ms={values[-1]:.1f}"
+        )
 
 
 if __name__ == "__main__":

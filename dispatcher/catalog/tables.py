@@ -278,6 +278,7 @@ def _tasks(n: _Namer) -> dict[str, sa.Table]:
     sa.Index(f"ix_{tasks.name}_dispatch", tasks.c.status, tasks.c.ready_for_dispatch_time)
     sa.Index(f"ix_{tasks.name}_worker", tasks.c.worker_agent_id, tasks.c.status)
     sa.Index(f"ix_{tasks.name}_expires", tasks.c.expires_at)
+    sa.Index(f"ix_{tasks.name}_cancels", tasks.c.is_cancelled, tasks.c.cancel_sent)  # 0002
     attempts = n.table("task_attempts", *_attempt_columns(n, history=False))
     return {
         "jobs": jobs,

@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
 from dispatcher.catalog import Catalog
 from dispatcher.catalog.engine import create, transaction
-from dispatcher.catalog.migrate import version_table_options
+from dispatcher.catalog.migrate import MIGRATIONS, version_table_options
 from dispatcher.catalog.tables import tables_for
 from dispatcher.errors import (
     CatalogNotInitialised,
@@ -40,7 +42,7 @@ def test_init_is_idempotent_and_reports_the_revision(catalog: Catalog) -> None:
     """init on a migrated catalog changes nothing and the revision is the head."""
     catalog.init()
 
-    assert catalog.schema_revision() == "0001"
+    assert catalog.schema_revision() == "0002"
 
 
 def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
@@ -52,7 +54,7 @@ def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
         fresh.create_folder("Finance")
     assert "scaleout catalog init" in info.value.hint
     fresh.init()
-    assert fresh.schema_revision() == "0001"
+    assert fresh.schema_revision() == "0002"
     fresh.close()
 
 
@@ -65,7 +67,7 @@ def test_fresh_postgresql_database_is_not_initialised(pg_template: str) -> None:
         with pytest.raises(CatalogNotInitialised):
             fresh.list_worker_agents()
         fresh.init()
-        assert fresh.schema_revision() == "0001"
+        assert fresh.schema_revision() == "0002"
     finally:
         fresh.close()
         drop_database(name)
@@ -88,6 +90,30 @@ def test_migrated_schema_matches_the_tables(catalog_url: str) -> None:
     engine.dispose()
 
     assert diff == []
+
+
+def test_a_0001_catalog_upgrades_in_place(tmp_path: Path) -> None:
+    """A catalog made at revision 0001 (with an execution in it) upgrades to the head: the
+    pending-cancel index appears and the execution is still there."""
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    old = Catalog.open(url)
+    execution_id = started_execution(old)
+    assert old.schema_revision() == "0001"
+    old.init()
+    with engine.connect() as conn:
+        indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("internal_tasks")}
+    engine.dispose()
+
+    assert old.schema_revision() == "0002"
+    assert "ix_internal_tasks_cancels" in indexes
+    assert old.get_execution(execution_id).execution_id == execution_id
+    old.close()
 
 
 def test_views_use_ssis_names(catalog: Catalog, catalog_url: str) -> None:
