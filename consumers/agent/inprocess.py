@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import ClassVar
 
 from schemas.messages import ParameterScalar
 from schemas.project import CallableEntry
@@ -28,6 +29,9 @@ class ThreadPackage:
     """
 
     _import_lock = threading.Lock()
+    _loaded: ClassVar[dict[tuple[str, str], Callable[[dict[str, ParameterScalar]], object]]] = {}
+    """Functions already imported, by (project root, entry). A root is one project version
+    (the archive's content hash), so the same key always means the same code."""
 
     def __init__(self, entry: CallableEntry, root: Path, parameters: Mapping[str, Parameter]):
         self._entry = entry
@@ -53,15 +57,23 @@ class ThreadPackage:
             self._finished.set()
 
     def _load(self) -> Callable[[dict[str, ParameterScalar]], object]:
-        module_name, _, function_name = self._entry.callable.partition(":")
+        key = (str(self._root), self._entry.callable)
         with self._import_lock:
-            before = set(sys.modules)
-            sys.path.insert(0, str(self._root))
-            try:
-                module = importlib.import_module(module_name)
-            finally:
-                sys.path.remove(str(self._root))
-                _forget_new_modules_under(before, self._root)
+            function = self._loaded.get(key)
+            if function is None:
+                function = self._import()
+                self._loaded[key] = function
+        return function
+
+    def _import(self) -> Callable[[dict[str, ParameterScalar]], object]:
+        module_name, _, function_name = self._entry.callable.partition(":")
+        before = set(sys.modules)
+        sys.path.insert(0, str(self._root))
+        try:
+            module = importlib.import_module(module_name)
+        finally:
+            sys.path.remove(str(self._root))
+            _forget_new_modules_under(before, self._root)
         function: Callable[[dict[str, ParameterScalar]], object] = getattr(module, function_name)
         return function
 
