@@ -2,8 +2,8 @@
 
 ``claim_tasks`` runs in one transaction: it locks the oldest pending tasks (``FOR UPDATE
 SKIP LOCKED`` on PostgreSQL, ``UPDLOCK, READPAST`` on SQL Server, ``BEGIN IMMEDIATE`` on
-SQLite), spreads them over the eligible workers (most free slots first) and moves each with
-a fenced DISPATCH, so two masters can never both win one task.
+SQLite), spreads them over the eligible workers (most free slots first) and moves them with fenced
+DISPATCH updates (one executemany), so two masters can never both win one task.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from dispatcher.catalog.engine import Timing, Tx, locked, utc
 from dispatcher.catalog.records import Assignment
-from dispatcher.catalog.state import TaskRow, fetch_rows, in_states, move_task, select_tasks
+from dispatcher.catalog.state import BatchedWrites, TaskRow, fetch_rows, in_states, select_tasks
 from schemas.messages import ParameterValue
 from schemas.states import LEASED_TASK_STATES, TaskEvent, TaskState
 
@@ -36,13 +36,17 @@ def claim_tasks(tx: Tx, timing: Timing, limit: int) -> list[Assignment]:
         return []
     allowed = _allowed_workers(tx, {row.execution_id for row in rows})
     claimed: list[tuple[TaskRow, str]] = []
+    writes = BatchedWrites(tx)
     for row in rows:
         worker = _pick(slots, allowed.get(row.execution_id))
-        if worker is not None and _dispatch(tx, timing, row, worker):
+        if worker is not None:
+            values = _dispatch_values(tx, timing, row, worker)
+            writes.move(TaskEvent.DISPATCH, row.task_id, row.attempt, values, not_cancelled=True)
             slots[worker] -= 1
             claimed.append((row, worker))
     if not claimed:
         return []
+    writes.write()
     tx.conn.execute(
         sa.insert(tx.t.task_attempts),
         [
@@ -124,8 +128,8 @@ def _pick(slots: dict[str, int], allowed: AllowedWorkers) -> str | None:
     return max(candidates, key=lambda w: slots[w]) if candidates else None
 
 
-def _dispatch(tx: Tx, timing: Timing, row: TaskRow, worker: str) -> bool:
-    values = {
+def _dispatch_values(tx: Tx, timing: Timing, row: TaskRow, worker: str) -> dict[str, Any]:
+    return {
         "attempt": row.attempt + 1,
         "worker_agent_id": worker,
         "last_pickup_time": tx.now,
@@ -133,8 +137,6 @@ def _dispatch(tx: Tx, timing: Timing, row: TaskRow, worker: str) -> bool:
         "published": False,
         "cancel_sent": False,
     }
-    not_cancelled = tx.t.tasks.c.is_cancelled == sa.false()
-    return move_task(tx, TaskEvent.DISPATCH, row.task_id, row.attempt, values, not_cancelled)
 
 
 def assignments(tx: Tx, task_ids: Sequence[uuid.UUID]) -> list[Assignment]:

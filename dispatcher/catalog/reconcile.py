@@ -1,7 +1,9 @@
 """Status reports from workers, applied in one transaction per batch.
 
 The batch's tasks are read (and locked, in task_id order) once; each report is classified
-against the attempt it names and, when it still applies, written with a fenced update.
+against the attempt it names, on that locked copy, and when it still applies its fenced
+writes are collected; they are written at the end with one executemany per statement
+(:class:`BatchedWrites`), so a batch costs a handful of statements, not several per report.
 Reports that do not apply change nothing and say why (:class:`ReportOutcome`).
 """
 
@@ -18,13 +20,11 @@ import sqlalchemy as sa
 from dispatcher.catalog.engine import Tx, to_db, utc
 from dispatcher.catalog.records import ReportOutcome, ReportResult
 from dispatcher.catalog.state import (
+    BatchedWrites,
     TaskRow,
     add_message,
     among_states,
-    close_attempt,
     load_tasks,
-    mirror_execution,
-    move_task,
     requeue_values,
 )
 from schemas.messages import StatusReport, TaskFinished, TaskLog, TaskOutcome, TaskProgress
@@ -57,6 +57,7 @@ class Batch:
     tasks: dict[uuid.UUID, TaskRow]
     attempts: dict[tuple[uuid.UUID, int], AttemptInfo]
     lease_s: dict[str, float]
+    writes: BatchedWrites
     renewals: dict[tuple[uuid.UUID, int], dict[str, object]] = field(default_factory=dict)
     """Lease renewals from progress reports, written in one executemany at the end."""
     lines: list[dict[str, object]] = field(default_factory=list)
@@ -74,6 +75,7 @@ def apply_status_reports(tx: Tx, reports: Sequence[tuple[StatusReport, str]]) ->
         tasks=load_tasks(tx, ids, lock=True),
         attempts=_attempts(tx, ids),
         lease_s=_lease_intervals(tx, {sender for _, sender in reports}),
+        writes=BatchedWrites(tx),
         stored=_stored_lines(tx, [r for r, _ in reports if isinstance(r, TaskLog)]),
     )
     results = [_apply(batch, report, sender) for report, sender in reports]
@@ -100,7 +102,8 @@ def _stored_lines(tx: Tx, logs: Sequence[TaskLog]) -> set[tuple[uuid.UUID, int, 
 
 
 def _flush(batch: Batch) -> None:
-    """The batch's renewals and log lines, each in one statement (executemany)."""
+    """The batch's moves, then renewals and log lines, each in one statement (executemany)."""
+    batch.writes.write()
     tx, tasks = batch.tx, batch.tx.t.tasks
     if batch.renewals:
         renew = (
@@ -175,24 +178,23 @@ def _lease_end(batch: Batch, sender: str) -> object:
 def _started(batch: Batch, row: TaskRow, machine_name: str, sender: str) -> ReportResult:
     if row.status is TaskState.RUNNING:
         return ReportResult(ReportOutcome.DUPLICATE, row.status)
-    if not can_apply(TaskEvent.START, row.status):
+    if not can_apply(TaskEvent.START, row.status) or row.worker_agent_id != sender:
         return ReportResult(ReportOutcome.STALE, row.status)
-    tx, tasks = batch.tx, batch.tx.t.tasks
-    values = {"executed_count": row.executed_count + 1, "expires_at": _lease_end(batch, sender)}
-    fence = tasks.c.worker_agent_id == sender
-    if not move_task(tx, TaskEvent.START, row.task_id, row.attempt, values, fence):
-        return ReportResult(ReportOutcome.STALE, row.status)
-    row.status, row.executed_count = TaskState.RUNNING, row.executed_count + 1
-    _mark_attempt_started(tx, row, machine_name)
-    status = mirror_execution(
-        tx,
+    counted = row.executed_count + 1
+    values = {"executed_count": counted, "expires_at": _lease_end(batch, sender)}
+    batch.writes.move(TaskEvent.START, row.task_id, row.attempt, values, worker=sender)
+    batch.writes.start_attempt(row.task_id, row.attempt, machine_name)
+    row.status, row.executed_count = TaskState.RUNNING, counted
+    status = batch.writes.mirror(
         row.execution_id,
         row.status,
         cancel_requested=row.is_cancelled,
-        values=_running_values(tx, row, sender, machine_name),
+        worker_agent_id=sender,
+        executed_count=counted,
+        machine_name=machine_name,
     )
     return ReportResult(
-        ReportOutcome.APPLIED, row.status, status, dispatch_latency_s=_since_queued(tx, row)
+        ReportOutcome.APPLIED, row.status, status, dispatch_latency_s=_since_queued(batch.tx, row)
     )
 
 
@@ -201,29 +203,6 @@ def _since_queued(tx: Tx, row: TaskRow) -> float | None:
     if row.ready_for_dispatch_time is None:
         return None
     return max(0.0, (utc(tx.now) - utc(row.ready_for_dispatch_time)).total_seconds())
-
-
-def _mark_attempt_started(tx: Tx, row: TaskRow, machine_name: str) -> None:
-    a = tx.t.task_attempts
-    tx.conn.execute(
-        sa.update(a)
-        .where(a.c.task_id == row.task_id, a.c.attempt == row.attempt)
-        .values(started_at=tx.now, machine_name=machine_name)
-    )
-
-
-def _running_values(
-    tx: Tx, row: TaskRow, sender: str, machine_name: str | None
-) -> dict[str, object]:
-    ops = tx.t.operations
-    values: dict[str, object] = {
-        "worker_agent_id": sender,
-        "executed_count": row.executed_count,
-        "start_time": sa.func.coalesce(ops.c.start_time, tx.now),
-    }
-    if machine_name is not None:
-        values["machine_name"] = machine_name
-    return values
 
 
 def _progress(batch: Batch, row: TaskRow, sender: str) -> ReportResult:
@@ -256,31 +235,34 @@ def _finished(batch: Batch, row: TaskRow, report: TaskFinished, sender: str) -> 
     # A finished report for an attempt whose `started` was lost still counts the attempt.
     counted = row.executed_count + (1 if row.status is TaskState.DISPATCHED else 0)
     event = _finish_event(report.outcome, row, counted)
-    if not can_apply(event, row.status):
+    if not can_apply(event, row.status) or row.worker_agent_id != sender:
         return ReportResult(ReportOutcome.STALE, row.status)
     tx = batch.tx
     values: dict[str, object] = {"executed_count": counted, "cancel_sent": True}
     if event is TaskEvent.RETRY:
         values.update(requeue_values(tx), cancel_sent=False)
-    fence = tx.t.tasks.c.worker_agent_id == sender
-    if not move_task(tx, event, row.task_id, row.attempt, values, fence):
-        return ReportResult(ReportOutcome.STALE, row.status)
+    batch.writes.move(event, row.task_id, row.attempt, values, worker=sender)
     row.status, row.executed_count = TRANSITIONS[event].target, counted
+    if event is TaskEvent.RETRY:
+        row.worker_agent_id = None
     info.outcome = report.outcome.value
-    status = _record_end(tx, row, report, sender)
+    status = _record_end(batch, row, report, sender)
     return ReportResult(ReportOutcome.APPLIED, row.status, status, event is TaskEvent.RETRY)
 
 
-def _record_end(tx: Tx, row: TaskRow, report: TaskFinished, sender: str) -> ExecutionStatus:
+def _record_end(batch: Batch, row: TaskRow, report: TaskFinished, sender: str) -> ExecutionStatus:
     """Close the attempt, keep its error as a message, mirror the execution's status."""
     error = report.error or None
-    close_attempt(
-        tx, row.task_id, row.attempt, report.outcome.value, exit_code=report.exit_code, error=error
+    batch.writes.close_attempt(
+        row.task_id, row.attempt, report.outcome.value, exit_code=report.exit_code, error=error
     )
-    _record_failure(tx, row, report)
-    values = _running_values(tx, row, sender, None)
-    return mirror_execution(
-        tx, row.execution_id, row.status, cancel_requested=row.is_cancelled, values=values
+    _record_failure(batch.tx, row, report)
+    return batch.writes.mirror(
+        row.execution_id,
+        row.status,
+        cancel_requested=row.is_cancelled,
+        worker_agent_id=sender,
+        executed_count=row.executed_count,
     )
 
 

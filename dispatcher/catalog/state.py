@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from dispatcher.catalog.engine import Tx, locked
+from dispatcher.errors import CatalogError
 from schemas.states import (
     TRANSITIONS,
     ExecutionStatus,
@@ -186,3 +187,195 @@ def add_message(tx: Tx, operation_id: int, message_type: int, message: str, **co
             **context,
         )
     )
+
+
+MoveShape = tuple[TaskEvent, tuple[str, ...], bool, bool]
+"""(event, value columns, fenced by worker, fenced by not-cancelled): one statement."""
+
+
+@dataclass(slots=True)
+class _Run:
+    """An execution's status as a batch leaves it (one write per execution)."""
+
+    status: ExecutionStatus
+    worker_agent_id: str | None
+    executed_count: int
+    machine_name: str | None = None
+    ended: bool = False
+
+
+class BatchedWrites:
+    """Fenced task moves and their companion writes, collected while a batch is decided on
+    locked rows and written at the end with one executemany per statement shape.
+
+    The caller holds the lock on every task it moves and has checked each move against
+    the state machine on its locked copy, so every fenced UPDATE must hit its row: a miss
+    means the catalog changed under the lock, and the whole transaction is aborted rather
+    than half applied. An attempt's start and its end can share a batch, so START moves
+    are written before the others (no other event can follow another in one batch)."""
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+        self._moves: dict[MoveShape, list[dict[str, Any]]] = {}
+        self._starts: list[dict[str, Any]] = []
+        self._ends: list[dict[str, Any]] = []
+        self._runs: dict[int, _Run] = {}
+
+    def move(
+        self,
+        event: TaskEvent,
+        task_id: uuid.UUID,
+        attempt: int,
+        values: Mapping[str, Any],
+        *,
+        worker: str | None = None,
+        not_cancelled: bool = False,
+    ) -> None:
+        """Apply ``event`` to one attempt (fenced by its state, and by ``worker``)."""
+        shape = (event, tuple(sorted(values)), worker is not None, not_cancelled)
+        row = {"b_task": task_id, "b_attempt": attempt, "b_worker": worker}
+        row.update({f"v_{column}": value for column, value in values.items()})
+        self._moves.setdefault(shape, []).append(row)
+
+    def start_attempt(self, task_id: uuid.UUID, attempt: int, machine_name: str) -> None:
+        self._starts.append({"b_task": task_id, "b_attempt": attempt, "b_machine": machine_name})
+
+    def close_attempt(
+        self,
+        task_id: uuid.UUID,
+        attempt: int,
+        outcome: str,
+        *,
+        exit_code: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """How an attempt ended, unless it already has an outcome."""
+        self._ends.append(
+            {
+                "b_task": task_id,
+                "b_attempt": attempt,
+                "b_outcome": outcome,
+                "b_exit": exit_code,
+                "b_error": error,
+            }
+        )
+
+    def mirror(
+        self,
+        execution_id: int,
+        state: TaskState,
+        *,
+        cancel_requested: bool,
+        worker_agent_id: str | None,
+        executed_count: int,
+        machine_name: str | None = None,
+    ) -> ExecutionStatus:
+        """The execution follows its task's new state (see :func:`mirror_execution`)."""
+        status = execution_status_for(state, cancel_requested=cancel_requested)
+        run = self._runs.get(execution_id)
+        kept_machine = run.machine_name if run is not None else None
+        self._runs[execution_id] = _Run(
+            status,
+            worker_agent_id,
+            executed_count,
+            machine_name or kept_machine,
+            ended=status.is_terminal,
+        )
+        return status
+
+    def write(self) -> None:
+        """Everything collected, in dependency order; then the collector is empty."""
+        shapes = sorted(self._moves, key=lambda shape: shape[0] is not TaskEvent.START)
+        for shape in shapes:
+            self._write_moves(shape, self._moves[shape])
+        if self._starts:
+            self._write_starts()
+        if self._ends:
+            self._write_ends()
+        if self._runs:
+            self._write_runs()
+        self._moves, self._starts, self._ends, self._runs = {}, [], [], {}
+
+    def _write_moves(self, shape: MoveShape, rows: list[dict[str, Any]]) -> None:
+        event, columns, by_worker, not_cancelled = shape
+        transition = TRANSITIONS[event]
+        tasks = self._tx.t.tasks
+        where = [
+            tasks.c.task_id == sa.bindparam("b_task"),
+            tasks.c.attempt == sa.bindparam("b_attempt"),
+            among_states(tasks.c.status, transition.sources),
+        ]
+        if by_worker:
+            where.append(tasks.c.worker_agent_id == sa.bindparam("b_worker"))
+        if not_cancelled:
+            where.append(tasks.c.is_cancelled == sa.false())
+        values: dict[str, Any] = {c: sa.bindparam(f"v_{c}", type_=tasks.c[c].type) for c in columns}
+        statement = (
+            sa.update(tasks)
+            .where(*where)
+            .values(status=int(transition.target), last_updated_time=self._tx.now, **values)
+        )
+        result = self._tx.conn.execute(statement, rows)
+        if self._tx.conn.dialect.supports_sane_multi_rowcount and result.rowcount != len(rows):
+            msg = (
+                f"{event.value}: {result.rowcount} of {len(rows)} locked tasks moved; "
+                "the batch is rolled back"
+            )
+            raise CatalogError(msg)
+
+    def _write_starts(self) -> None:
+        a = self._tx.t.task_attempts
+        statement = (
+            sa.update(a)
+            .where(a.c.task_id == sa.bindparam("b_task"), a.c.attempt == sa.bindparam("b_attempt"))
+            .values(started_at=self._tx.now, machine_name=sa.bindparam("b_machine"))
+        )
+        self._tx.conn.execute(statement, self._starts)
+
+    def _write_ends(self) -> None:
+        a = self._tx.t.task_attempts
+        statement = (
+            sa.update(a)
+            .where(
+                a.c.task_id == sa.bindparam("b_task"),
+                a.c.attempt == sa.bindparam("b_attempt"),
+                a.c.outcome.is_(None),
+            )
+            .values(
+                outcome=sa.bindparam("b_outcome"),
+                ended_at=self._tx.now,
+                exit_code=sa.bindparam("b_exit"),
+                error=sa.bindparam("b_error"),
+            )
+        )
+        self._tx.conn.execute(statement, self._ends)
+
+    def _write_runs(self) -> None:
+        ops, now = self._tx.t.operations, self._tx.now
+        end_type, machine_type = ops.c.end_time.type, ops.c.machine_name.type
+        statement = (
+            sa.update(ops)
+            .where(ops.c.operation_id == sa.bindparam("b_op"))
+            .values(
+                status=sa.bindparam("b_status"),
+                worker_agent_id=sa.bindparam("b_worker"),
+                executed_count=sa.bindparam("b_count"),
+                start_time=sa.func.coalesce(ops.c.start_time, now),
+                end_time=sa.func.coalesce(sa.bindparam("b_end", type_=end_type), ops.c.end_time),
+                machine_name=sa.func.coalesce(
+                    sa.bindparam("b_machine", type_=machine_type), ops.c.machine_name
+                ),
+            )
+        )
+        rows = [
+            {
+                "b_op": execution_id,
+                "b_status": int(run.status),
+                "b_worker": run.worker_agent_id,
+                "b_count": run.executed_count,
+                "b_end": now if run.ended else None,
+                "b_machine": run.machine_name,
+            }
+            for execution_id, run in self._runs.items()
+        ]
+        self._tx.conn.execute(statement, rows)

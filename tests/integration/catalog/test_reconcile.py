@@ -5,9 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
+
 from dispatcher.catalog import Assignment, Catalog, ReportOutcome
+from dispatcher.catalog.engine import create, transaction
+from dispatcher.catalog.state import BatchedWrites
+from dispatcher.errors import CatalogError
 from schemas.messages import TaskStarted
-from schemas.states import ExecutionStatus, TaskState
+from schemas.states import ExecutionStatus, TaskEvent, TaskState
 from tests.fixtures.catalog import (
     finished,
     log,
@@ -225,3 +230,55 @@ def test_mixed_batch_is_applied_in_order(catalog: Catalog) -> None:
     assert catalog.get_execution(a.execution_id).status is ExecutionStatus.SUCCEEDED
     assert catalog.expire_leases() == []
     assert catalog.get_worker_agent("w1").running_tasks == 0
+
+
+def test_one_batch_over_several_executions_lands_each(catalog: Catalog) -> None:
+    """Reports of three executions interleaved in one batch (a finish before another's
+    start): each execution and attempt ends as its own reports say."""
+    online_worker(catalog, "w1")
+    ids = [started_execution(catalog) for _ in range(3)]
+    by_execution = {a.execution_id: a for a in catalog.claim_tasks(3)}
+    a, b, c = (by_execution[i] for i in ids)
+
+    results = catalog.apply_status_reports(
+        [(finished(b), "w1"), (started(a), "w1"), (started(c), "w1"), (finished(a), "w1")]
+    )
+
+    assert [r.outcome for r in results] == [ReportOutcome.APPLIED] * 4
+    assert [catalog.get_execution(i).status for i in ids] == [
+        ExecutionStatus.SUCCEEDED,
+        ExecutionStatus.SUCCEEDED,
+        ExecutionStatus.RUNNING,
+    ]
+    assert [catalog.get_execution(i).executed_count for i in ids] == [1, 1, 1]
+    [attempt_a] = catalog.execution_attempts(a.execution_id)
+    [attempt_b] = catalog.execution_attempts(b.execution_id)
+    [attempt_c] = catalog.execution_attempts(c.execution_id)
+    assert (attempt_a.started_at is not None, attempt_a.outcome) == (True, "succeeded")
+    assert (attempt_b.started_at, attempt_b.outcome) == (None, "succeeded")
+    assert (attempt_c.started_at is not None, attempt_c.outcome) == (True, None)
+    assert catalog.get_worker_agent("w1").running_tasks == 1
+
+
+def test_a_move_that_misses_its_locked_row_rolls_the_batch_back(
+    catalog: Catalog, catalog_url: str
+) -> None:
+    """BatchedWrites' guard: a fenced move that finds its task elsewhere than the batch
+    decided aborts the whole transaction; nothing written before it in the batch stays."""
+    a = claim_one(catalog)
+    engine = create(catalog_url, connection_timeout_s=5)
+
+    def write_a_wrong_batch() -> None:
+        with transaction(engine) as tx:
+            writes = BatchedWrites(tx)
+            writes.start_attempt(a.task_id, a.attempt, "m-w1")
+            writes.move(TaskEvent.START, a.task_id, a.attempt, {}, worker="w2")  # w1 holds it
+            writes.write()
+
+    with pytest.raises(CatalogError, match="0 of 1 locked tasks moved"):
+        write_a_wrong_batch()
+    engine.dispose()
+
+    [attempt] = catalog.execution_attempts(a.execution_id)
+    assert attempt.started_at is None
+    assert catalog.get_execution(a.execution_id).status is ExecutionStatus.PENDING
