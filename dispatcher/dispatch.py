@@ -1,10 +1,11 @@
 """The dispatch loop: pending tasks -> attempts in the catalog -> confirmed publishes.
 
 Order matters for "nothing lost, nothing run twice": the attempt (its number, worker and
-lease) is committed first, then published with a confirm, then marked published. A crash
-between the two leaves an unpublished attempt that the next pass publishes again (the
-dispatched rows are the outbox); a worker that gets the same attempt twice reports it
-twice, and the catalog's attempt fence makes the second report a duplicate.
+lease) is committed first, then published with a confirm, then marked published (in the
+next claim's transaction when one follows at once, else straight away). A crash in
+between leaves an unpublished attempt that a later pass publishes again (the dispatched
+rows are the outbox); a worker that gets the same attempt twice reports it twice, and the
+catalog's attempt fence makes the second report a duplicate.
 
 The loop sleeps on an event that a ``dispatch.wake`` message, a requeue or a heartbeat
 from a worker with room sets, and polls as a safety net so that a task row written by
@@ -26,10 +27,13 @@ from dispatcher.errors import CatalogUnavailable
 logger = logging.getLogger(__name__)
 
 
-class DispatchCatalog(Protocol):
-    def claim_tasks(self, limit: int) -> list[Assignment]: ...
+AttemptKey = tuple[uuid.UUID, int]
 
-    def mark_published(self, attempts: Sequence[tuple[uuid.UUID, int]]) -> None: ...
+
+class DispatchCatalog(Protocol):
+    def claim_tasks(self, limit: int, published: Sequence[AttemptKey] = ()) -> list[Assignment]: ...
+
+    def mark_published(self, attempts: Sequence[AttemptKey]) -> None: ...
 
     def unpublished_assignments(self, older_than_s: float) -> list[Assignment]: ...
 
@@ -59,6 +63,9 @@ class Dispatcher:
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
         self._republish_after_s = republish_after_s
+        self._unmarked: list[AttemptKey] = []
+        """Confirmed attempts not yet flagged published: the next claim flags them in its
+        own transaction (one commit less per pass), or the pass's end does when idle."""
         self.wake = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
@@ -67,30 +74,47 @@ class Dispatcher:
             self.wake.wait(self._poll_interval_s)
             self.wake.clear()
             if stop.is_set():
-                return
+                break
             try:
                 self.run_once()
             except CatalogUnavailable as exc:
                 metrics.CATALOG_ERRORS.labels(loop="dispatch").inc()
                 logger.warning("dispatch.catalog_unavailable", extra={"error": str(exc)})
                 stop.wait(self._poll_interval_s)
+        try:
+            self._mark_unmarked()
+        except CatalogUnavailable:
+            logger.warning("dispatch.unmarked_on_stop", extra={"count": len(self._unmarked)})
 
     def run_once(self) -> int:
         """One pass: claim and publish until nothing is claimable; republish the outbox;
         deliver pending cancels. Returns the number of attempts confirmed."""
         confirmed = 0
         while True:
-            claimed = self._catalog.claim_tasks(self._batch_size)
+            published, self._unmarked = self._unmarked, []
+            try:
+                claimed = self._catalog.claim_tasks(self._batch_size, published)
+            except BaseException:
+                self._unmarked = published + self._unmarked
+                raise
             confirmed += self._publish(claimed)
             if len(claimed) < self._batch_size:
                 break
+        if not self.wake.is_set():  # no next pass due at once: flag the rest now
+            self._mark_unmarked()
         stale = self._catalog.unpublished_assignments(self._republish_after_s)
         if stale:
             metrics.REPUBLISHED.inc(len(stale))
             logger.info("dispatch.republishing", extra={"count": len(stale)})
             confirmed += self._publish(stale)
+            self._mark_unmarked()
         self._deliver_cancels()
         return confirmed
+
+    def _mark_unmarked(self) -> None:
+        if self._unmarked:
+            self._catalog.mark_published(self._unmarked)
+            self._unmarked = []
 
     def _publish(self, assignments: list[Assignment]) -> int:
         if not assignments:
@@ -99,7 +123,7 @@ class Dispatcher:
             a for a, ok in zip(assignments, self._publisher.assign(assignments), strict=True) if ok
         ]
         if confirmed:
-            self._catalog.mark_published([(a.task_id, a.attempt) for a in confirmed])
+            self._unmarked += [(a.task_id, a.attempt) for a in confirmed]
             metrics.TASKS_DISPATCHED.inc(len(confirmed))
         for a in confirmed:
             logger.debug(

@@ -240,8 +240,16 @@ class Catalog:
 
     # ---- the master's operations ------------------------------------------------------
 
-    def claim_tasks(self, limit: int) -> list[Assignment]:
-        return self._run(lambda tx: dispatching.claim_tasks(tx, self._timing, limit))
+    def claim_tasks(
+        self, limit: int, published: Sequence[tuple[uuid.UUID, int]] = ()
+    ) -> list[Assignment]:
+        """Flag ``published`` attempts (confirmed since the last claim), then claim."""
+
+        def claim(tx: Tx) -> list[Assignment]:
+            dispatching.mark_published(tx, published)
+            return dispatching.claim_tasks(tx, self._timing, limit)
+
+        return self._run(claim)
 
     def mark_published(self, attempts: Sequence[tuple[uuid.UUID, int]]) -> None:
         self._run(lambda tx: dispatching.mark_published(tx, attempts))
