@@ -87,6 +87,7 @@ class Agent:
             on_tolerance_exceeded=lambda: self.stop_all(
                 TaskOutcome.FAILED, "heartbeat error tolerance exceeded"
             ),
+            busy=lambda: self.registry.busy(),  # noqa: PLW0108  # the registry comes next
         )
         self.registry = Registry(settings.max_task_count, on_change=self.heartbeat.nudge)
         self.tasks = TaskHandler(

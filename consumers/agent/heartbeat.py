@@ -40,9 +40,13 @@ class Heartbeat:
         task_interval_s: float,
         error_tolerance_s: float,
         on_tolerance_exceeded: Callable[[], None],
+        busy: Callable[[], bool] | None = None,
     ) -> None:
         self._connect = connect
         self._snapshot = snapshot
+        self._busy = busy or (lambda: bool(snapshot().running))
+        """Whether packages run (the interval to use); cheaper than a whole snapshot,
+        which samples the load and is taken only when a beat is sent."""
         self._agent_interval_s = agent_interval_s
         self._task_interval_s = task_interval_s
         self._tolerance_s = error_tolerance_s
@@ -59,8 +63,7 @@ class Heartbeat:
         last_sent = float("-inf")
         try:
             while not stop.is_set():
-                beat = self._snapshot()
-                interval = self._task_interval_s if beat.running else self._agent_interval_s
+                interval = self._task_interval_s if self._busy() else self._agent_interval_s
                 wait = last_sent + interval - time.monotonic()
                 if wait > 0:
                     self._changed.wait(min(wait, 1.0))
@@ -70,7 +73,7 @@ class Heartbeat:
                 if last_sent != float("-inf"):
                     metrics.WORKER_HEARTBEAT_GAP.observe(now - last_sent)
                 last_sent = now
-                self._beat(beat)
+                self._beat(self._snapshot())
         finally:
             self._close()
 
