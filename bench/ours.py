@@ -79,7 +79,16 @@ class Latency:
 class Cluster:
     """A catalog, a master and ``workers`` worker processes on one vhost."""
 
-    def __init__(self, folder: Path, catalog_url: str, broker_url: str, workers: int) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        catalog_url: str,
+        broker_url: str,
+        workers: int,
+        max_task_count: int | None = None,
+    ) -> None:
+        self.max_task_count = max_task_count
+        """None: the product default (SSIS's MaxTaskCount, 10)."""
         self.folder = folder
         self.catalog_url = catalog_url
         self.broker = BrokerSettings(url=broker_url)
@@ -114,6 +123,8 @@ class Cluster:
                 "SCALEOUT_EXECUTION_LOG_CACHE_FOLDER": str(home / "elogcache"),
                 "SCALEOUT_PROJECT_CACHE_FOLDER": str(home / "projects"),
             }
+            if self.max_task_count is not None:
+                env["SCALEOUT_MAX_TASK_COUNT"] = str(self.max_task_count)
             self.children.python(worker, ["-m", "dispatcher.cli", "worker"], env)
         self.outbound = Outbound(self.broker, name="bench-client")
         self._wait_master(timeout_s=60)
@@ -300,10 +311,14 @@ class Cluster:
 
 @contextlib.contextmanager
 def running_cluster(
-    folder: Path, catalog_url: str, broker_url: str, workers: int
+    folder: Path,
+    catalog_url: str,
+    broker_url: str,
+    workers: int,
+    max_task_count: int | None = None,
 ) -> Iterator[Cluster]:
     folder.mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(folder, catalog_url, broker_url, workers)
+    cluster = Cluster(folder, catalog_url, broker_url, workers, max_task_count)
     try:
         cluster.prepare()
         cluster.start()

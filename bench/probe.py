@@ -36,14 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--dialect", default="sqlite", choices=("sqlite", "postgresql"))
     parser.add_argument("--profile", type=int, default=0, help="py-spy seconds (0: none)")
+    parser.add_argument("--max-task-count", type=int, help="workers' MaxTaskCount (default 10)")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="scaleout-probe-"))
-    figures: dict[str, Any] = {"tasks": args.tasks, "workers": args.workers}
+    figures: dict[str, Any] = {
+        "tasks": args.tasks,
+        "workers": args.workers,
+        "max_task_count": args.max_task_count or 10,
+    }
     broker = beam_pid()
     with (
         fresh_vhost() as vhost,
         catalog_database(args.dialect, folder, "probe") as url,
-        running_cluster(folder, url, amqp_url(vhost), args.workers) as cluster,
+        running_cluster(folder, url, amqp_url(vhost), args.workers, args.max_task_count) as cluster,
     ):
         cluster.warm_up(10)
         profiles = []

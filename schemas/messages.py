@@ -182,6 +182,21 @@ class TaskFinished(_FromWorker):
     exit_code: int | None = None
     error: Annotated[str, StringConstraints(max_length=4096)] = ""
     duration_s: Annotated[float, Field(ge=0)] = 0.0
+    entries: Annotated[tuple[LogEntry, ...], Field(max_length=1000)] = ()
+    """The attempt's last log lines, stored as a ``task.log`` with the same entries would
+    be: a short package's whole log then travels with its outcome, in one message."""
+
+    def as_log(self) -> TaskLog | None:
+        """The carried lines as the ``task.log`` they stand for (None when there are none)."""
+        if not self.entries:
+            return None
+        return TaskLog(
+            task_id=self.task_id,
+            attempt=self.attempt,
+            execution_id=self.execution_id,
+            worker_id=self.worker_id,
+            entries=self.entries,
+        )
 
 
 class RunningAttempt(BaseModel):

@@ -243,18 +243,24 @@ class TaskRun:
             self._flush()
 
     def _flush(self) -> None:
-        self._batch_since = time.monotonic()
-        if not self._batch:
+        entries = self._take_entries()
+        if not entries:
             return
         log = TaskLog(
             task_id=self._assign.task_id,
             attempt=self._assign.attempt,
             execution_id=self._assign.execution_id,
             worker_id=self._settings.worker_id,
-            entries=tuple(self._batch),
+            entries=entries,
         )
-        self._batch, self._batch_chars = [], 0
         self._reporter.submit(Outgoing(STATUS_EXCHANGE, STATUS_ROUTING_KEY, log))
+
+    def _take_entries(self) -> tuple[LogEntry, ...]:
+        """The lines batched so far (within the size bounds of one report)."""
+        entries = tuple(self._batch)
+        self._batch, self._batch_chars = [], 0
+        self._batch_since = time.monotonic()
+        return entries
 
     def _write_local(self, line: Line) -> None:
         if self._local_log is None or self._local_bytes > LOCAL_LOG_MAX_BYTES:
@@ -266,7 +272,6 @@ class TaskRun:
     def _finish(self, outcome: TaskOutcome, exit_code: int | None, error: str, took: float) -> None:
         try:
             self._add(make_line("agent", f"package ended: {outcome.value}, exit code {exit_code}"))
-            self._flush()
             finished = TaskFinished(
                 task_id=self._assign.task_id,
                 attempt=self._assign.attempt,
@@ -276,6 +281,7 @@ class TaskRun:
                 exit_code=exit_code,
                 error=error[-4000:],
                 duration_s=round(took, 3),
+                entries=self._take_entries(),  # the last lines ride with the outcome
             )
             confirmed = self._reporter.submit(
                 Outgoing(STATUS_EXCHANGE, STATUS_ROUTING_KEY, finished)

@@ -76,11 +76,20 @@ def apply_status_reports(tx: Tx, reports: Sequence[tuple[StatusReport, str]]) ->
         attempts=_attempts(tx, ids),
         lease_s=_lease_intervals(tx, {sender for _, sender in reports}),
         writes=BatchedWrites(tx),
-        stored=_stored_lines(tx, [r for r, _ in reports if isinstance(r, TaskLog)]),
+        stored=_stored_lines(tx, [log for r, _ in reports if (log := _log_part(r)) is not None]),
     )
     results = [_apply(batch, report, sender) for report, sender in reports]
     _flush(batch)
     return results
+
+
+def _log_part(report: StatusReport) -> TaskLog | None:
+    """The log lines a report carries: a task.log, or a task.finished's last lines."""
+    if isinstance(report, TaskLog):
+        return report
+    if isinstance(report, TaskFinished):
+        return report.as_log()
+    return None
 
 
 def _stored_lines(tx: Tx, logs: Sequence[TaskLog]) -> set[tuple[uuid.UUID, int, int]]:
@@ -151,6 +160,8 @@ def _apply(batch: Batch, report: StatusReport, sender: str) -> ReportResult:
         return ReportResult(refused)
     if isinstance(report, TaskLog):
         return _log(batch, report)
+    if isinstance(report, TaskFinished) and (lines := report.as_log()) is not None:
+        _log(batch, lines)  # stored whatever becomes of the outcome, as a task.log would be
     row = batch.tasks[report.task_id]
     if report.attempt < row.attempt:
         return ReportResult(ReportOutcome.STALE, row.status)

@@ -282,3 +282,25 @@ def test_a_move_that_misses_its_locked_row_rolls_the_batch_back(
     [attempt] = catalog.execution_attempts(a.execution_id)
     assert attempt.started_at is None
     assert catalog.get_execution(a.execution_id).status is ExecutionStatus.PENDING
+
+
+def test_a_finished_report_stores_the_lines_it_carries(catalog: Catalog) -> None:
+    """A task.finished with its last lines stores them like a task.log: once, even when
+    the report comes twice or repeats lines a task.log brought; a forged one stores none."""
+    a = claim_one(catalog)
+    catalog.apply_status_reports([(started(a), "w1"), (log(a, 0), "w1")])
+    report = finished(a).model_copy(update={"entries": log(a, 0, 1, 2).entries})
+
+    forgery = finished(a, worker="w2").model_copy(update={"entries": log(a, 5).entries})
+    forged = catalog.apply_status_reports([(forgery, "w2")])
+    results = catalog.apply_status_reports([(report, "w1")])
+    again = catalog.apply_status_reports([(report, "w1")])
+    lines = [m for m in catalog.execution_messages(a.execution_id) if m.attempt == 1 and m.source]
+
+    assert [r.outcome for r in forged] == [ReportOutcome.FORGED_SENDER]
+    assert [r.outcome for r in results + again] == [
+        ReportOutcome.APPLIED,
+        ReportOutcome.DUPLICATE,
+    ]
+    assert [m.message for m in lines] == ["line 0", "line 1", "line 2"]
+    assert catalog.get_execution(a.execution_id).status is ExecutionStatus.SUCCEEDED

@@ -31,7 +31,7 @@ def test_logs_and_outcome_reach_the_master_in_order(
     kinds = [type(m) for _, m in master.about(task)]
     assert kinds[0] is TaskStarted
     assert kinds[-1] is TaskFinished
-    assert set(kinds[1:-1]) == {TaskLog}
+    assert set(kinds[1:-1]) <= {TaskLog}  # the last lines may all ride in task.finished
     entries = master.log_entries(task)
     assert [e.seq for e in entries] == list(range(len(entries)))
     text = master.log_text(task)
