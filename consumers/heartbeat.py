@@ -1,8 +1,8 @@
 """The master's heartbeat reconciler: a worker is alive, here is what it runs.
 
 Each heartbeat updates the worker's row (an unknown worker is registered disabled, as
-SSIS does, and gets its queues declared), renews the leases of the attempts it runs, and
-is answered with a cancel for every attempt it must stop: one the catalog has moved past
+SSIS does; an enabled one gets its queues declared), renews the leases of the attempts it
+runs, and is answered with a cancel for every attempt it must stop: one the catalog has moved past
 (stale) or one whose stop was requested. Cancels repeat with every heartbeat until the
 worker stops reporting the attempt, so a cancel survives a lost message or a restart.
 """
@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 
 
 class HeartbeatSink(Protocol):
-    def record_heartbeat(self, heartbeat: AgentHeartbeat, sender: str) -> HeartbeatResult: ...
+    def record_heartbeats(
+        self, beats: Sequence[tuple[AgentHeartbeat, str]]
+    ) -> list[HeartbeatResult]: ...
 
 
 class HeartbeatReplies(Protocol):
@@ -52,9 +54,23 @@ class HeartbeatReconciler:
         self._known: set[str] = set()
 
     def __call__(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
-        return [self._one(delivery) for delivery in deliveries]
+        """One catalog transaction for the batch's valid heartbeats; acked after it."""
+        verdicts: list[Verdict] = []
+        accepted: list[tuple[AgentHeartbeat, str]] = []
+        for delivery in deliveries:
+            checked = self._check(delivery)
+            if isinstance(checked, Verdict):
+                verdicts.append(checked)
+            else:
+                accepted.append(checked)
+                verdicts.append(ACK)
+        if accepted:
+            results = self._catalog.record_heartbeats(accepted)
+            for (heartbeat, _), result in zip(accepted, results, strict=True):
+                self._after(heartbeat, result)
+        return verdicts
 
-    def _one(self, delivery: Delivery) -> Verdict:
+    def _check(self, delivery: Delivery) -> tuple[AgentHeartbeat, str] | Verdict:
         heartbeat = decode_as(HEARTBEAT_QUEUE, delivery, AgentHeartbeat)
         if isinstance(heartbeat, Verdict):
             return heartbeat
@@ -63,9 +79,7 @@ class HeartbeatReconciler:
             detail = f"body says {heartbeat.worker_id}, broker says {delivery.user_id}"
             metrics.HEARTBEATS.labels(outcome="forged_sender").inc()
             return dead_letter(HEARTBEAT_QUEUE, delivery, DecodeReason.FORGED_SENDER, detail)
-        result = self._catalog.record_heartbeat(heartbeat, sender)
-        self._after(heartbeat, result)
-        return ACK
+        return heartbeat, sender
 
     def _after(self, heartbeat: AgentHeartbeat, result: HeartbeatResult) -> None:
         outcome = "registered" if result.registered else "recorded"

@@ -72,7 +72,7 @@ class MasterService:
         fetch = FetchResponder(self.catalog, self.outbound, senders=senders)
         properties = timers.master_properties(s.master_heartbeat_interval_ms)
         heartbeat_loop, heartbeat_consumer = self._consumer_loop(
-            topology.HEARTBEAT_QUEUE, heartbeat, prefetch=50, batch_max=1
+            topology.HEARTBEAT_QUEUE, heartbeat, prefetch=100, batch_max=50
         )
         watch = timers.HeartbeatWatch(lambda: heartbeat_consumer.connected_since, s.expiry_grace_s)
         return [

@@ -265,6 +265,19 @@ class Catalog:
     def record_heartbeat(self, heartbeat: AgentHeartbeat, sender: str) -> HeartbeatResult:
         return self._run(lambda tx: leases.record_heartbeat(tx, heartbeat, sender))
 
+    def record_heartbeats(
+        self, beats: Sequence[tuple[AgentHeartbeat, str]]
+    ) -> list[HeartbeatResult]:
+        """Several heartbeats in one transaction, one result each in order. They are
+        recorded in worker order, so that concurrent batches take their locks alike."""
+
+        def record(tx: Tx) -> list[HeartbeatResult]:
+            order = sorted(range(len(beats)), key=lambda i: beats[i][1])
+            results = {i: leases.record_heartbeat(tx, *beats[i]) for i in order}
+            return [results[i] for i in range(len(beats))]
+
+        return self._run(record)
+
     def pending_cancels(self) -> list[CancelOrder]:
         return self._read(leases.pending_cancels)
 

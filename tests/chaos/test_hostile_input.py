@@ -64,10 +64,12 @@ class RecordingSink:
         self.reports.extend((r, s, res) for (r, s), res in zip(reports, results, strict=True))
         return results
 
-    def record_heartbeat(self, heartbeat: AgentHeartbeat, sender: str) -> HeartbeatResult:
-        result = self.catalog.record_heartbeat(heartbeat, sender)
-        self.heartbeats.append((heartbeat, sender, result))
-        return result
+    def record_heartbeats(
+        self, beats: Sequence[tuple[AgentHeartbeat, str]]
+    ) -> list[HeartbeatResult]:
+        results = self.catalog.record_heartbeats(beats)
+        self.heartbeats.extend((h, s, r) for (h, s), r in zip(beats, results, strict=True))
+        return results
 
 
 @dataclass

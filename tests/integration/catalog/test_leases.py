@@ -96,6 +96,27 @@ def test_heartbeat_answers_stale_attempts_with_cancels(catalog: Catalog) -> None
     ]
 
 
+def test_a_batch_of_heartbeats_is_recorded_in_order(catalog: Catalog) -> None:
+    """One transaction for several heartbeats: an unknown worker twice (registered once),
+    a known one renewing its lease and told to stop; one result each, in order."""
+    online_worker(catalog, "w1")
+    a = running(catalog)
+    catalog.stop_operation(a.execution_id)
+
+    results = catalog.record_heartbeats(
+        [
+            (heartbeat("w9", machine_name="nine"), "w9"),
+            (heartbeat("w1", about(a)), "w1"),
+            (heartbeat("w9", machine_name="nine"), "w9"),
+        ]
+    )
+
+    assert [r.registered for r in results] == [True, False, False]
+    assert [r.is_enabled for r in results] == [False, True, False]
+    assert [c.reason for c in results[1].cancels] == [CancelReason.STOP_REQUESTED]
+    assert catalog.get_worker_agent("w9").machine_name == "nine"
+
+
 def test_heartbeat_repeats_stop_requests(catalog: Catalog) -> None:
     """A running attempt whose stop was requested is answered with STOP_REQUESTED."""
     online_worker(catalog, "w1")
