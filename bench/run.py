@@ -49,13 +49,13 @@ class Plan:
     heartbeat_workers: int
     heartbeat_seconds: float
     profile_s: int
+    wide_slots: int = 0
+    """MaxTaskCount of an extra headline run (0: none)."""
 
 
-FULL = Plan(2000, (1, 4), ("sqlite", "postgresql"), 100, 400, 1000, 100_000, 400, 100, 15, 20)
-"""Heartbeats: 100 simulated workers by default, 500 with ``--heartbeat-workers 500``. The
-master declares two quorum queues per worker it first sees: 500 workers are 1,000 quorum
-queues, and deleting that vhost afterwards wedged the shared RabbitMQ 3.10 of this 2-core
-box once (see RESULTS.md). Run 500 on a quiet machine."""
+FULL = Plan(2000, (1, 4), ("sqlite", "postgresql"), 100, 400, 1000, 100_000, 400, 500, 15, 20, 40)
+"""Heartbeats: 500 simulated workers. They register disabled, so the master declares no
+queues for them (a first trial, when it still did, made 1,000 quorum queues)."""
 QUICK = Plan(200, (4,), ("sqlite",), 20, 60, 100, 2000, 50, 50, 3, 0)
 
 out = Console(stderr=False, width=120)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a small smoke run (N=200)")
     parser.add_argument("--tasks", type=int, help="N, executions per throughput run")
-    parser.add_argument("--heartbeat-workers", type=int, help="simulated workers (default 100)")
+    parser.add_argument("--heartbeat-workers", type=int, help="simulated workers (default 500)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     if args.tasks:
@@ -117,7 +117,27 @@ def measure_ours(plan: Plan, folder: Path, figures: dict[str, Any]) -> dict[str,
                     figures[f"latency_saturated_{dialect}"] = latency_figures(
                         cluster.saturated_latency(plan.saturated, result.per_s)
                     )
+    if plan.wide_slots:
+        key = f"sqlite_w{max(plan.worker_counts)}_mtc{plan.wide_slots}"
+        results[key] = measure_wide(plan, folder, key)
+        figures[f"e2e_{key}"] = e2e_figures(results[key])
     return results
+
+
+def measure_wide(plan: Plan, folder: Path, key: str) -> E2E:
+    """The headline run again with MaxTaskCount raised: how much of the throughput is
+    bounded by slots x round trip rather than by CPU."""
+    out.print(f"scaleout end to end: {key} (MaxTaskCount {plan.wide_slots}) ...")
+    where = folder / f"ours-{key}"
+    where.mkdir()
+    workers = max(plan.worker_counts)
+    with (
+        fresh_vhost() as vhost,
+        catalog_database("sqlite", where, key) as url,
+        running_cluster(where, url, amqp_url(vhost), workers, plan.wide_slots) as cluster,
+    ):
+        cluster.warm_up(10)
+        return cluster.throughput(plan.tasks, timeout_s=max(120.0, plan.tasks / 3))
 
 
 def start_profiles(
@@ -197,32 +217,9 @@ def init_catalog(url: str) -> None:
 
 
 def measure_scale(plan: Plan, folder: Path, figures: dict[str, Any]) -> None:
+    for dialect in plan.dialects:
+        figures[f"history_{dialect}"] = measure_history(plan, folder, dialect)
     dialect = "sqlite"
-    where = folder / "history"
-    where.mkdir()
-    out.print(f"history: {plan.history_small} then {plan.history_large} finished executions ...")
-    with (
-        fresh_vhost() as vhost,
-        catalog_database(dialect, where, "history") as url,
-        running_cluster(where, url, amqp_url(vhost), 1) as cluster,
-    ):
-        history = scale.history_run(
-            cluster,
-            small=plan.history_small,
-            large=plan.history_large,
-            samples=plan.light_samples,
-            burst=plan.history_burst,
-        )
-    figures["history_sqlite"] = {
-        "small": history.small,
-        "large": history.large,
-        "latency_small": latency_figures(history.latency_small),
-        "latency_large": latency_figures(history.latency_large),
-        "p50_ratio": round(history.ratio, 2),
-        "seed_s": round(history.seed_s, 1),
-        "burst_at_large": e2e_figures(history.burst_large),
-        "master_peak_rss_mb": round(history.master_peak_rss_mb, 1),
-    }
     where = folder / "heartbeats"
     where.mkdir()
     out.print(f"heartbeats: {plan.heartbeat_workers} simulated workers ...")
@@ -247,6 +244,37 @@ def measure_scale(plan: Plan, folder: Path, figures: dict[str, Any]) -> None:
         "lag_p99_ms": round(beats.lag_p99_ms, 1),
         "lag_max_ms": round(beats.lag_max_ms, 1),
         "backlog_at_end": beats.backlog_at_end,
+    }
+
+
+def measure_history(plan: Plan, folder: Path, dialect: str) -> dict[str, Any]:
+    where = folder / f"history-{dialect}"
+    where.mkdir()
+    out.print(
+        f"history ({dialect}): {plan.history_small} then {plan.history_large} "
+        "finished executions ..."
+    )
+    with (
+        fresh_vhost() as vhost,
+        catalog_database(dialect, where, "history") as url,
+        running_cluster(where, url, amqp_url(vhost), 1) as cluster,
+    ):
+        history = scale.history_run(
+            cluster,
+            small=plan.history_small,
+            large=plan.history_large,
+            samples=plan.light_samples,
+            burst=plan.history_burst,
+        )
+    return {
+        "small": history.small,
+        "large": history.large,
+        "latency_small": latency_figures(history.latency_small),
+        "latency_large": latency_figures(history.latency_large),
+        "p50_ratio": round(history.ratio, 2),
+        "seed_s": round(history.seed_s, 1),
+        "burst_at_large": e2e_figures(history.burst_large),
+        "master_peak_rss_mb": round(history.master_peak_rss_mb, 1),
     }
 
 
@@ -282,7 +310,7 @@ def peer_figures(result: peers.PeerResult) -> dict[str, Any]:
 
 def ratios(plan: Plan, ours: dict[str, E2E], figures: dict[str, Any]) -> None:
     for key, result in ours.items():
-        dialect, workers = key.rsplit("_w", 1)
+        dialect, workers = key.split("_mtc")[0].rsplit("_w", 1)
         for peer in ("celery", "dramatiq", "raw_pika"):
             figures[f"e2e_vs_{peer}_{key}"] = _ratio(result.per_s, figures[f"{peer}_w{workers}"])
         figures[f"e2e_vs_celery_db_{key}"] = _ratio(
@@ -298,8 +326,10 @@ def ratios(plan: Plan, ours: dict[str, E2E], figures: dict[str, Any]) -> None:
     saturated = figures["latency_saturated_sqlite"]
     figures["dispatch_saturated_p50_ms"] = saturated["p50_ms"]
     figures["dispatch_saturated_p99_ms"] = saturated["p99_ms"]
-    figures["history_latency_ratio"] = figures["history_sqlite"]["p50_ratio"]
-    figures["master_rss_mb"] = figures["history_sqlite"]["master_peak_rss_mb"]
+    histories = [figures[f"history_{d}"] for d in plan.dialects]
+    # The worse of the catalogs is the headline: the goal holds only if it holds for both.
+    figures["history_latency_ratio"] = max(h["p50_ratio"] for h in histories)
+    figures["master_rss_mb"] = max(h["master_peak_rss_mb"] for h in histories)
     figures["heartbeat_master_cpu_percent"] = figures["heartbeats_sqlite"]["master_cpu_percent"]
     figures["heartbeat_lag_p99_ms"] = figures["heartbeats_sqlite"]["lag_p99_ms"]
 

@@ -30,6 +30,7 @@ from schemas.messages import (
 )
 from schemas.project import CallableEntry, PackageSpec
 
+from . import threads
 from .inprocess import ThreadPackage
 from .outbox import Outgoing, Reporter
 from .projects import Project
@@ -133,7 +134,7 @@ class TaskRun:
 
     def start(self) -> None:
         name = f"task-{self._assign.task_id}-{self._assign.attempt}"
-        threading.Thread(target=self._run, name=name, daemon=True).start()
+        threads.SHARED.spawn(self._run, name)
 
     def stop(self, outcome: TaskOutcome, reason: str) -> None:
         """Kill the package's whole process tree; it is reported with ``outcome``."""

@@ -18,6 +18,7 @@ from typing import ClassVar
 from schemas.messages import ParameterScalar
 from schemas.project import CallableEntry
 
+from . import threads
 from .runner import Line, Parameter
 
 
@@ -43,7 +44,7 @@ class ThreadPackage:
         self.pid: int | None = None
 
     def start(self) -> None:
-        threading.Thread(target=self._run, name=f"pkg-{self._entry.callable}", daemon=True).start()
+        threads.SHARED.spawn(self._run, f"pkg-{self._entry.callable}")
 
     def _run(self) -> None:
         try:
