@@ -186,18 +186,6 @@ class TaskFinished(_FromWorker):
     """The attempt's last log lines, stored as a ``task.log`` with the same entries would
     be: a short package's whole log then travels with its outcome, in one message."""
 
-    def as_log(self) -> TaskLog | None:
-        """The carried lines as the ``task.log`` they stand for (None when there are none)."""
-        if not self.entries:
-            return None
-        return TaskLog(
-            task_id=self.task_id,
-            attempt=self.attempt,
-            execution_id=self.execution_id,
-            worker_id=self.worker_id,
-            entries=self.entries,
-        )
-
 
 class RunningAttempt(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -27,7 +29,15 @@ from dispatcher.catalog.state import (
     load_tasks,
     requeue_values,
 )
-from schemas.messages import StatusReport, TaskFinished, TaskLog, TaskOutcome, TaskProgress
+from dispatcher.catalog.tables import Tables
+from schemas.messages import (
+    LogEntry,
+    StatusReport,
+    TaskFinished,
+    TaskLog,
+    TaskOutcome,
+    TaskProgress,
+)
 from schemas.states import (
     LEASED_TASK_STATES,
     TRANSITIONS,
@@ -83,31 +93,54 @@ def apply_status_reports(tx: Tx, reports: Sequence[tuple[StatusReport, str]]) ->
     return results
 
 
-def _log_part(report: StatusReport) -> TaskLog | None:
-    """The log lines a report carries: a task.log, or a task.finished's last lines."""
-    if isinstance(report, TaskLog):
-        return report
-    if isinstance(report, TaskFinished):
-        return report.as_log()
+@dataclass(frozen=True, slots=True)
+class Lines:
+    """The log lines one report carries, for one attempt."""
+
+    task_id: uuid.UUID
+    attempt: int
+    entries: tuple[LogEntry, ...]
+
+
+def _log_part(report: StatusReport) -> Lines | None:
+    """The log lines a report carries: a task.log's, or a task.finished's last lines."""
+    if isinstance(report, TaskLog | TaskFinished) and report.entries:
+        return Lines(report.task_id, report.attempt, report.entries)
     return None
 
 
-def _stored_lines(tx: Tx, logs: Sequence[TaskLog]) -> set[tuple[uuid.UUID, int, int]]:
+def _stored_lines(tx: Tx, logs: Sequence[Lines]) -> set[tuple[uuid.UUID, int, int]]:
     """Which of the batch's log lines are stored already: one query per chunk of reports."""
-    m = tx.t.operation_messages
     stored: set[tuple[uuid.UUID, int, int]] = set()
     for start in range(0, len(logs), LOG_CHUNK):
-        ranges = [
-            sa.and_(
-                m.c.task_id == log.task_id,
-                m.c.attempt == log.attempt,
-                m.c.seq.between(min(e.seq for e in log.entries), max(e.seq for e in log.entries)),
-            )
-            for log in logs[start : start + LOG_CHUNK]
-        ]
-        query = sa.select(m.c.task_id, m.c.attempt, m.c.seq).where(sa.or_(*ranges))
-        stored |= {(row.task_id, row.attempt, row.seq) for row in tx.conn.execute(query)}
+        chunk = logs[start : start + LOG_CHUNK]
+        params: dict[str, object] = {}
+        for i, log in enumerate(chunk):
+            seqs = [e.seq for e in log.entries]
+            params |= {f"t{i}": log.task_id, f"a{i}": log.attempt}
+            params |= {f"lo{i}": min(seqs), f"hi{i}": max(seqs)}
+        query = _stored_query(tx.t, len(chunk))
+        stored |= {(row.task_id, row.attempt, row.seq) for row in tx.conn.execute(query, params)}
     return stored
+
+
+@cache
+def _stored_query(t: Tables, ranges: int) -> sa.Select[Any]:
+    """``SELECT task_id, attempt, seq`` for ``ranges`` (task, attempt, seq range) triples,
+    built once per count: building it for every batch cost more than running it."""
+    m = t.operation_messages
+    return sa.select(m.c.task_id, m.c.attempt, m.c.seq).where(
+        sa.or_(
+            *(
+                sa.and_(
+                    m.c.task_id == sa.bindparam(f"t{i}", type_=m.c.task_id.type),
+                    m.c.attempt == sa.bindparam(f"a{i}", type_=m.c.attempt.type),
+                    m.c.seq.between(sa.bindparam(f"lo{i}"), sa.bindparam(f"hi{i}")),
+                )
+                for i in range(ranges)
+            )
+        )
+    )
 
 
 def _flush(batch: Batch) -> None:
@@ -159,8 +192,8 @@ def _apply(batch: Batch, report: StatusReport, sender: str) -> ReportResult:
             )
         return ReportResult(refused)
     if isinstance(report, TaskLog):
-        return _log(batch, report)
-    if isinstance(report, TaskFinished) and (lines := report.as_log()) is not None:
+        return _log(batch, Lines(report.task_id, report.attempt, report.entries))
+    if isinstance(report, TaskFinished) and (lines := _log_part(report)) is not None:
         _log(batch, lines)  # stored whatever becomes of the outcome, as a task.log would be
     row = batch.tasks[report.task_id]
     if report.attempt < row.attempt:
@@ -284,7 +317,7 @@ def _record_failure(tx: Tx, row: TaskRow, report: TaskFinished) -> None:
     add_message(tx, row.execution_id, ERROR_MESSAGE, text, task_id=row.task_id, attempt=row.attempt)
 
 
-def _log(batch: Batch, report: TaskLog) -> ReportResult:
+def _log(batch: Batch, report: Lines) -> ReportResult:
     """Store the lines not stored yet; (task_id, attempt, seq) makes a line unique."""
     tx, key = batch.tx, (report.task_id, report.attempt)
     entries = {e.seq: e for e in report.entries if (*key, e.seq) not in batch.stored}
