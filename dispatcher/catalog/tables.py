@@ -264,6 +264,7 @@ def _attempt_columns(n: _Namer, *, history: bool) -> list[SchemaItem]:
 
 def _tasks(n: _Namer) -> dict[str, sa.Table]:
     jobs = n.table("jobs", *_job_columns(n))
+    sa.Index(f"ix_{jobs.name}_execution", jobs.c.execution_id)  # 0002
     job_workers = n.table(
         "job_worker_agents",
         sa.Column("job_id", sa.Uuid, n.fk("jobs", "job_id", ondelete="CASCADE"), primary_key=True),

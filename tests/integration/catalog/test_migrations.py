@@ -94,7 +94,7 @@ def test_migrated_schema_matches_the_tables(catalog_url: str) -> None:
 
 def test_a_0001_catalog_upgrades_in_place(tmp_path: Path) -> None:
     """A catalog made at revision 0001 (with an execution in it) upgrades to the head: the
-    pending-cancel index appears and the execution is still there."""
+    lookup indexes appear and the execution is still there."""
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -107,11 +107,16 @@ def test_a_0001_catalog_upgrades_in_place(tmp_path: Path) -> None:
     assert old.schema_revision() == "0001"
     old.init()
     with engine.connect() as conn:
-        indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("internal_tasks")}
+        inspector = sa.inspect(conn)
+        indexes = {
+            ix["name"]
+            for t in ("internal_tasks", "internal_jobs")
+            for ix in inspector.get_indexes(t)
+        }
     engine.dispose()
 
     assert old.schema_revision() == "0002"
-    assert "ix_internal_tasks_cancels" in indexes
+    assert {"ix_internal_tasks_cancels", "ix_internal_jobs_execution"} <= indexes
     assert old.get_execution(execution_id).execution_id == execution_id
     old.close()
 
