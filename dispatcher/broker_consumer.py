@@ -23,6 +23,7 @@ from typing import Final
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
+from dispatcher import metrics
 from dispatcher.broker_connection import (
     CONNECTION_ERRORS,
     is_permanent,
@@ -148,12 +149,15 @@ class Consumer:
 
     def _session(self, stop: threading.Event) -> None:
         """One connection's life: connect (with retries), consume until stop or loss."""
+        reconnect = self._generation > 0  # each connection so far raised it
         try:
             connection = with_retries(f"consume {self._queue}", self._connect, stop)
         except BrokerError:
             if stop.is_set():
                 return  # asked to stop while the broker was unreachable
             raise
+        if reconnect:
+            metrics.BROKER_RECONNECTS.labels(connection="consumer").inc()
         try:
             while not stop.is_set():
                 connection.process_data_events(time_limit=_POLL_S)

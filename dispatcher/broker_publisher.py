@@ -23,6 +23,7 @@ from pika.channel import Channel
 from pika.frame import Method
 from pika.spec import Basic, Confirm
 
+from dispatcher import metrics
 from dispatcher.broker_connection import (
     CONNECTION_ERRORS,
     is_permanent,
@@ -179,6 +180,7 @@ class Publisher:
         if self._connection is None or self._channel is None or not self._channel.is_open:
             self._drop()
             self._connect()
+            metrics.BROKER_RECONNECTS.labels(connection="publisher").inc()
         assert self._connection is not None
         assert self._channel is not None
         return self._connection, self._channel

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from dispatcher import topology
+from dispatcher import metrics, topology
 from dispatcher.broker import ACK, Consumer, Delivery, Publisher, Verdict
 from dispatcher.errors import BrokerError
 from schemas.messages import TaskProgress
@@ -39,6 +39,10 @@ def test_publisher_and_consumer_survive_a_broker_restart(
             received.update(d.message_id or "" for d in deliveries)
         return [ACK] * len(deliveries)
 
+    reconnects = {
+        kind: metrics.BROKER_RECONNECTS.labels(connection=kind)._value.get()
+        for kind in ("consumer", "publisher")
+    }
     stop_consumer, stop_publisher = threading.Event(), threading.Event()
     consumer = Consumer(
         tls_broker.settings_for("scaleout-master", vhost),
@@ -106,3 +110,5 @@ def test_publisher_and_consumer_survive_a_broker_restart(
     assert any(m.startswith("consumer.connection_lost") for m in messages)
     assert sum("as t-restart-publisher" in m for m in messages) >= 2
     assert sum("as t-restart-consumer" in m for m in messages) >= 2
+    for kind, before in reconnects.items():  # scaleout_broker_reconnects_total counted both
+        assert metrics.BROKER_RECONNECTS.labels(connection=kind)._value.get() >= before + 1
