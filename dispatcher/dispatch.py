@@ -91,12 +91,8 @@ class Dispatcher:
         deliver pending cancels. Returns the number of attempts confirmed."""
         confirmed = 0
         while True:
-            published, self._unmarked = self._unmarked, []
-            try:
-                claimed = self._catalog.claim_tasks(self._batch_size, published)
-            except BaseException:
-                self._unmarked = published + self._unmarked
-                raise
+            claimed = self._catalog.claim_tasks(self._batch_size, self._unmarked)
+            self._unmarked = []  # flagged in that claim's transaction
             confirmed += self._publish(claimed)
             if len(claimed) < self._batch_size:
                 break

@@ -210,9 +210,6 @@ class TaskHandler:
             self._settle(starting, verdicts)
         return [ACK if v is None else v for v in verdicts]
 
-    def handle(self, delivery: Delivery) -> Verdict:
-        return self([delivery])[0]
-
     def _take(
         self,
         delivery: Delivery,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import Cli, Cluster, stop, wait_for
+from tests.acceptance.conftest import Cli, Cluster, stop
+from tests.fixtures.polling import wait_for
 
 
 def test_master_refuses_an_uninitialised_catalog(cli: Cli) -> None:

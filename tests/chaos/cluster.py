@@ -17,11 +17,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,6 +27,7 @@ from dispatcher.catalog import Catalog
 from dispatcher.projects import build_archive
 from tests.chaos.proxy import Proxy
 from tests.fixtures.broker import TlsBroker
+from tests.fixtures.polling import wait_for
 from tests.fixtures.worker import broker_table, toml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -293,7 +292,7 @@ def small_cluster(
         catalog.add_worker_agent(worker, is_enabled=True, max_task_count=4)
     cluster = Cluster(tmp_path, tls_broker, vhost, url, timing).build(workers)
     cluster.start()
-    wait_until(
+    wait_for(
         lambda: sum(w.is_online for w in catalog.list_worker_agents()) == len(workers),
         60,
         "the workers to come online",
@@ -320,15 +319,3 @@ def reconnected(
             time.sleep(0.2)
         latest = max(latest, at)
     return latest
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            msg = f"timed out after {timeout_s:g} s waiting for {what}"
-            raise AssertionError(msg)
-        time.sleep(0.2)

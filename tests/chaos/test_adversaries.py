@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,34 +13,11 @@ from dispatcher.topology import STATUS_EXCHANGE, STATUS_QUEUE, STATUS_ROUTING_KE
 from schemas.messages import TaskAssign, TaskFinished, TaskOutcome
 from schemas.states import ExecutionStatus
 from tests.chaos.checker import read_records
-from tests.chaos.cluster import FOLDER, PROJECT, Cluster, small_cluster, wait_until
+from tests.chaos.cluster import FOLDER, PROJECT, Cluster
 from tests.chaos.nemesis import Plan, start_execution
 from tests.fixtures.broker import TlsBroker
 from tests.fixtures.master import ScriptedWorker
-
-
-@pytest.fixture
-def one_worker(
-    tmp_path: Path, tls_broker: TlsBroker, vhost: str
-) -> Iterator[tuple[Cluster, Catalog]]:
-    cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, ("w1",))
-    try:
-        yield cluster, catalog
-    finally:
-        cluster.stop()
-        catalog.close()
-
-
-@pytest.fixture
-def two_workers(
-    tmp_path: Path, tls_broker: TlsBroker, vhost: str
-) -> Iterator[tuple[Cluster, Catalog]]:
-    cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, ("w1", "w2"))
-    try:
-        yield cluster, catalog
-    finally:
-        cluster.stop()
-        catalog.close()
+from tests.fixtures.polling import wait_for
 
 
 def _counter(cluster: Cluster, name: str, **labels: str) -> float:
@@ -64,7 +39,7 @@ def test_a_forged_report_over_the_broker_is_dropped_and_counted(
     execution keeps running on w1 and ends with w1's real outcome."""
     cluster, catalog = one_worker
     execution_id = start_execution(catalog, Plan("Work", 6.0, 0))
-    row = wait_until(
+    row = wait_for(
         lambda: (r := catalog.get_execution(execution_id)).status is ExecutionStatus.RUNNING and r,
         60,
         "the execution to run on w1",
@@ -102,7 +77,7 @@ def test_a_forged_report_over_the_broker_is_dropped_and_counted(
         rogue.publisher.publish(STATUS_EXCHANGE, STATUS_ROUTING_KEY, in_w1s_name)
     finally:
         rogue.close()
-    wait_until(
+    wait_for(
         lambda: (
             _counter(
                 cluster,
@@ -115,7 +90,7 @@ def test_a_forged_report_over_the_broker_is_dropped_and_counted(
         30,
         "the master to count w2's report on w1's attempt as forged",
     )
-    wait_until(
+    wait_for(
         lambda: (
             _counter(
                 cluster, "scaleout_dead_letters_total", queue=STATUS_QUEUE, reason="forged_sender"
@@ -126,7 +101,7 @@ def test_a_forged_report_over_the_broker_is_dropped_and_counted(
         "the master to dead-letter the report whose body names w1",
     )
     assert catalog.get_execution(execution_id).status is ExecutionStatus.RUNNING
-    done = wait_until(
+    done = wait_for(
         lambda: (r := catalog.get_execution(execution_id)).status.is_terminal and r,
         60,
         "the execution to end",
@@ -160,7 +135,7 @@ def test_a_poison_package_ends_terminal_and_does_not_loop(
     supervisor.start()
     try:
         execution_id = start_execution(catalog, Plan("Poison", 0.0, 1))
-        row = wait_until(
+        row = wait_for(
             lambda: (r := catalog.get_execution(execution_id)).status.is_terminal and r,
             200,
             "the poison execution to end",

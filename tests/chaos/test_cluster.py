@@ -15,10 +15,11 @@ import pytest
 from dispatcher.catalog import Catalog
 from dispatcher.projects import build_archive
 from tests.chaos.checker import Checker, read_records
-from tests.chaos.cluster import CHAOS_PROJECT, FOLDER, PROJECT, WORKERS, Cluster, Timing, wait_until
+from tests.chaos.cluster import CHAOS_PROJECT, FOLDER, PROJECT, WORKERS, Cluster, Timing
 from tests.chaos.conftest import CHECKER_LINES
 from tests.chaos.nemesis import Run, make_plans
 from tests.fixtures.broker import TlsBroker
+from tests.fixtures.polling import wait_for
 
 EXECUTIONS = int(os.environ.get("SCALEOUT_TEST_CHAOS_EXECUTIONS", "240"))
 FEED_SECONDS = 60.0
@@ -36,33 +37,20 @@ def open_catalog(url: str, timing: Timing) -> Catalog:
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def chaos_catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated, empty catalog on SQLite (a file) or PostgreSQL (a fresh database)."""
-    if request.param == "postgresql":
-        url: str = request.getfixturevalue("pg_catalog_url")
-        return url
-    url = f"sqlite:///{tmp_path / 'ssisdb.sqlite3'}"
-    catalog = Catalog.open(url)
-    catalog.init()
-    catalog.close()
-    return url
-
-
 @pytest.fixture
 def cluster(
-    tmp_path: Path, tls_broker: TlsBroker, vhost: str, chaos_catalog_url: str
+    tmp_path: Path, tls_broker: TlsBroker, vhost: str, catalog_url: str
 ) -> Iterator[tuple[Cluster, Catalog]]:
     """The chaos project deployed, w1..w4 registered and enabled, the cluster running."""
     timing = Timing()
-    catalog = open_catalog(chaos_catalog_url, timing)
+    catalog = open_catalog(catalog_url, timing)
     catalog.deploy_project(FOLDER, PROJECT, build_archive(CHAOS_PROJECT))
     for worker in WORKERS:
         catalog.add_worker_agent(worker, is_enabled=True, max_task_count=timing.max_task_count)
-    cluster = Cluster(tmp_path, tls_broker, vhost, chaos_catalog_url, timing).build()
+    cluster = Cluster(tmp_path, tls_broker, vhost, catalog_url, timing).build()
     cluster.start()
     try:
-        wait_until(
+        wait_for(
             lambda: all(w.is_online for w in catalog.list_worker_agents()),
             60,
             "w1..w4 to come online",
@@ -86,7 +74,7 @@ def settle(catalog: Catalog, ids: set[int], timeout_s: float) -> None:
 @pytest.mark.chaos
 @pytest.mark.timeout(600)
 def test_nothing_lost_nothing_done_twice(
-    cluster: tuple[Cluster, Catalog], tls_broker: TlsBroker, chaos_catalog_url: str
+    cluster: tuple[Cluster, Catalog], tls_broker: TlsBroker, catalog_url: str
 ) -> None:
     """Under worker kills, a frozen worker, a master kill, a cut connection and a broker
     restart, every execution ends, no effect is done twice, the catalog agrees with the
@@ -118,7 +106,7 @@ def test_nothing_lost_nothing_done_twice(
         stale_fenced=run.counters.total("scaleout_status_reports_total", outcome="stale"),
         requeued=run.counters.total("scaleout_attempts_requeued_total"),
     )
-    dialect = "sqlite" if chaos_catalog_url.startswith("sqlite") else "postgresql"
+    dialect = "sqlite" if catalog_url.startswith("sqlite") else "postgresql"
     line = f"{dialect}: {verdict.line()}"
     CHECKER_LINES.append(line)
     print(f"\nchaos run on {dialect}, seed {seed}, {time.monotonic() - began:.0f} s")

@@ -13,29 +13,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from dispatcher.catalog import Catalog
 from schemas.states import ExecutionStatus
 from tests.chaos.checker import read_records
-from tests.chaos.cluster import Cluster, small_cluster, wait_until
+from tests.chaos.cluster import Cluster
 from tests.chaos.nemesis import Plan, start_execution
 from tests.fixtures.broker import TlsBroker
-
-
-@pytest.fixture
-def one_worker(
-    tmp_path: Path, tls_broker: TlsBroker, vhost: str
-) -> Iterator[tuple[Cluster, Catalog]]:
-    cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, ("w1",))
-    try:
-        yield cluster, catalog
-    finally:
-        cluster.stop()
-        catalog.close()
+from tests.fixtures.polling import wait_for
 
 
 @pytest.mark.chaos
@@ -47,13 +34,13 @@ def test_a_broker_restart_does_not_end_a_healthy_execution(
     stays up ends succeeded, in its first attempt, with one effect."""
     cluster, catalog = one_worker
     execution_id = start_execution(catalog, Plan("Work", 10.0, 0))
-    wait_until(
+    wait_for(
         lambda: catalog.get_execution(execution_id).status is ExecutionStatus.RUNNING,
         60,
         "the execution to run",
     )
     tls_broker.restart_app()
-    row = wait_until(
+    row = wait_for(
         lambda: (r := catalog.get_execution(execution_id)).status.is_terminal and r,
         90,
         "the execution to end",
@@ -62,18 +49,6 @@ def test_a_broker_restart_does_not_end_a_healthy_execution(
     assert (row.status, row.attempt, len(effects)) == (ExecutionStatus.SUCCEEDED, 1, 1), (
         f"{row.status.label}, attempt {row.attempt}, {len(effects)} effects"
     )
-
-
-@pytest.fixture
-def two_workers(
-    tmp_path: Path, tls_broker: TlsBroker, vhost: str
-) -> Iterator[tuple[Cluster, Catalog]]:
-    cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, ("w1", "w2"))
-    try:
-        yield cluster, catalog
-    finally:
-        cluster.stop()
-        catalog.close()
 
 
 @pytest.mark.chaos
@@ -90,19 +65,19 @@ def test_a_dead_workers_task_runs_elsewhere_within_lease_and_sweep(
     # everyone yet); this test is about a steady cluster, so let that window pass.
     time.sleep(timing.expiry_grace_s)
     busy_w2 = start_execution(catalog, Plan("Sleep", 60.0, 0, ("w2",)))
-    wait_until(
+    wait_for(
         lambda: catalog.get_execution(busy_w2).status is ExecutionStatus.RUNNING, 60, "w2 busy"
     )
     # w2 runs one package, so the next task goes to w1, the worker with more free slots.
     execution_id = start_execution(catalog, Plan("Work", 30.0, 2))
-    row = wait_until(
+    row = wait_for(
         lambda: (r := catalog.get_execution(execution_id)).status is ExecutionStatus.RUNNING and r,
         60,
         "the task to run",
     )
     victim = row.worker_agent_id
     assert victim is not None
-    wait_until(
+    wait_for(
         lambda: any(r.kind == "begin" for r in read_records(cluster.records_dir / "records.jsonl")),
         30,
         "the package to begin",
@@ -115,7 +90,7 @@ def test_a_dead_workers_task_runs_elsewhere_within_lease_and_sweep(
         later = [r.t for r in records if r.kind == "begin" and r.attempt > row.attempt]
         return min(later, default=None)
 
-    began = wait_until(next_begin, 60, "the task's next attempt to begin")
+    began = wait_for(next_begin, 60, "the task's next attempt to begin")
     assert began - killed_at <= bound, (
         f"the next attempt began {began - killed_at:.1f} s after {victim} died (bound {bound} s)"
     )

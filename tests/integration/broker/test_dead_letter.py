@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -18,6 +17,7 @@ from dispatcher.broker import ACK, Consumer, Delivery, Disposition, Publisher, V
 from dispatcher.broker import connection_parameters as params
 from schemas.messages import MAX_BODY_BYTES, DecodeError, TaskStarted, decode, encode
 from tests.fixtures.broker import TlsBroker
+from tests.fixtures.polling import wait_for
 from tests.integration.broker.test_roundtrip import task_for
 
 
@@ -55,13 +55,6 @@ def decoding_handler(good: list[object]) -> Callable[[Sequence[Delivery]], Seque
         return verdicts
 
     return handle
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def drain(tls_broker: TlsBroker, vhost: str, queue: str) -> list[tuple[bytes, dict[str, object]]]:
@@ -115,7 +108,7 @@ def test_bad_bodies_are_dead_lettered_and_the_consumer_goes_on(
     runner = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
     runner.start()
     try:
-        wait_until(lambda: good == [report], 30)
+        wait_for(lambda: good == [report], 30)
     finally:
         stop.set()
         runner.join(timeout=30)
@@ -162,8 +155,8 @@ def test_a_poison_message_is_dead_lettered_after_the_delivery_limit(
     runner = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
     runner.start()
     try:
-        wait_until(lambda: tls_broker.queue_depth(vhost, topology.DEAD_QUEUE) == 1, 60)
-        wait_until(lambda: handled == [fine], 30)
+        wait_for(lambda: tls_broker.queue_depth(vhost, topology.DEAD_QUEUE) == 1, 60)
+        wait_for(lambda: handled == [fine], 30)
     finally:
         stop.set()
         runner.join(timeout=30)

@@ -16,7 +16,7 @@ from dispatcher.broker import ACK, Consumer, Delivery, Publisher, Verdict
 from dispatcher.errors import BrokerError
 from schemas.messages import TaskProgress
 from tests.fixtures.broker import TlsBroker
-from tests.integration.broker.test_dead_letter import wait_until
+from tests.fixtures.polling import wait_for
 
 
 def progress(n: int) -> TaskProgress:
@@ -77,12 +77,12 @@ def test_publisher_and_consumer_survive_a_broker_restart(
     consumer_thread.start()
     publisher_thread.start()
     try:
-        wait_until(lambda: len(confirmed) >= 30 and consumer.connected, 30)
+        wait_for(lambda: len(confirmed) >= 30 and consumer.connected, 30)
         began = time.monotonic()
         tls_broker.restart_app()
         restarted = time.monotonic()
         after_restart = len(confirmed)
-        wait_until(lambda: len(confirmed) >= after_restart + 30, 60)
+        wait_for(lambda: len(confirmed) >= after_restart + 30, 60)
         stop_publisher.set()
         publisher_thread.join(timeout=60)
 
@@ -90,7 +90,7 @@ def test_publisher_and_consumer_survive_a_broker_restart(
             with lock:
                 return set(confirmed) <= received
 
-        wait_until(all_received, 30)
+        wait_for(all_received, 30)
         assert consumer.connected
         print(
             f"\nrestart_app {restarted - began:.1f} s; publishing again "

@@ -34,6 +34,17 @@ from tests.fixtures.catalog import (
 )
 
 
+def run_python(script: str) -> str:
+    """``script``'s stdout, run by a fresh interpreter from the repository's root."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[3],
+    ).stdout
+
+
 def view(engine: sa.Engine, name: str) -> str:
     return f"catalog_{name}" if engine.dialect.name == "sqlite" else f"catalog.{name}"
 
@@ -197,15 +208,9 @@ def test_pyodbc_is_imported_only_for_odbc_urls(tmp_path: Path) -> None:
         "Catalog.open('mssql+pyodbc://u:p@h/db?driver=ODBC+Driver+18+for+SQL+Server')\n"
         "print(before, 'pyodbc' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[3],
-    )
+    out = run_python(script)
 
-    assert out.stdout.split() == ["False", "True"]
+    assert out.split() == ["False", "True"]
 
 
 def test_unopenable_sqlite_file_is_unavailable() -> None:
@@ -244,14 +249,8 @@ def test_missing_pyodbc_is_missing_driver_with_install_hint() -> None:
         "    print(exc.hint)\n"
         "    print(exc)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[3],
-    )
+    out = run_python(script)
 
-    assert "apt-get install unixodbc" in out.stdout
-    assert "tdsodbc" in out.stdout
-    assert "secret" not in out.stdout
+    assert "apt-get install unixodbc" in out
+    assert "tdsodbc" in out
+    assert "secret" not in out

@@ -19,8 +19,8 @@ from tests.fixtures.master import (
     ScriptedWorker,
     fast_master_settings,
     running_master,
-    wait_for,
 )
+from tests.fixtures.polling import wait_for
 
 
 def _dead(queue: str, reason: str) -> float:

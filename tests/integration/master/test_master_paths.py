@@ -25,8 +25,8 @@ from tests.fixtures.master import (
     ScriptedWorker,
     fast_master_settings,
     running_master,
-    wait_for,
 )
+from tests.fixtures.polling import wait_for
 
 
 @pytest.fixture

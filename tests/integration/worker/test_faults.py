@@ -16,11 +16,11 @@ from dispatcher import topology
 from schemas.messages import LogEntry, TaskFinished, TaskLog, TaskOutcome, TaskStarted
 from schemas.project import content_hash
 from tests.fixtures.broker import TlsBroker
+from tests.fixtures.polling import wait_for
 from tests.fixtures.worker import (
     SALES_ETL,
     ScriptedMaster,
     WorkerProcess,
-    wait_for,
     write_testkit,
 )
 

@@ -15,7 +15,8 @@ from dispatcher import topology
 from dispatcher.provisioning import DENY, Permissions, worker_permissions
 from schemas.messages import TaskOutcome
 from tests.fixtures.broker import TlsBroker
-from tests.fixtures.worker import ScriptedMaster, WorkerProcess, wait_for, write_testkit
+from tests.fixtures.polling import wait_for
+from tests.fixtures.worker import ScriptedMaster, WorkerProcess, write_testkit
 
 StartWorker = Callable[..., AbstractContextManager[WorkerProcess]]
 TASK_INTERVAL_S = 0.5

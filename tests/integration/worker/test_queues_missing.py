@@ -7,7 +7,8 @@ from pathlib import Path
 from dispatcher import topology
 from dispatcher.broker import Publisher
 from tests.fixtures.broker import TlsBroker
-from tests.fixtures.worker import wait_for, worker_process
+from tests.fixtures.polling import wait_for
+from tests.fixtures.worker import worker_process
 
 WORKER = "w5"
 

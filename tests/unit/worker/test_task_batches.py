@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +22,7 @@ from dispatcher.broker import ACK, Delivery, Disposition, Verdict
 from dispatcher.errors import BrokerUnavailable
 from schemas.messages import TaskAssign, TaskFinished, TaskStarted, encode
 from schemas.project import ProjectManifest
+from tests.fixtures.polling import wait_for
 
 BENCH = Path(__file__).resolve().parents[3] / "examples" / "bench"
 HASH = "a" * 64
@@ -117,14 +116,6 @@ def run_in_thread(
     thread = threading.Thread(target=lambda: verdicts.extend(handler(batch)), daemon=True)
     thread.start()
     return thread, verdicts
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met in time")
-        time.sleep(0.01)
 
 
 def test_a_batch_submits_every_started_report_before_waiting(
