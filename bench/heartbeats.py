@@ -17,8 +17,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from dispatcher import topology
-from dispatcher.broker import Publisher
+from dispatcher.broker import Publisher, topology
 from dispatcher.settings import BrokerSettings
 from schemas.messages import AgentHeartbeat
 

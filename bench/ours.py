@@ -21,8 +21,8 @@ import pika
 import sqlalchemy as sa
 
 from bench.infra import Children, Sampler, cpu_seconds, percentile
-from dispatcher import topology
 from dispatcher.api import ScaleOut
+from dispatcher.broker import topology
 from dispatcher.catalog import Catalog
 from dispatcher.catalog.tables import tables_for
 from dispatcher.outbound import Outbound

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from bench.heartbeats import last_sent
 from bench.infra import Children, Sampler, cpu_seconds, percentile
 from bench.ours import E2E, Cluster, Latency, aware
-from dispatcher import topology
+from dispatcher.broker import topology
 
 CHUNK = 5000
 

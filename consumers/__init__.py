@@ -1,2 +1,7 @@
-"""Message consumers: the master's status, heartbeat and fetch reconcilers, and the
-reference worker agent (``consumers.agent``), which never imports the catalog."""
+"""The programs that consume messages, one package per runtime role.
+
+- :mod:`consumers.master`: the handlers that run inside the Scale Out Master, one per
+  master queue (status, heartbeat, fetch, wake), plus sender identity and verdicts.
+- :mod:`consumers.worker`: the reference Scale Out Worker, a separate program that talks
+  only to RabbitMQ and never imports the catalog.
+"""

@@ -28,9 +28,8 @@ from urllib.parse import urlsplit
 
 from pika.adapters.blocking_connection import BlockingChannel
 
-from dispatcher import topology
-from dispatcher.broker import Publisher
-from dispatcher.broker_link import BrokerLink
+from dispatcher.broker import Publisher, topology
+from dispatcher.broker.link import BrokerLink
 from dispatcher.catalog import Catalog
 from dispatcher.catalog.records import DeployResult, ExecutionRow, MessageRow, WorkerAgentRow
 from dispatcher.errors import NotFound, OperationRefused, ScaleoutError
@@ -330,7 +329,7 @@ class ScaleOut:
         if warning:
             return (
                 f"could not declare the queues of {worker_agent_id} ({warning}); the master "
-                "declares them when it starts, or use dispatcher.provisioning"
+                "declares them when it starts, or use dispatcher.broker.provisioning"
             )
         return ""
 

@@ -3,8 +3,8 @@
 Names carry the ``scaleout_`` prefix, ``_total`` on counters and units in the name. Labels
 take bounded values only (status, outcome, reason, queue, worker): never a task or
 execution id. Figures that live in the catalog (executions by status, workers online) are
-read at scrape time by :class:`CatalogCollector`, so they are never stale or double-counted
-across master restarts.
+read at scrape time by :class:`dispatcher.catalog.collector.CatalogCollector`, so they are
+never stale or double-counted across master restarts.
 """
 
 from __future__ import annotations
@@ -12,18 +12,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
 from threading import Lock
-from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
-
-from schemas.states import ExecutionStatus
-
-if TYPE_CHECKING:  # the worker imports this module; it must not import the catalog package
-    from dispatcher.catalog.records import CatalogCounts, WorkerAgentRow
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +39,7 @@ REPORTS = Counter(
     ["type", "outcome"],
 )
 HEARTBEATS = Counter(
-    "scaleout_agent_heartbeats_total", "Agent heartbeats received, by outcome", ["outcome"]
+    "scaleout_agent_heartbeats_total", "Worker heartbeats received, by outcome", ["outcome"]
 )
 CANCELS_SENT = Counter("scaleout_cancels_sent_total", "Cancels published to workers", ["reason"])
 DEAD_LETTERS = Counter(
@@ -122,65 +114,6 @@ class HeartbeatClock:
     def age(self) -> float:
         with self._lock:
             return float("inf") if self._last is None else time.monotonic() - self._last
-
-
-class CatalogCollector(Collector):
-    """Reads catalog-held figures at scrape time."""
-
-    def __init__(
-        self,
-        counts: Callable[[], CatalogCounts],
-        workers: Callable[[], list[WorkerAgentRow]],
-    ) -> None:
-        self._counts = counts
-        self._workers = workers
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            counts = self._counts()
-            workers = self._workers()
-        except Exception:  # a scrape must not fail the process; the error is the signal
-            logger.warning("metrics.catalog_unavailable", exc_info=True)
-            CATALOG_ERRORS.labels(loop="metrics").inc()
-            return
-        yield from _execution_families(counts)
-        yield from _worker_families(counts, workers)
-
-
-def _execution_families(counts: CatalogCounts) -> Iterator[GaugeMetricFamily]:
-    by_status = GaugeMetricFamily(
-        "scaleout_executions", "Executions in the catalog, by status", labels=["status"]
-    )
-    for status in ExecutionStatus:
-        by_status.add_metric([status.label], counts.executions_by_status.get(status, 0))
-    yield by_status
-    yield GaugeMetricFamily(
-        "scaleout_oldest_pending_execution_seconds",
-        "Age of the oldest execution waiting for a worker (0 when none)",
-        value=counts.oldest_pending_age_s,
-    )
-
-
-def _worker_families(
-    counts: CatalogCounts, workers: list[WorkerAgentRow]
-) -> Iterator[GaugeMetricFamily]:
-    yield GaugeMetricFamily(
-        "scaleout_workers_online", "Workers with a recent heartbeat", value=counts.workers_online
-    )
-    yield GaugeMetricFamily(
-        "scaleout_workers_enabled", "Workers enabled for dispatch", value=counts.workers_enabled
-    )
-    age = GaugeMetricFamily(
-        "scaleout_worker_last_heartbeat_age_seconds",
-        "Seconds since each worker's last heartbeat",
-        labels=["worker", "enabled"],
-    )
-    now = time.time()
-    for worker in workers:
-        if worker.last_online_time is not None:
-            seconds = max(0.0, now - worker.last_online_time.timestamp())
-            age.add_metric([worker.worker_agent_id, str(worker.is_enabled).lower()], seconds)
-    yield age
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:

@@ -13,33 +13,17 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from urllib.parse import unquote, urlsplit
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 from pydantic import BaseModel
 
-from dispatcher import metrics, topology
-from dispatcher.broker import Publisher
+from dispatcher import metrics
+from dispatcher.broker import Publisher, login_user, topology
 from dispatcher.catalog.records import Assignment, CancelOrder
 from dispatcher.errors import BrokerError
 from dispatcher.settings import BrokerSettings
 from schemas.messages import DispatchWake, ProjectArchive, TaskAssign, TaskCancel
 
 logger = logging.getLogger(__name__)
-
-
-def broker_user(settings: BrokerSettings) -> str | None:
-    """The RabbitMQ user this connection logs in as: the URL's user, or with EXTERNAL
-    login the client certificate's CN. It is the ``user_id`` we stamp on publishes."""
-    username = urlsplit(settings.url).username
-    if username:
-        return unquote(username)
-    if settings.cert_file is None:
-        return None
-    cert = x509.load_pem_x509_certificate(settings.cert_file.read_bytes())
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else None
 
 
 def to_message(assignment: Assignment) -> TaskAssign:
@@ -66,7 +50,7 @@ class Outbound:
     def __init__(self, settings: BrokerSettings, *, name: str = "master") -> None:
         self._settings = settings
         self._name = name
-        self._user = broker_user(settings)
+        self._user = login_user(settings)
         self._local = threading.local()
         self._all: list[Publisher] = []
         self._lock = threading.Lock()

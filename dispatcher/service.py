@@ -17,13 +17,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
-from consumers.fetch import FetchResponder
-from consumers.heartbeat import HeartbeatReconciler
-from consumers.identity import SenderCheck
-from consumers.status import StatusReconciler
-from dispatcher import metrics, timers, topology
-from dispatcher.broker import ACK, Consumer, Delivery, Verdict
+from consumers.master.fetch import FetchHandler
+from consumers.master.heartbeat import HeartbeatHandler
+from consumers.master.identity import SenderCheck
+from consumers.master.status import StatusHandler
+from consumers.master.wake import WakeHandler
+from dispatcher import metrics, timers
+from dispatcher.broker import Consumer, Delivery, Verdict, topology
 from dispatcher.catalog import Catalog
+from dispatcher.catalog.collector import CatalogCollector
 from dispatcher.dispatch import Dispatcher
 from dispatcher.errors import CatalogNotInitialised
 from dispatcher.outbound import Outbound
@@ -56,20 +58,18 @@ class MasterService:
             republish_after_s=settings.republish_after_s,
         )
         self.heartbeat_clock = metrics.HeartbeatClock()
-        self._collector = metrics.CatalogCollector(catalog.counts, catalog.list_worker_agents)
+        self._collector = CatalogCollector(catalog.counts, catalog.list_worker_agents)
         self._loops = self._build_loops()
 
     # -- composition ---------------------------------------------------------------------
 
     def _build_loops(self) -> list[_Loop]:
         s = self.settings
-        senders = SenderCheck(s.sender_identity)  # type: ignore[arg-type]
+        senders = SenderCheck(s.sender_identity)
         wake = self.dispatcher.wake.set
-        status = StatusReconciler(self.catalog, senders=senders, on_capacity=wake)
-        heartbeat = HeartbeatReconciler(
-            self.catalog, self.outbound, senders=senders, on_capacity=wake
-        )
-        fetch = FetchResponder(self.catalog, self.outbound, senders=senders)
+        status = StatusHandler(self.catalog, senders=senders, on_capacity=wake)
+        heartbeat = HeartbeatHandler(self.catalog, self.outbound, senders=senders, on_capacity=wake)
+        fetch = FetchHandler(self.catalog, self.outbound, senders=senders)
         properties = timers.master_properties(s.master_heartbeat_interval_ms)
         heartbeat_loop, heartbeat_consumer = self._consumer_loop(
             topology.HEARTBEAT_QUEUE, heartbeat, prefetch=100, batch_max=50
@@ -85,7 +85,9 @@ class MasterService:
             )[0],
             heartbeat_loop,
             self._consumer_loop(topology.FETCH_QUEUE, fetch, prefetch=4, batch_max=1)[0],
-            self._consumer_loop(topology.WAKE_QUEUE, self._on_wake, prefetch=10, batch_max=10)[0],
+            self._consumer_loop(topology.WAKE_QUEUE, WakeHandler(wake), prefetch=10, batch_max=10)[
+                0
+            ],
             _Loop(
                 "timer-master-heartbeat",
                 timers.Timer(
@@ -132,10 +134,6 @@ class MasterService:
             declare=topology.declare_master_topology,
         )
         return _Loop(f"consume-{queue.rsplit('.', 1)[-1]}", consumer.run), consumer
-
-    def _on_wake(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
-        self.dispatcher.wake.set()
-        return [ACK] * len(deliveries)
 
     # -- running -------------------------------------------------------------------------
 

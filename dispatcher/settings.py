@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -38,6 +38,11 @@ def parse_timespan(value: object) -> object:
 def ssis(name: str, description: str) -> dict[str, Any]:
     """Field metadata: the SSIS setting name and a one-line description."""
     return {"json_schema_extra": {"ssis": name}, "description": description}
+
+
+SenderIdentity = Literal["user_id", "shared_user"]
+"""How the master knows who sent a report: ``user_id``, the AMQP user RabbitMQ checked
+(one broker user per worker), or ``shared_user``, the body's word (a loopback dev broker)."""
 
 
 class BrokerSettings(BaseModel):
@@ -226,9 +231,8 @@ class MasterSettings(ScaleoutSettings):
         10.0, gt=0, description="republish a dispatched attempt whose publish was unconfirmed"
     )
     status_batch_max: int = Field(200, gt=0, description="status reports applied per commit")
-    sender_identity: str = Field(
+    sender_identity: SenderIdentity = Field(
         "user_id",
-        pattern="^(user_id|shared_user)$",
         description=(
             "user_id: a report's sender is its AMQP user_id (one RabbitMQ user per worker). "
             "shared_user: trust the body's worker_id; only for a loopback dev broker."

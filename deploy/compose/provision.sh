@@ -10,7 +10,7 @@
 #   /var/lib/scaleout/identities   the pool's claims (see worker-identity.sh)
 #
 # RabbitMQ's definitions: users scaleout-master and w1..wN (certificate login only, the
-# permissions of dispatcher.provisioning), the admin (password RABBITMQ_ADMIN_PASSWORD,
+# permissions of dispatcher.broker.provisioning), the admin (password RABBITMQ_ADMIN_PASSWORD,
 # management UI only), and the topology with every worker's queues.
 #
 # SCALEOUT_PROVISION_ROOT prefixes every path (tests run the job in a temporary folder).
@@ -68,7 +68,7 @@ done
 RABBITMQ_ADMIN_USER=$admin "${PYTHON:-python}" - "$root/pki/rabbitmq/definitions.json" "${ids[@]}" <<'PY'
 import base64, hashlib, json, os, sys
 
-from dispatcher.provisioning import worker_definitions
+from dispatcher.broker.provisioning import worker_definitions
 
 path, *ids = sys.argv[1:]
 doc = worker_definitions(ids)

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from rich.console import Console, RenderableType
 from rich.text import Text
 
-from dispatcher import render
 from dispatcher.api import ScaleOut
+from dispatcher.cli import render
 from dispatcher.settings import MasterSettings
 
 out = Console()

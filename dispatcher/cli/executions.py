@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from dispatcher import render
 from dispatcher.api import ScaleOut, Started
+from dispatcher.cli import render
 from dispatcher.cli.common import (
     ExecutionId,
     FolderOpt,

@@ -49,8 +49,8 @@ def worker(
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run a Scale Out Worker in the foreground until SIGTERM or Ctrl-C."""
-    from consumers.agent.agent import run_worker  # noqa: PLC0415
-    from consumers.agent.settings import WorkerSettings  # noqa: PLC0415
+    from consumers.worker.service import run_worker  # noqa: PLC0415
+    from consumers.worker.settings import WorkerSettings  # noqa: PLC0415
     from dispatcher.logs import configure_logging  # noqa: PLC0415
 
     globals_: Globals = ctx.obj
@@ -87,7 +87,7 @@ def demo(
     ] = 45.0,
 ) -> None:
     """A one-box cluster: a master and two workers run 20 executions of the example."""
-    from dispatcher.demo import DemoOptions, run_demo  # noqa: PLC0415
+    from dispatcher.cli.demo import DemoOptions, run_demo  # noqa: PLC0415
 
     broker_url: str | None = ctx.obj.broker_url
     raise typer.Exit(run_demo(DemoOptions(root, broker_url, certs, timeout), out, err))

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from dispatcher import render
 from dispatcher.catalog.records import WorkerAgentRow
+from dispatcher.cli import render
 from dispatcher.cli.common import (
     JsonFlag,
     WorkerId,

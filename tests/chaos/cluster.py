@@ -1,5 +1,5 @@
 """A real cluster on this machine for the chaos suite: the master and four workers as
-processes (``python -m dispatcher.cli master`` and ``python -m consumers.agent``), on the
+processes (``python -m dispatcher.cli master`` and ``python -m consumers.worker``), on the
 TLS RabbitMQ node, each worker reaching the broker through its own :class:`Proxy`.
 
 Intervals are short so a run takes minutes: LeaseInterval 2 s, task and agent
@@ -230,7 +230,7 @@ class Cluster:
         path = folder / "worker.toml"
         path.write_text(toml(settings))
         env = _clean_env(CHAOS_WORKER_ID=worker_id, CHAOS_RECORDS_DIR=str(self.records_dir))
-        argv = [sys.executable, "-m", "consumers.agent", str(path)]
+        argv = [sys.executable, "-m", "consumers.worker", str(path)]
         return Service(worker_id, argv, env, folder / "worker.log")
 
     # -- running -------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from dispatcher.broker.topology import STATUS_EXCHANGE, STATUS_QUEUE, STATUS_ROUTING_KEY
 from dispatcher.catalog import Catalog
-from dispatcher.topology import STATUS_EXCHANGE, STATUS_QUEUE, STATUS_ROUTING_KEY
 from schemas.messages import TaskAssign, TaskFinished, TaskOutcome
 from schemas.states import ExecutionStatus
 from tests.chaos.checker import read_records

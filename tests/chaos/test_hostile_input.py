@@ -18,10 +18,11 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from consumers.heartbeat import HeartbeatReconciler
-from consumers.identity import SenderCheck
-from consumers.status import StatusReconciler
+from consumers.master.heartbeat import HeartbeatHandler
+from consumers.master.identity import SenderCheck
+from consumers.master.status import StatusHandler
 from dispatcher.broker import Delivery, Disposition
+from dispatcher.broker.topology import HEARTBEAT_EXCHANGE, STATUS_EXCHANGE
 from dispatcher.catalog import Catalog
 from dispatcher.catalog.records import (
     CancelOrder,
@@ -29,7 +30,6 @@ from dispatcher.catalog.records import (
     ReportOutcome,
     ReportResult,
 )
-from dispatcher.topology import HEARTBEAT_EXCHANGE, STATUS_EXCHANGE
 from schemas.messages import AgentHeartbeat, StatusReport, TaskStarted
 from tests.fixtures.catalog import deploy_sample, online_worker
 
@@ -258,7 +258,7 @@ def test_status_reconciler_survives_any_bytes(
     users = [data.draw(st.sampled_from(USERS)) for _ in raw]
     before = snapshot(world.catalog)
     sink = RecordingSink(world.catalog)
-    reconciler = StatusReconciler(sink, senders=SenderCheck())
+    reconciler = StatusHandler(sink, senders=SenderCheck())
     verdicts = reconciler(
         [delivery(b, u, STATUS_EXCHANGE) for b, u in zip(raw, users, strict=True)]
     )
@@ -284,7 +284,7 @@ def test_status_reconciler_applies_only_authorized_reports(
         batch.append(delivery(encoded(body), user, STATUS_EXCHANGE))
     before = snapshot(world.catalog)
     sink = RecordingSink(world.catalog)
-    verdicts = StatusReconciler(sink, senders=SenderCheck())(batch)
+    verdicts = StatusHandler(sink, senders=SenderCheck())(batch)
     event(f"reports that reached the catalog: {min(len(sink.reports), 2)}")
     assert [v.disposition in {Disposition.ACK, Disposition.DEAD_LETTER} for v in verdicts] == [
         True
@@ -321,7 +321,7 @@ def test_an_authorized_report_does_change_the_snapshot(tmp_path: Path) -> None:
             "entries": [{"seq": 0, "time": now, "message": "hello"}],
         }
         sink = RecordingSink(catalog)
-        StatusReconciler(sink, senders=SenderCheck())(
+        StatusHandler(sink, senders=SenderCheck())(
             [delivery(encoded(body), HOLDER, STATUS_EXCHANGE)]
         )
         assert [r.outcome for _, _, r in sink.reports] == [ReportOutcome.APPLIED]
@@ -343,7 +343,7 @@ def test_heartbeat_reconciler_survives_any_bytes(
     before = snapshot(world.catalog)
     sink = RecordingSink(world.catalog)
     replies = Replies()
-    verdicts = HeartbeatReconciler(sink, replies, senders=SenderCheck())(
+    verdicts = HeartbeatHandler(sink, replies, senders=SenderCheck())(
         [delivery(raw, user, HEARTBEAT_EXCHANGE)]
     )
     assert len(verdicts) == 1
@@ -362,7 +362,7 @@ def test_heartbeats_change_only_their_senders_own_row(world: World, data: st.Dat
     before = snapshot(world.catalog, skip_worker=user)
     sink = RecordingSink(world.catalog)
     replies = Replies()
-    [verdict] = HeartbeatReconciler(sink, replies, senders=SenderCheck())(
+    [verdict] = HeartbeatHandler(sink, replies, senders=SenderCheck())(
         [delivery(encoded(body), user, HEARTBEAT_EXCHANGE)]
     )
     assert verdict.disposition in {Disposition.ACK, Disposition.DEAD_LETTER}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.agent.settings import WorkerSettings
+from consumers.worker.settings import WorkerSettings
 from dispatcher.settings import MasterSettings, ScaleoutSettings, settings_table
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()

@@ -6,9 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
-from dispatcher import topology
-from dispatcher.broker import Publisher
-from dispatcher.broker_link import BrokerLink
+from dispatcher.broker import Publisher, topology
+from dispatcher.broker.link import BrokerLink
 from dispatcher.settings import BrokerSettings
 from schemas.messages import DispatchWake
 from tests.fixtures.broker import TlsBroker

@@ -12,8 +12,7 @@ from collections.abc import Callable, Sequence
 import pika
 import pytest
 
-from dispatcher import topology
-from dispatcher.broker import ACK, Consumer, Delivery, Disposition, Publisher, Verdict
+from dispatcher.broker import ACK, Consumer, Delivery, Disposition, Publisher, Verdict, topology
 from dispatcher.broker import connection_parameters as params
 from schemas.messages import MAX_BODY_BYTES, DecodeError, TaskStarted, decode, encode
 from tests.fixtures.broker import TlsBroker

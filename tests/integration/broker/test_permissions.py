@@ -11,10 +11,17 @@ from collections.abc import Sequence
 import pika
 import pytest
 
-from dispatcher import topology
-from dispatcher.broker import ACK, Consumer, Delivery, Publisher, Verdict, connection_parameters
+from dispatcher.broker import (
+    ACK,
+    Consumer,
+    Delivery,
+    Publisher,
+    Verdict,
+    connection_parameters,
+    topology,
+)
+from dispatcher.broker.provisioning import provision_worker, worker_definitions, worker_permissions
 from dispatcher.errors import AccessRefused, PublishFailed
-from dispatcher.provisioning import provision_worker, worker_definitions, worker_permissions
 from schemas.messages import TaskStarted, decode
 from tests.fixtures.broker import FULL, REPO, TlsBroker
 from tests.integration.broker.test_roundtrip import task_for
@@ -117,7 +124,7 @@ def test_consumer_sees_the_true_sender(tls_broker: TlsBroker, vhost: str) -> Non
 
 def test_worker_passive_declare_needs_no_permission(tls_broker: TlsBroker, vhost: str) -> None:
     """A passive declare needs no permission (RabbitMQ 3.10): w1 can see that w2's queue
-    exists and its depth, never its messages; documented in dispatcher/provisioning.py."""
+    exists and its depth, never its messages; documented in dispatcher/broker/provisioning.py."""
     settings = tls_broker.settings_for("w1", vhost)
     connection = pika.BlockingConnection(connection_parameters(settings, name="t-passive"))
     try:

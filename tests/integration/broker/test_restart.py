@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from dispatcher import metrics, topology
-from dispatcher.broker import ACK, Consumer, Delivery, Publisher, Verdict
+from dispatcher import metrics
+from dispatcher.broker import ACK, Consumer, Delivery, Publisher, Verdict, topology
 from dispatcher.errors import BrokerError
 from schemas.messages import TaskProgress
 from tests.fixtures.broker import TlsBroker

@@ -12,8 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dispatcher import topology
-from dispatcher.broker import ACK, Consumer, Delivery, Publisher, Verdict
+from dispatcher.broker import ACK, Consumer, Delivery, Publisher, Verdict, topology
 from dispatcher.errors import AccessRefused, PublishFailed
 from schemas.messages import DispatchWake, TaskAssign, TaskStarted, decode
 from tests.fixtures.broker import TlsBroker

@@ -13,10 +13,10 @@ import pika.exceptions as pe
 import pytest
 
 from dispatcher.broker import Publisher, connection_parameters
-from dispatcher.broker_connection import is_permanent
+from dispatcher.broker.connection import is_permanent
+from dispatcher.broker.tls import client_ssl_context
 from dispatcher.errors import BrokerUnavailable
 from dispatcher.settings import BrokerSettings
-from dispatcher.tls import client_ssl_context
 from tests.fixtures.broker import TlsBroker
 
 

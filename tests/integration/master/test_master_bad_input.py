@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import REGISTRY
 
-from dispatcher import topology
+from dispatcher.broker import topology
 from dispatcher.catalog import Catalog
 from schemas.messages import AgentHeartbeat, ProjectFetch
 from tests.fixtures.broker import TlsBroker

@@ -14,9 +14,9 @@ from contextlib import AbstractContextManager
 import pytest
 from prometheus_client import REGISTRY
 
+from dispatcher.broker.topology import STATUS_QUEUE
 from dispatcher.catalog import Catalog
 from dispatcher.service import MasterService
-from dispatcher.topology import STATUS_QUEUE
 from schemas.messages import CancelReason, TaskOutcome
 from schemas.states import ExecutionStatus, TaskState
 from tests.fixtures.broker import TlsBroker

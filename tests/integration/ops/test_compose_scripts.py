@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.provisioning import master_permissions, worker_permissions
+from dispatcher.broker.provisioning import master_permissions, worker_permissions
 from tests.integration.ops.support import DEPLOY, run, tool
 
 PROVISION = DEPLOY / "compose" / "provision.sh"

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from pika.exceptions import AMQPError
 
+from dispatcher.broker.provisioning import NotFoundInBroker, master_permissions, worker_permissions
 from dispatcher.errors import BrokerError
-from dispatcher.provisioning import NotFoundInBroker, master_permissions, worker_permissions
 from dispatcher.settings import BrokerSettings
 from tests.fixtures.broker import TlsBroker, declare_test_topology
 from tests.integration.ops.support import (

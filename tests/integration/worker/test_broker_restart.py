@@ -9,9 +9,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from consumers.agent.outbox import OUTBOX_FILE
-from dispatcher import topology
-from dispatcher.provisioning import DENY, Permissions, worker_permissions
+from consumers.worker.outbox import OUTBOX_FILE
+from dispatcher.broker import topology
+from dispatcher.broker.provisioning import DENY, Permissions, worker_permissions
 from schemas.messages import TaskAssign, TaskFinished, TaskOutcome
 from tests.fixtures.broker import TlsBroker
 from tests.fixtures.polling import wait_for

@@ -11,8 +11,8 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from consumers.agent.outbox import Outbox, Outgoing
-from dispatcher import topology
+from consumers.worker.outbox import Outbox, Outgoing
+from dispatcher.broker import topology
 from schemas.messages import LogEntry, TaskFinished, TaskLog, TaskOutcome, TaskStarted
 from schemas.project import content_hash
 from tests.fixtures.broker import TlsBroker

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psutil
 
-from dispatcher import topology
-from dispatcher.provisioning import DENY, Permissions, worker_permissions
+from dispatcher.broker import topology
+from dispatcher.broker.provisioning import DENY, Permissions, worker_permissions
 from schemas.messages import TaskOutcome
 from tests.fixtures.broker import TlsBroker
 from tests.fixtures.polling import wait_for

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psutil
 
-from consumers.agent.runner import Launch, PackageProcess
+from consumers.worker.runner import Launch, PackageProcess
 
 LEAVES_A_CHILD = """
 import subprocess, sys

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dispatcher import topology
-from dispatcher.broker import Publisher
+from dispatcher.broker import Publisher, topology
 from tests.fixtures.broker import TlsBroker
 from tests.fixtures.polling import wait_for
 from tests.fixtures.worker import worker_process

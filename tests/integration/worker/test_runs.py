@@ -78,7 +78,7 @@ def test_worker_keeps_no_catalog_driver(tmp_path: Path) -> None:
     import sys  # noqa: PLC0415
 
     code = (
-        "import consumers.agent.agent, consumers.agent.__main__, sys; "
+        "import consumers.worker.service, consumers.worker.__main__, sys; "
         "bad = [m for m in ('sqlalchemy', 'pyodbc') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

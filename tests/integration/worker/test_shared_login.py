@@ -10,8 +10,7 @@ from pathlib import Path
 import pika
 import pytest
 
-from dispatcher import topology
-from dispatcher.broker import connection_parameters
+from dispatcher.broker import connection_parameters, topology
 from dispatcher.settings import BrokerSettings
 from schemas.messages import TaskOutcome
 from tests.fixtures.worker import SALES_ETL, scripted_master, worker_process

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.agent.projects import ProjectStore, ProjectUnavailable, extract_safely
+from consumers.worker.projects import ProjectStore, ProjectUnavailable, extract_safely
 from dispatcher.projects import build_archive
 from schemas.messages import ProjectArchive
 from schemas.project import ArchiveError, content_hash, read_manifest

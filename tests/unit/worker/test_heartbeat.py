@@ -8,7 +8,7 @@ import uuid
 
 from pydantic import BaseModel
 
-from consumers.agent.heartbeat import Heartbeat
+from consumers.worker.heartbeat import Heartbeat
 from dispatcher.errors import BrokerUnavailable
 from schemas.messages import AgentHeartbeat, RunningAttempt
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from consumers.agent.outbox import OUTBOX_FILE, Outbox, Outgoing, Reporter
+from consumers.worker.outbox import OUTBOX_FILE, Outbox, Outgoing, Reporter
 from dispatcher.errors import BrokerError, BrokerUnavailable
 from schemas.messages import LogEntry, TaskLog
 

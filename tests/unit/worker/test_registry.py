@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 
-from consumers.agent.tasks import Registry, SlotResult
+from consumers.worker.tasks import Registry, SlotResult
 
 
 def key() -> tuple[uuid.UUID, int]:

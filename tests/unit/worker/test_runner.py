@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from consumers.agent.runner import (
+from consumers.worker.runner import (
     MESSAGE_TYPE_ERROR,
     MESSAGE_TYPE_INFO,
     MESSAGE_TYPE_PROGRESS,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from consumers.agent.settings import WorkerSettings
+from consumers.worker.settings import WorkerSettings
 
 
 def test_defaults_are_ssis_defaults() -> None:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from consumers.agent.outbox import Outgoing
-from consumers.agent.projects import Project
-from consumers.agent.resources import LoadMonitor
-from consumers.agent.settings import WorkerSettings
-from consumers.agent.tasks import Registry, TaskHandler
+from consumers.worker.outbox import Outgoing
+from consumers.worker.projects import Project
+from consumers.worker.resources import LoadMonitor
+from consumers.worker.settings import WorkerSettings
+from consumers.worker.tasks import Registry, TaskHandler
 from dispatcher.broker import ACK, Delivery, Disposition, Verdict
 from dispatcher.errors import BrokerUnavailable
 from schemas.messages import TaskAssign, TaskFinished, TaskStarted, encode

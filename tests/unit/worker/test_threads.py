@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from consumers.agent.threads import DaemonThreads
+from consumers.worker.threads import DaemonThreads
 
 
 def test_jobs_run_in_parallel_and_threads_are_reused() -> None:

@@ -24,7 +24,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.spec import Basic, BasicProperties
 
 from dispatcher import metrics
-from dispatcher.broker_connection import (
+from dispatcher.broker.connection import (
     CONNECTION_ERRORS,
     is_permanent,
     open_connection,

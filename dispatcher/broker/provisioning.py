@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dispatcher import topology
+from dispatcher.broker import topology
 from dispatcher.errors import AccessRefused, BrokerError, BrokerUnavailable
 
 DENY: Final = "^$"
@@ -244,14 +244,17 @@ __all__ = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dispatcher.provisioning [--vhost V] WORKER_ID ...``: print a definitions
+    """``python -m dispatcher.broker.provisioning [--vhost V] WORKER_ID ...``: print a definitions
     file for these workers (and the master) on stdout, for ``rabbitmqctl import_definitions``."""
     args = list(sys.argv[1:] if argv is None else argv)
     vhost = "/"
     if len(args) >= 2 and args[0] == "--vhost":
         vhost, args = args[1], args[2:]
     if not args:
-        print("usage: python -m dispatcher.provisioning [--vhost V] WORKER_ID ...", file=sys.stderr)
+        print(
+            "usage: python -m dispatcher.broker.provisioning [--vhost V] WORKER_ID ...",
+            file=sys.stderr,
+        )
         return 2
     try:
         document = worker_definitions(args, vhost=vhost)

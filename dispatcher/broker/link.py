@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from dispatcher.broker import Publisher
+from dispatcher.broker.publisher import Publisher
 from dispatcher.errors import BrokerError
 from dispatcher.settings import BrokerSettings
 

@@ -1,4 +1,4 @@
-"""``python -m consumers.agent [settings.toml]``: the worker without the CLI (tests,
+"""``python -m consumers.worker [settings.toml]``: the worker without the CLI (tests,
 containers). Settings come from the file, then ``SCALEOUT_*`` environment variables."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dispatcher.logs import configure_logging
 
-from .agent import run_worker
+from .service import run_worker
 from .settings import WorkerSettings
 
 

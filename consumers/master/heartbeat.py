@@ -13,12 +13,12 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from consumers.identity import SenderCheck
-from consumers.verdicts import dead_letter, decode_as
+from consumers.master.identity import SenderCheck
+from consumers.master.verdicts import dead_letter, decode_as
 from dispatcher import metrics
 from dispatcher.broker import ACK, Delivery, Verdict
+from dispatcher.broker.topology import HEARTBEAT_QUEUE
 from dispatcher.catalog.records import CancelOrder, HeartbeatResult
-from dispatcher.topology import HEARTBEAT_QUEUE
 from schemas.messages import AgentHeartbeat, DecodeReason
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class HeartbeatReplies(Protocol):
     def ensure_worker(self, worker_id: str) -> None: ...
 
 
-class HeartbeatReconciler:
+class HeartbeatHandler:
     """The handler of the ``scaleout.master.heartbeat`` consumer."""
 
     def __init__(

@@ -24,7 +24,7 @@ from pika.frame import Method
 from pika.spec import Basic, Confirm
 
 from dispatcher import metrics
-from dispatcher.broker_connection import (
+from dispatcher.broker.connection import (
     CONNECTION_ERRORS,
     is_permanent,
     open_connection,

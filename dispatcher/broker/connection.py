@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlsplit
 
 import pika
 import pika.exceptions as pe
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from pika.adapters.blocking_connection import BlockingConnection
 from tenacity import (
     RetryCallState,
@@ -28,9 +30,9 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from dispatcher.broker.tls import client_ssl_context
 from dispatcher.errors import AccessRefused, BrokerError, BrokerUnavailable
 from dispatcher.settings import BrokerSettings
-from dispatcher.tls import client_ssl_context
 
 logger = logging.getLogger("dispatcher.broker")
 
@@ -45,6 +47,23 @@ _TLS_REFUSALS: Final = ("CERTIFICATE", "UNKNOWN_CA", "HANDSHAKE_FAILURE", "PROTO
 _warned_plain: set[str] = set()
 _warn_lock = threading.Lock()
 T = TypeVar("T")
+
+
+def login_user(settings: BrokerSettings) -> str | None:
+    """The RabbitMQ user a connection with ``settings`` logs in as: the URL's user name,
+    or with EXTERNAL login the client certificate's CN. RabbitMQ refuses a publish whose
+    ``user_id`` is not this login, so it is what both the master and a worker stamp."""
+    username = urlsplit(settings.url).username
+    if username:
+        return unquote(username)
+    if settings.cert_file is None:
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(settings.cert_file.read_bytes())
+    except (OSError, ValueError):
+        return None  # connecting will say what is wrong with the file
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
 
 
 def connection_parameters(settings: BrokerSettings, *, name: str) -> pika.ConnectionParameters:

@@ -18,8 +18,8 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from dispatcher import metrics
+from dispatcher.broker.topology import HEARTBEAT_EXCHANGE, HEARTBEAT_ROUTING_KEY
 from dispatcher.errors import BrokerError
-from dispatcher.topology import HEARTBEAT_EXCHANGE, HEARTBEAT_ROUTING_KEY
 from schemas.messages import AgentHeartbeat
 
 logger = logging.getLogger(__name__)

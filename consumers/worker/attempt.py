@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from dispatcher import metrics
-from dispatcher.topology import STATUS_EXCHANGE, STATUS_ROUTING_KEY
+from dispatcher.broker.topology import STATUS_EXCHANGE, STATUS_ROUTING_KEY
 from schemas.messages import (
     LogEntry,
     RunningAttempt,

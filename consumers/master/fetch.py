@@ -10,10 +10,10 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from consumers.identity import SenderCheck
-from consumers.verdicts import dead_letter, decode_as
+from consumers.master.identity import SenderCheck
+from consumers.master.verdicts import dead_letter, decode_as
 from dispatcher.broker import ACK, Delivery, Verdict
-from dispatcher.topology import FETCH_QUEUE
+from dispatcher.broker.topology import FETCH_QUEUE
 from schemas.messages import DecodeReason, ProjectFetch
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class ArchiveReplies(Protocol):
     def archive(self, worker_id: str, project_hash: str, archive: bytes | None) -> None: ...
 
 
-class FetchResponder:
+class FetchHandler:
     """The handler of the ``scaleout.master.fetch`` consumer."""
 
     def __init__(

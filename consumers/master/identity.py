@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
 
 from dispatcher.broker import Delivery
+from dispatcher.settings import SenderIdentity
 
 logger = logging.getLogger(__name__)
-
-IdentityMode = Literal["user_id", "shared_user"]
 
 
 @dataclass(frozen=True, slots=True)
 class SenderCheck:
-    mode: IdentityMode = "user_id"
+    mode: SenderIdentity = "user_id"
 
     def __post_init__(self) -> None:
         if self.mode == "shared_user":

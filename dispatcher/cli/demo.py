@@ -36,13 +36,12 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from dispatcher import render, topology
 from dispatcher.api import ScaleOut
-from dispatcher.broker import Publisher
+from dispatcher.broker import Publisher, login_user, topology
+from dispatcher.broker.provisioning import ManagementApi, master_permissions, worker_permissions
 from dispatcher.catalog.records import ExecutionRow, WorkerAgentRow
+from dispatcher.cli import render
 from dispatcher.errors import BrokerError, ScaleoutError
-from dispatcher.outbound import broker_user
-from dispatcher.provisioning import ManagementApi, master_permissions, worker_permissions
 from dispatcher.settings import BrokerSettings
 from schemas.messages import ParameterScalar
 from schemas.states import ExecutionStatus
@@ -151,7 +150,7 @@ class BrokerPlan:
 
     @property
     def master_user(self) -> str:
-        return broker_user(self.master) or "guest"
+        return login_user(self.master) or "guest"
 
 
 def broker_plan(options: DemoOptions) -> BrokerPlan:

@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from dispatcher.broker import ACK, Delivery, Disposition, Verdict
-from dispatcher.topology import STATUS_EXCHANGE, STATUS_ROUTING_KEY
+from dispatcher.broker.topology import STATUS_EXCHANGE, STATUS_ROUTING_KEY
 from schemas.messages import (
     DecodeError,
     RunningAttempt,

@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from consumers.identity import SenderCheck
-from consumers.verdicts import dead_letter, decode_as
+from consumers.master.identity import SenderCheck
+from consumers.master.verdicts import dead_letter, decode_as
 from dispatcher import metrics
 from dispatcher.broker import ACK, Delivery, Verdict
+from dispatcher.broker.topology import STATUS_QUEUE
 from dispatcher.catalog.records import ReportOutcome, ReportResult
-from dispatcher.topology import STATUS_QUEUE
 from schemas.messages import (
     DecodeReason,
     StatusReport,
@@ -40,7 +40,7 @@ class ReportSink(Protocol):
     ) -> list[ReportResult]: ...
 
 
-class StatusReconciler:
+class StatusHandler:
     """The handler of the ``scaleout.master.status`` consumer."""
 
     def __init__(

@@ -26,16 +26,16 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from urllib.parse import unquote, urlsplit
-
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 from dispatcher import metrics
-from dispatcher.broker import Consumer, Publisher
+from dispatcher.broker import Consumer, Publisher, login_user
+from dispatcher.broker.topology import (
+    FETCH_ROUTING_KEY,
+    STATUS_EXCHANGE,
+    control_queue,
+    worker_queue,
+)
 from dispatcher.errors import BrokerError, ScaleoutError
-from dispatcher.settings import BrokerSettings
-from dispatcher.topology import FETCH_ROUTING_KEY, STATUS_EXCHANGE, control_queue, worker_queue
 from schemas.messages import AgentHeartbeat, ProjectFetch, TaskOutcome
 
 from .control import ControlHandler
@@ -52,13 +52,13 @@ _REPORT_DRAIN_S = 30.0
 """How long shutdown waits for the final reports to be confirmed or cached."""
 
 
-class Agent:
+class WorkerService:
     """One worker: its handlers, its threads, its shutdown."""
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self.machine_name = socket.gethostname()
-        self.login = broker_login(settings.broker) or settings.worker_id
+        self.login = login_user(settings.broker) or settings.worker_id
         """The AMQP user_id of every publish: RabbitMQ refuses any but the login's."""
         self.stopping = threading.Event()
         """Set on shutdown: no new task is taken, a waiting one goes back to the queue."""
@@ -231,22 +231,6 @@ class Agent:
         )
 
 
-def broker_login(broker: BrokerSettings) -> str | None:
-    """The RabbitMQ user the worker logs in as: the URL's user name, or with a client
-    certificate (EXTERNAL login) the certificate's CN."""
-    username = urlsplit(broker.url).username
-    if username:
-        return unquote(username)
-    if broker.cert_file is None:
-        return None
-    try:
-        cert = x509.load_pem_x509_certificate(broker.cert_file.read_bytes())
-    except (OSError, ValueError):
-        return None  # the connection will say what is wrong with the file
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else None
-
-
 def _user() -> str:
     try:
         return getpass.getuser()
@@ -258,13 +242,13 @@ def run_worker(settings: WorkerSettings) -> int:
     """Run the worker until SIGTERM or SIGINT; the process exit code. A second signal
     skips the shutdown grace: running packages are killed and reported at once."""
     stop = threading.Event()
-    agent = Agent(settings)
+    service = WorkerService(settings)
     metrics.serve(settings.metrics_port, settings.metrics_host)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logger.info("worker.signal: %s", signal.Signals(signum).name)
         if stop.is_set():
-            agent.hurry.set()
+            service.hurry.set()
         stop.set()
 
     previous = {}
@@ -272,7 +256,7 @@ def run_worker(settings: WorkerSettings) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
     try:
-        return agent.run(stop)
+        return service.run(stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
