@@ -26,16 +26,15 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit
 
-from pika.adapters.blocking_connection import BlockingChannel
-
-from dispatcher.broker import Publisher, topology
+from dispatcher.broker import Publisher
 from dispatcher.broker.link import BrokerLink
 from dispatcher.catalog import Catalog
 from dispatcher.catalog.records import DeployResult, ExecutionRow, MessageRow, WorkerAgentRow
 from dispatcher.errors import NotFound, OperationRefused, ScaleoutError
+from dispatcher.outbound import declare_worker, publish_wake
 from dispatcher.projects import build_archive
 from dispatcher.settings import BrokerSettings, MasterSettings
-from schemas.messages import DispatchWake, ParameterScalar
+from schemas.messages import ParameterScalar
 from schemas.project import ArchiveError, read_manifest
 from schemas.states import ExecutionStatus
 
@@ -316,7 +315,7 @@ class ScaleOut:
 
     def wake(self, execution_id: int | None = None) -> str:
         """Wake the master's dispatcher; '' when the broker confirmed, else a warning."""
-        warning = self._on_broker(lambda publisher: _publish_wake(publisher, execution_id))
+        warning = self._on_broker(lambda publisher: publish_wake(publisher, execution_id))
         if warning:
             return f"could not wake the master ({warning}); it starts the work at its next poll"
         return ""
@@ -325,7 +324,9 @@ class ScaleOut:
         """Declare a worker's task and control queues (workers may not declare them);
         '' when done, else a warning. Needs the configure permission that the master and
         a local broker's guest have; elsewhere provisioning does it."""
-        warning = self._on_broker(lambda publisher: _declare_worker(publisher, worker_agent_id))
+        warning = self._on_broker(
+            lambda publisher: declare_worker(publisher, worker_agent_id, with_master_topology=True)
+        )
         if warning:
             return (
                 f"could not declare the queues of {worker_agent_id} ({warning}); the master "
@@ -376,20 +377,3 @@ def _refused(broker: BrokerSettings) -> str:
     except OSError as exc:
         return f"{broker.host}:{port}: {exc.strerror or exc}"
     return ""
-
-
-def _publish_wake(publisher: Publisher, execution_id: int | None) -> None:
-    publisher.publish(
-        topology.STATUS_EXCHANGE,
-        topology.WAKE_ROUTING_KEY,
-        DispatchWake(execution_id=execution_id),
-        persistent=False,
-    )
-
-
-def _declare_worker(publisher: Publisher, worker_agent_id: str) -> None:
-    def declare(channel: BlockingChannel) -> None:
-        topology.declare_master_topology(channel)
-        topology.declare_worker_queues(channel, worker_agent_id)
-
-    publisher.declare(declare)

@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
 from dispatcher import metrics
 from dispatcher.catalog.records import Assignment, CancelOrder
 from dispatcher.errors import CatalogUnavailable
+from schemas.states import AttemptKey
 
 logger = logging.getLogger(__name__)
-
-
-AttemptKey = tuple[uuid.UUID, int]
 
 
 class DispatchCatalog(Protocol):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 
 from dispatcher import metrics
-from dispatcher.broker import Publisher, login_user, topology
+from dispatcher.broker import Channel, Publisher, login_user, topology
 from dispatcher.catalog.records import Assignment, CancelOrder
 from dispatcher.errors import BrokerError
 from dispatcher.settings import BrokerSettings
@@ -42,6 +42,32 @@ def to_message(assignment: Assignment) -> TaskAssign:
         max_attempts=assignment.max_attempts,
         lease_expires_at=assignment.lease_expires_at,
     )
+
+
+def publish_wake(publisher: Publisher, execution_id: int | None = None) -> None:
+    """Nudge the master's dispatcher. Transient: a wake lost in a broker restart costs at
+    most one dispatch poll, so it is not worth a disk write."""
+    message = DispatchWake(execution_id=execution_id)
+    publisher.publish(
+        topology.STATUS_EXCHANGE, topology.WAKE_ROUTING_KEY, message, persistent=False
+    )
+
+
+def declare_worker(
+    publisher: Publisher, worker_id: str, *, with_master_topology: bool = False
+) -> None:
+    """Declare a worker's task and control queues, now and after every reconnect.
+
+    ``with_master_topology`` also declares the exchanges and the dead-letter queue the
+    worker's queues point at: for a caller whose publisher does not already declare them
+    on connect (the operator's API, when no master has run yet)."""
+
+    def declare(channel: Channel) -> None:
+        if with_master_topology:
+            topology.declare_master_topology(channel)
+        topology.declare_worker_queues(channel, worker_id)
+
+    publisher.declare(declare)
 
 
 class Outbound:
@@ -105,13 +131,10 @@ class Outbound:
 
     def ensure_worker(self, worker_id: str) -> None:
         """Declare a worker's task and control queues (workers may not declare them)."""
-        self._publisher().declare(lambda ch: topology.declare_worker_queues(ch, worker_id))
+        declare_worker(self._publisher(), worker_id)
 
     def wake(self, execution_id: int | None = None) -> None:
-        message = DispatchWake(execution_id=execution_id)
-        self._publisher().publish(
-            topology.STATUS_EXCHANGE, topology.WAKE_ROUTING_KEY, message, persistent=False
-        )
+        publish_wake(self._publisher(), execution_id)
 
     def _batch(self, items: Sequence[tuple[str, str, BaseModel]], what: str) -> list[bool]:
         if not items:

@@ -11,8 +11,13 @@ Execution codes are SSIS's ``catalog.executions.status``.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+
+AttemptKey = tuple[uuid.UUID, int]
+"""An attempt's identity, ``(task_id, attempt)``: what every write that moves a task is
+fenced by, and what a worker de-duplicates deliveries by."""
 
 
 class ExecutionStatus(IntEnum):

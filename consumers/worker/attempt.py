@@ -12,7 +12,6 @@ import logging
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from schemas.messages import (
     TaskOutcome,
 )
 from schemas.project import CallableEntry, PackageSpec
+from schemas.states import AttemptKey
 
 from . import threads
 from .inprocess import ThreadPackage
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-AttemptKey = tuple[uuid.UUID, int]
 LOG_BATCH_MAX_ENTRIES = 500
 LOG_BATCH_MAX_CHARS = 128 * 1024
 """Keeps a task.log body well under the 1 MiB message bound, even fully escaped."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -33,6 +32,7 @@ from schemas.messages import (
     TaskStarted,
     decode,
 )
+from schemas.states import AttemptKey
 
 from .attempt import Prepared, TaskRun, prepare
 from .outbox import Outgoing, Reporter
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-AttemptKey = tuple[uuid.UUID, int]
 _REQUEUE_PAUSE_S = 2.0
 _REMEMBERED = 4096
 """Finished attempts remembered, so a redelivered assignment is acked, not run twice."""

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from dispatcher.broker.connection import connection_parameters, login_user
 from dispatcher.broker.consumer import ACK, Consumer, Delivery, Disposition, Verdict
-from dispatcher.broker.publisher import Publisher
+from dispatcher.broker.publisher import Channel, Publisher
 
 __all__ = [
     "ACK",
+    "Channel",
     "Consumer",
     "Delivery",
     "Disposition",

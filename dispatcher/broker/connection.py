@@ -214,3 +214,13 @@ def with_retries(
         return retrying(what, stop_event)(attempt)
     except CONNECTION_ERRORS as exc:
         raise translate(exc, what) from exc
+
+
+def close_quietly(connection: BlockingConnection) -> None:
+    """Close ``connection`` if it is open; a broken one cannot close cleanly, and dropping
+    it is the goal, so its errors are swallowed."""
+    try:
+        if connection.is_open:
+            connection.close()
+    except CONNECTION_ERRORS:
+        pass

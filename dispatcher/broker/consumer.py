@@ -26,6 +26,7 @@ from pika.spec import Basic, BasicProperties
 from dispatcher import metrics
 from dispatcher.broker.connection import (
     CONNECTION_ERRORS,
+    close_quietly,
     is_permanent,
     open_connection,
     reply_code,
@@ -186,7 +187,7 @@ class Consumer:
             on_message = functools.partial(self._on_message, self._generation)
             channel.basic_consume(self._queue, on_message)
         except BaseException:
-            _close_quietly(connection)
+            close_quietly(connection)
             raise
         self._connection, self._channel = connection, channel
         self._connected_since = time.monotonic()
@@ -205,7 +206,7 @@ class Consumer:
         self._connected_since = None
         self._generation += 1
         if self._connection is not None:
-            _close_quietly(self._connection)
+            close_quietly(self._connection)
         self._connection = self._channel = None
 
     def _on_message(
@@ -319,14 +320,6 @@ class Consumer:
         # If the connection closed meanwhile, the broker redelivers the batch.
         with contextlib.suppress(*CONNECTION_ERRORS):
             connection.add_callback_threadsafe(functools.partial(self._settle, batch, verdicts))
-
-
-def _close_quietly(connection: BlockingConnection) -> None:
-    try:
-        if connection.is_open:
-            connection.close()
-    except CONNECTION_ERRORS:
-        pass  # a broken connection cannot close cleanly; dropping it is the goal
 
 
 __all__ = ["ACK", "BrokerError", "Consumer", "Delivery", "Disposition", "Verdict"]

@@ -26,6 +26,7 @@ from pika.spec import Basic, Confirm
 from dispatcher import metrics
 from dispatcher.broker.connection import (
     CONNECTION_ERRORS,
+    close_quietly,
     is_permanent,
     open_connection,
     reply_code,
@@ -36,6 +37,9 @@ from dispatcher.errors import AccessRefused, BrokerError, PublishFailed
 from dispatcher.settings import BrokerSettings
 
 logger = logging.getLogger("dispatcher.broker")
+
+Channel = BlockingChannel
+"""What a declaration runs on: callers outside this package name it without importing pika."""
 
 _CONFIRM_SELECT_TIMEOUT_S: Final = 10.0
 
@@ -160,7 +164,7 @@ class Publisher:
                 msg = "the broker did not enable publisher confirms"
                 raise PublishFailed(msg)
         except BaseException:
-            _close_quietly(connection)
+            close_quietly(connection)
             raise
         self._connection, self._channel, self._channel_error = connection, channel, None
         self._seq = 0
@@ -173,7 +177,7 @@ class Publisher:
 
     def _drop(self) -> None:
         if self._connection is not None:
-            _close_quietly(self._connection)
+            close_quietly(self._connection)
         self._connection = self._channel = None
 
     def _ready(self) -> tuple[BlockingConnection, Channel]:
@@ -325,11 +329,3 @@ def _nothing() -> None:
 def _body(message: pydantic.BaseModel) -> bytes:
     # schemas.messages.encode, for any model: the JSON body.
     return message.model_dump_json().encode()
-
-
-def _close_quietly(connection: BlockingConnection) -> None:
-    try:
-        if connection.is_open:
-            connection.close()
-    except CONNECTION_ERRORS:
-        pass  # a broken connection cannot close cleanly; dropping it is the goal

@@ -30,14 +30,13 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import unquote, urlsplit
 
-from pika.adapters.blocking_connection import BlockingChannel
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from dispatcher.api import ScaleOut
-from dispatcher.broker import Publisher, login_user, topology
+from dispatcher.broker import Channel, Publisher, login_user, topology
 from dispatcher.broker.provisioning import ManagementApi, master_permissions, worker_permissions
 from dispatcher.catalog.records import ExecutionRow, WorkerAgentRow
 from dispatcher.cli import render
@@ -216,7 +215,7 @@ def check_broker(broker: BrokerPlan, certs: Path, out: Console) -> None:
     if provision_tls_node(broker, certs):
         out.print(Text("TLS node: vhost provisioned for the master and both workers", style="dim"))
 
-    def declare(channel: BlockingChannel) -> None:
+    def declare(channel: Channel) -> None:
         topology.declare_master_topology(channel)
         for worker in broker.workers:
             topology.declare_worker_queues(channel, worker)

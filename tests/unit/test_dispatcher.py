@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from dispatcher.catalog.records import Assignment, CancelOrder
-from dispatcher.dispatch import AttemptKey, Dispatcher
+from dispatcher.dispatch import Dispatcher
+from schemas.states import AttemptKey
 
 
 def assignment() -> Assignment:
