@@ -82,6 +82,9 @@ def test_bad_bodies_are_dead_lettered_and_the_consumer_goes_on(
     connection = pika.BlockingConnection(params(worker, name="t-bad-sender"))
     try:
         channel = connection.channel()
+        # Confirmed, so they are in the queue before the good report, which another
+        # connection sends: RabbitMQ orders messages per channel, never across connections.
+        channel.confirm_delivery()
         for body in BAD_BODIES.values():
             channel.basic_publish(
                 topology.STATUS_EXCHANGE,
@@ -113,6 +116,9 @@ def test_bad_bodies_are_dead_lettered_and_the_consumer_goes_on(
         runner.join(timeout=30)
     assert not runner.is_alive()
 
+    # Dead-lettering is the broker's own asynchronous move from one queue to another: a
+    # rejected body may reach scaleout.dead after the consumer has handled later messages.
+    wait_for(lambda: tls_broker.queue_depth(vhost, topology.DEAD_QUEUE) == len(BAD_BODIES), 30)
     dead = drain(tls_broker, vhost, topology.DEAD_QUEUE)
     assert sorted(body for body, _ in dead) == sorted(BAD_BODIES.values())
     for _, headers in dead:

@@ -90,7 +90,8 @@ def test_dispatch_started_succeeded(
 
         w1.started(task)
         wait_for(lambda: _status(catalog, execution_id) is ExecutionStatus.RUNNING)
-        assert _sample("scaleout_dispatch_latency_seconds_count") == latencies + 1
+        # Observed just after the commit that shows the execution running, so wait for it.
+        wait_for(lambda: _sample("scaleout_dispatch_latency_seconds_count") == latencies + 1)
         w1.log(task, "loading", "done")
         w1.finished(task, TaskOutcome.SUCCEEDED)
         wait_for(lambda: _status(catalog, execution_id) is ExecutionStatus.SUCCEEDED)
