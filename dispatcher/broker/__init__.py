@@ -16,9 +16,11 @@ become :mod:`dispatcher.errors` classes. The broker package never imports the ca
 
 from __future__ import annotations
 
+from pika.adapters.blocking_connection import BlockingChannel as Channel
+
 from dispatcher.broker.connection import connection_parameters, login_user
 from dispatcher.broker.consumer import ACK, Consumer, Delivery, Disposition, Verdict
-from dispatcher.broker.publisher import Channel, Publisher
+from dispatcher.broker.publisher import Publisher
 
 __all__ = [
     "ACK",

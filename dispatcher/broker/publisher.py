@@ -38,9 +38,6 @@ from dispatcher.settings import BrokerSettings
 
 logger = logging.getLogger("dispatcher.broker")
 
-Channel = BlockingChannel
-"""What a declaration runs on: callers outside this package name it without importing pika."""
-
 _CONFIRM_SELECT_TIMEOUT_S: Final = 10.0
 
 

@@ -1,4 +1,5 @@
-"""The heartbeat loop's pace and its error tolerance, against a fake publisher."""
+"""The heartbeat loop's pace and its error tolerance, against :mod:`dispatcher.testing`'s
+publisher."""
 
 from __future__ import annotations
 
@@ -6,27 +7,13 @@ import threading
 import time
 import uuid
 
-from pydantic import BaseModel
-
 from consumers.worker.heartbeat import Heartbeat
+from dispatcher.broker.topology import HEARTBEAT_EXCHANGE, HEARTBEAT_ROUTING_KEY
 from dispatcher.errors import BrokerUnavailable
+from dispatcher.testing import FakePublisher
 from schemas.messages import AgentHeartbeat, RunningAttempt
 
 RUNNING = (RunningAttempt(task_id=uuid.uuid4(), attempt=1, execution_id=1),)
-
-
-class FakePublisher:
-    def __init__(self, *, failing: bool = False) -> None:
-        self.failing = failing
-        self.times: list[float] = []
-
-    def publish(self, exchange: str, routing_key: str, message: BaseModel) -> None:
-        if self.failing:
-            raise BrokerUnavailable("down")
-        self.times.append(time.monotonic())
-
-    def close(self) -> None:
-        pass
 
 
 def run_for(heartbeat: Heartbeat, seconds: float) -> None:
@@ -51,13 +38,17 @@ def test_the_task_interval_applies_while_packages_run() -> None:
         on_tolerance_exceeded=lambda: None,
     )
     run_for(heartbeat, 1.0)
-    assert len(publisher.times) >= 5
+    assert len(publisher.published) >= 5
+    assert {(p.exchange, p.routing_key) for p in publisher.published} == {
+        (HEARTBEAT_EXCHANGE, HEARTBEAT_ROUTING_KEY)
+    }
 
 
 def test_failing_heartbeats_past_the_tolerance_stop_the_packages() -> None:
     """When heartbeats fail for HeartbeatErrorTolerance while packages run, the callback
     that kills them is called."""
-    publisher = FakePublisher(failing=True)
+    publisher = FakePublisher()
+    publisher.fail_next(None, BrokerUnavailable("down"))
     killed = threading.Event()
     heartbeat = Heartbeat(
         lambda: publisher,
@@ -73,7 +64,8 @@ def test_failing_heartbeats_past_the_tolerance_stop_the_packages() -> None:
 
 def test_failures_without_running_packages_kill_nothing() -> None:
     """With nothing running, failing heartbeats never call the kill callback."""
-    publisher = FakePublisher(failing=True)
+    publisher = FakePublisher()
+    publisher.fail_next(None, BrokerUnavailable("down"))
     killed = threading.Event()
     heartbeat = Heartbeat(
         lambda: publisher,
