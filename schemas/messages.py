@@ -41,6 +41,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
 )
+from pydantic.config import JsonDict
 
 SCHEMA_VERSION: Final = 1
 MAX_BODY_BYTES: Final = 1024 * 1024
@@ -60,8 +61,24 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+ENVELOPE_REQUIRED: Final = ("type", "schema_version")
+"""Fields :func:`decode` refuses a body without, though the models give them defaults."""
+
+
+def _require_envelope(schema: JsonDict) -> None:
+    """Mark :data:`ENVELOPE_REQUIRED` required in a message's JSON Schema, so a validator
+    refuses what decode refuses; ``required`` keeps the order of ``properties``."""
+    properties, required = schema.get("properties", {}), schema.get("required", [])
+    assert isinstance(properties, dict)
+    assert isinstance(required, list)
+    wanted = {*ENVELOPE_REQUIRED, *required}
+    schema["required"] = [name for name in properties if name in wanted]
+
+
 class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=False, json_schema_extra=_require_envelope
+    )
 
     schema_version: Literal[1] = SCHEMA_VERSION
     message_id: uuid.UUID = Field(default_factory=uuid.uuid4)

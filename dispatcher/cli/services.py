@@ -16,7 +16,9 @@ from dispatcher.cli.common import (
 )
 from dispatcher.settings import MasterSettings
 
-schemas_app = typer.Typer(help="The wire protocol's JSON Schemas.", no_args_is_help=True)
+schemas_app = typer.Typer(
+    help="The wire protocol's JSON Schemas and broker topology.", no_args_is_help=True
+)
 
 # -- services ------------------------------------------------------------------------------
 
@@ -64,13 +66,21 @@ def worker(
 
 @schemas_app.command("export")
 def schemas_export(
-    folder: Annotated[Path, typer.Argument(help="where to write one .json file per message")],
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="where to write one .json file per message, asyncapi.json and index.json"
+        ),
+    ],
 ) -> None:
-    """Write the wire protocol's JSON Schemas, for workers written in other languages."""
+    """Write the wire protocol's JSON Schemas and its broker topology (AsyncAPI 3.0).
+
+    For workers written in other languages; prints every path it writes."""
     from schemas.export import export_json_schemas  # noqa: PLC0415
 
-    written = export_json_schemas(folder)
-    out.print(Text(f"wrote {len(written)} schemas to {folder}"))
+    for path in export_json_schemas(folder):
+        # One path a line, never wrapped: scripts read this.
+        out.print(Text(str(path)), soft_wrap=True)
 
 
 def demo(
