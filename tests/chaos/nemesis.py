@@ -220,11 +220,14 @@ class Run:
         )
 
     def kill_worker(self, worker: str, down_s: float) -> None:
-        deadline = time.monotonic() + 8
-        while not self._busy(worker) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        # Wait for the master to judge leases first, then for a task worth measuring: in
+        # the other order the task seen busy may end while we wait, and the kill then hits
+        # an idle worker, so no recovery is measured (seen: seed 129391).
         while time.time() < self.judging_from:
             time.sleep(0.1)
+        deadline = time.monotonic() + 20
+        while not self._busy(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
         service = self.cluster.workers[worker]
         at = service.kill9()
         self.kills.append(Kill(worker, at))
