@@ -18,7 +18,14 @@ import sqlalchemy as sa
 
 from dispatcher.catalog.engine import Timing, Tx, locked, utc
 from dispatcher.catalog.records import Assignment
-from dispatcher.catalog.state import BatchedWrites, TaskRow, fetch_rows, in_states, select_tasks
+from dispatcher.catalog.state import (
+    BatchedWrites,
+    TaskRow,
+    fetch_rows,
+    flag_attempts,
+    in_states,
+    select_tasks,
+)
 from schemas.messages import ParameterValue
 from schemas.states import LEASED_TASK_STATES, TaskEvent, TaskState
 
@@ -211,17 +218,7 @@ def _parameters(tx: Tx, execution_ids: set[int]) -> dict[int, tuple[ParameterVal
 
 def mark_published(tx: Tx, attempts: Sequence[tuple[uuid.UUID, int]]) -> None:
     """Flag attempts whose publish the broker confirmed (one executemany)."""
-    if not attempts:
-        return
-    tasks = tx.t.tasks
-    statement = (
-        sa.update(tasks)
-        .where(
-            tasks.c.task_id == sa.bindparam("b_task"), tasks.c.attempt == sa.bindparam("b_attempt")
-        )
-        .values(published=True)
-    )
-    tx.conn.execute(statement, [{"b_task": t, "b_attempt": a} for t, a in attempts])
+    flag_attempts(tx, attempts, published=True)
 
 
 def unpublished_assignments(tx: Tx, older_than_s: float) -> list[Assignment]:

@@ -23,6 +23,7 @@ from dispatcher.catalog.state import (
     add_message,
     close_attempt,
     fetch_rows,
+    flag_attempts,
     in_states,
     load_tasks,
     mirror_execution,
@@ -151,17 +152,8 @@ def pending_cancels(tx: Tx) -> list[CancelOrder]:
 
 
 def mark_cancels_sent(tx: Tx, orders: Sequence[CancelOrder]) -> None:
-    if not orders:
-        return
-    tasks = tx.t.tasks
-    statement = (
-        sa.update(tasks)
-        .where(
-            tasks.c.task_id == sa.bindparam("b_task"), tasks.c.attempt == sa.bindparam("b_attempt")
-        )
-        .values(cancel_sent=True)
-    )
-    tx.conn.execute(statement, [{"b_task": o.task_id, "b_attempt": o.attempt} for o in orders])
+    """Flag the attempts whose cancel the broker confirmed, so it is not sent again."""
+    flag_attempts(tx, ((o.task_id, o.attempt) for o in orders), cancel_sent=True)
 
 
 def _expiry_event(row: TaskRow) -> TaskEvent:

@@ -19,6 +19,7 @@ from dispatcher.catalog.engine import Tx, locked
 from dispatcher.errors import CatalogError
 from schemas.states import (
     TRANSITIONS,
+    AttemptKey,
     ExecutionStatus,
     TaskEvent,
     TaskState,
@@ -163,6 +164,24 @@ def close_attempt(tx: Tx, task_id: uuid.UUID, attempt: int, outcome: str, **valu
         )
         .values(outcome=outcome, ended_at=tx.now, **values)
     )
+
+
+def flag_attempts(tx: Tx, attempts: Iterable[AttemptKey], **flags: bool) -> None:
+    """Set bookkeeping ``flags`` (published, cancel_sent) on each ``(task_id, attempt)``
+    in one executemany. Fenced by the attempt, not the state: a flag on an attempt that
+    has since moved on changes nothing that decides a transition."""
+    params = [{"b_task": task_id, "b_attempt": attempt} for task_id, attempt in attempts]
+    if not params:
+        return
+    tasks = tx.t.tasks
+    statement = (
+        sa.update(tasks)
+        .where(
+            tasks.c.task_id == sa.bindparam("b_task"), tasks.c.attempt == sa.bindparam("b_attempt")
+        )
+        .values(**flags)
+    )
+    tx.conn.execute(statement, params)
 
 
 def requeue_values(tx: Tx) -> dict[str, Any]:
