@@ -9,6 +9,7 @@ A TOML file may use SSIS's setting names (``MasterHeartbeatIntervalInMs = 30000`
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from collections.abc import Iterator
@@ -139,6 +140,8 @@ class ScaleoutSettings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", frozen=True, extra="forbid"
     )
     toml_section: ClassVar[str] = ""
+    toml_aliases: ClassVar[dict[str, str]] = {}
+    """Other keys a file may use for a setting (e.g. a spelling from SSIS's docs)."""
 
     @classmethod
     def settings_customise_sources(
@@ -173,8 +176,56 @@ class ScaleoutSettings(BaseSettings):
             raise SettingsError(msg) from None
         if cls.toml_section and isinstance(raw.get(cls.toml_section), dict):
             raw = raw[cls.toml_section]
-        by_ssis = {ssis_name: field for field, ssis_name, _ in cls.describe()}
-        return {by_ssis.get(key, key): value for key, value in raw.items()}
+        data = cls._by_our_names(raw)
+        cls._refuse_unknown(path, data)
+        return data
+
+    @classmethod
+    def _refuse_unknown(cls, path: Path, data: dict[str, Any]) -> None:
+        """A misspelt key would otherwise surface as pydantic's "extra inputs": name the
+        file and the key, and suggest the setting that was probably meant."""
+        known = set(cls.model_fields) | {ssis for _, ssis in cls.ssis_paths()}
+        other_sections = {"master", "worker"} - {cls.toml_section}
+        for key in data:
+            if key in cls.model_fields or key in other_sections:
+                continue
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            section = f"[{cls.toml_section}] of " if cls.toml_section else ""
+            msg = f"unknown setting {key!r} in {section}{path}{hint}"
+            raise SettingsError(msg)
+
+    @classmethod
+    def _by_our_names(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """A file may use SSIS's names (``SqlServerName = "..."``) as the product's config
+        files do; those of nested settings land in their table (``catalog.url``)."""
+        paths = {ssis_name: path for path, ssis_name in cls.ssis_paths()}
+        paths.update({alias: (name,) for alias, name in cls.toml_aliases.items()})
+        data: dict[str, Any] = {}
+        for key, value in raw.items():
+            *parents, leaf = paths.get(key, (key,))
+            target = data
+            for parent in parents:
+                target = target.setdefault(parent, {})
+            if leaf in target and isinstance(target[leaf], dict) and isinstance(value, dict):
+                target[leaf] = {**target[leaf], **value}
+            else:
+                target[leaf] = value
+        return data
+
+    @classmethod
+    def ssis_paths(cls) -> Iterator[tuple[tuple[str, ...], str]]:
+        """(field path, SSIS name) of every setting that has an SSIS name, nested included."""
+        for name, ssis_name, info in cls.describe():
+            if ssis_name:
+                yield (name,), ssis_name
+            model = info.annotation
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                for sub, sub_info in model.model_fields.items():
+                    extra = sub_info.json_schema_extra
+                    sub_ssis = str(extra.get("ssis", "")) if isinstance(extra, dict) else ""
+                    if sub_ssis:
+                        yield (name, sub), sub_ssis
 
     @classmethod
     def describe(cls) -> Iterator[tuple[str, str, FieldInfo]]:

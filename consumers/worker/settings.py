@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from dispatcher.settings import BrokerSettings, ScaleoutSettings, parse_timespan, ssis
 from schemas.messages import WorkerId
@@ -32,6 +32,8 @@ class WorkerSettings(ScaleoutSettings):
     """The Scale Out Worker; SSIS's WorkerSettings.config."""
 
     toml_section: ClassVar[str] = "worker"
+    toml_aliases: ClassVar[dict[str, str]] = _MISSPELT
+    """SSIS's docs spell two settings wrongly; a config copied from them still loads."""
 
     worker_id: WorkerId = Field(
         ..., **ssis("AgentId", "this worker's id: its RabbitMQ user and queue suffix")
@@ -105,17 +107,6 @@ class WorkerSettings(ScaleoutSettings):
         min_length=1,
         description="RabbitMQ user of the master; task and cancel messages from others are refused",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _ssis_misspellings(cls, data: Any) -> Any:
-        """SSIS's docs spell two settings wrongly; a config copied from them still loads."""
-        if isinstance(data, dict):
-            for wrong, right in _MISSPELT.items():
-                if wrong in data:
-                    data = {**data}
-                    data.setdefault(right, data.pop(wrong))
-        return data
 
     @field_validator(
         "agent_heartbeat_interval_s",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from consumers.worker.settings import WorkerSettings
 from dispatcher.settings import (
     BrokerSettings,
     MasterSettings,
@@ -82,3 +83,50 @@ def test_settings_table_names_every_setting() -> None:
     assert ("MasterHeartbeatIntervalInMs", "master_heartbeat_interval_ms") in {
         (r[0], r[1]) for r in rows
     }
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "scaleout.toml"
+
+
+def test_the_example_file_loads_for_the_master_and_the_worker() -> None:
+    """examples/scaleout.toml, in SSIS's names, sets what its comments say."""
+    master = MasterSettings.load(EXAMPLE)
+    worker = WorkerSettings.load(EXAMPLE)
+
+    assert master.catalog.url == "sqlite:///ssisdb.sqlite3"
+    assert master.catalog.connection_timeout_s == 15
+    assert master.completed_jobs_retention_min == 60
+    assert master.broker.cert_file == Path("/etc/scaleout/pki/scaleout-master.pem")
+    assert worker.worker_id == "w1"
+    assert worker.agent_heartbeat_interval_s == 60
+    assert worker.heartbeat_error_tolerance_s == 600
+    assert worker.tasks_root_folder == Path("/var/lib/scaleout/tasks")
+    assert worker.broker.cert_file == Path("/etc/scaleout/pki/w1.pem")
+
+
+def test_nested_settings_take_their_ssis_names(tmp_path: Path) -> None:
+    """SqlServerName is catalog.url; a [master.catalog] table beside it merges."""
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[master]\nSqlServerName = "sqlite:///x.sqlite3"\n'
+        "[master.catalog]\nconnection_timeout_s = 4\n"
+    )
+
+    settings = MasterSettings.load(path)
+
+    assert (settings.catalog.url, settings.catalog.connection_timeout_s) == (
+        "sqlite:///x.sqlite3",
+        4,
+    )
+
+
+def test_an_unknown_key_names_the_file_and_suggests_the_setting(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text("[worker]\nAgentId = 'w1'\nMaxTaskCont = 4\n")
+
+    with pytest.raises(SettingsError) as caught:
+        WorkerSettings.load(path)
+
+    assert str(caught.value) == (
+        f"unknown setting 'MaxTaskCont' in [worker] of {path}; did you mean MaxTaskCount?"
+    )
