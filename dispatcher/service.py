@@ -27,7 +27,7 @@ from dispatcher.broker import Consumer, Delivery, Verdict, topology
 from dispatcher.catalog import Catalog
 from dispatcher.catalog.collector import CatalogCollector
 from dispatcher.dispatch import Dispatcher
-from dispatcher.errors import CatalogNotInitialised
+from dispatcher.errors import BrokerError, CatalogNotInitialised
 from dispatcher.outbound import Outbound
 from dispatcher.settings import MasterSettings
 
@@ -135,6 +135,25 @@ class MasterService:
         )
         return _Loop(f"consume-{queue.rsplit('.', 1)[-1]}", consumer.run), consumer
 
+    def _declare_enabled_workers(self) -> None:
+        """Declare enabled workers' queues so the first dispatch is routable. A broker that
+        is down is not fatal: the loops ride the outage out, as a worker does, and each
+        worker's first heartbeat after it declares its queues again."""
+        for worker in self.catalog.list_worker_agents():
+            if not worker.is_enabled:
+                continue
+            try:
+                self.outbound.ensure_worker(worker.worker_agent_id)
+            except BrokerError as exc:
+                logger.warning(
+                    "service.queues_deferred: %s",
+                    exc,
+                    extra={
+                        "hint": exc.hint or "the queues are declared at each worker's heartbeat"
+                    },
+                )
+                return  # the next worker would wait out the same outage again
+
     # -- running -------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -144,9 +163,7 @@ class MasterService:
             raise CatalogNotInitialised(msg, hint="run `scaleout catalog init` first")
         props = timers.master_properties(self.settings.master_heartbeat_interval_ms)
         timers.master_heartbeat(self.catalog, props, self.heartbeat_clock)
-        for worker in self.catalog.list_worker_agents():
-            if worker.is_enabled:
-                self.outbound.ensure_worker(worker.worker_agent_id)
+        self._declare_enabled_workers()
         metrics.register(self._collector)
         metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
         for loop in self._loops:

@@ -66,6 +66,15 @@ def login_user(settings: BrokerSettings) -> str | None:
     return str(names[0].value) if names else None
 
 
+def address(settings: BrokerSettings) -> str:
+    """``host:port`` of the broker (and the vhost unless ``/``), for messages an operator
+    acts on; never the credentials."""
+    parts = urlsplit(settings.url)
+    port = parts.port or (5671 if settings.uses_tls else 5672)
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    return f"{settings.host}:{port}" + ("" if vhost == "/" else f" vhost {vhost}")
+
+
 def connection_parameters(settings: BrokerSettings, *, name: str) -> pika.ConnectionParameters:
     """pika parameters for ``settings``: TLS for amqps://, EXTERNAL login with a client
     certificate and no password, plain AMQP only on loopback."""
@@ -140,7 +149,7 @@ def translate(exc: BaseException, what: str) -> BrokerError:
     """The :mod:`dispatcher.errors` class for a pika (or ssl/socket) exception."""
     if isinstance(exc, BrokerError):
         return exc
-    detail = f"{what}: {type(exc).__name__}: {exc}"
+    detail = f"{what}: {describe(exc)}"
     code = reply_code(exc)
     if isinstance(exc, pe.ProbableAccessDeniedError) or code in {403, 530}:
         return AccessRefused(detail, hint="check this user's permissions on the vhost", code=code)
@@ -155,6 +164,15 @@ def translate(exc: BaseException, what: str) -> BrokerError:
     return BrokerUnavailable(detail, hint=hint)
 
 
+def describe(exc: BaseException) -> str:
+    """``Type: text``, or the type alone: pika raises a bare AMQPConnectionError (empty
+    text) for a refused TCP connection, which would print as ``AMQPConnectionError: ``."""
+    text = str(exc).strip()
+    if not text and isinstance(exc, pe.AMQPConnectionError):
+        return "AMQPConnectionError: no connection (refused, unreachable or timed out)"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 CONNECTION_ERRORS: Final = (pe.AMQPError, OSError)
 """What a pika call may raise when the connection or channel breaks (ssl.SSLError is an
 OSError)."""
@@ -167,7 +185,7 @@ def _log_retry(what: str) -> Callable[[RetryCallState], None]:
             "broker.reconnecting: %s attempt %d failed (%s); next in %.1f s",
             what,
             state.attempt_number,
-            type(exc).__name__,
+            describe(exc) if exc else "?",
             state.upcoming_sleep,
             extra={"what": what, "attempt": state.attempt_number},
         )

@@ -26,6 +26,7 @@ from pika.spec import Basic, BasicProperties
 from dispatcher import metrics
 from dispatcher.broker.connection import (
     CONNECTION_ERRORS,
+    address,
     close_quietly,
     is_permanent,
     open_connection,
@@ -152,7 +153,9 @@ class Consumer:
         """One connection's life: connect (with retries), consume until stop or loss."""
         reconnect = self._generation > 0  # each connection so far raised it
         try:
-            connection = with_retries(f"consume {self._queue}", self._connect, stop)
+            connection = with_retries(
+                f"consume {self._queue} at {address(self._settings)}", self._connect, stop
+            )
         except BrokerError:
             if stop.is_set():
                 return  # asked to stop while the broker was unreachable
@@ -167,7 +170,7 @@ class Consumer:
             # 406 while consuming is an unknown delivery tag or a consumer timeout: a new
             # channel cures both. At connect time (queue arguments clash) it is fatal.
             if is_permanent(exc) and reply_code(exc) != 406:
-                raise translate(exc, f"consume {self._queue}") from exc
+                raise translate(exc, f"consume {self._queue} at {address(self._settings)}") from exc
             logger.warning(
                 "consumer.connection_lost: %s: %s: %s",
                 self._queue,

@@ -26,6 +26,7 @@ from pika.spec import Basic, Confirm
 from dispatcher import metrics
 from dispatcher.broker.connection import (
     CONNECTION_ERRORS,
+    address,
     close_quietly,
     is_permanent,
     open_connection,
@@ -80,7 +81,8 @@ class Publisher:
         self._channel_error: BaseException | None = None
         self._seq = 0
         self._window = _Window()
-        with_retries(f"publisher {name}", self._connect)
+        self._where = f"{name} at {address(settings)}"
+        with_retries(f"connect {self._where}", self._connect)
 
     # --- public ---------------------------------------------------------------------
 
@@ -117,7 +119,7 @@ class Publisher:
                 if channel.is_open:
                     channel.close()
         except CONNECTION_ERRORS as exc:
-            raise translate(exc, f"declare via {self._name}") from exc
+            raise translate(exc, f"declare via {self._where}") from exc
         self._extra_declarations.append(declaration)
 
     def close(self) -> None:
@@ -242,12 +244,12 @@ class Publisher:
             except CONNECTION_ERRORS as exc:
                 self._drop()
                 if is_permanent(exc):
-                    self._fail_rest(len(items), translate(exc, f"publish via {self._name}"))
+                    self._fail_rest(len(items), translate(exc, f"publish via {self._where}"))
                     return
                 raise
 
         try:
-            with_retries(f"publish via {self._name}", attempt)
+            with_retries(f"publish via {self._where}", attempt)
         except BrokerError as exc:
             self._fail_rest(len(items), exc)
         results = [self._window.results.get(i) for i in range(len(items))]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
@@ -23,12 +24,13 @@ from dispatcher.cli.executions import executions_app
 from dispatcher.cli.workers import workers_app
 from dispatcher.errors import ScaleoutError
 from dispatcher.settings import SettingsError
+from schemas.messages import SCHEMA_VERSION
 
 app = typer.Typer(
     name="scaleout",
     help="Scale Out for Python: an SSISDB catalog, a master and workers over RabbitMQ.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 app.add_typer(catalog_app, name="catalog")
@@ -43,9 +45,26 @@ app.command("worker")(services.worker)
 app.command("demo")(services.demo)
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(
+            f"scaleout {metadata.version('scaleout')} (wire schema_version {SCHEMA_VERSION})"
+        )
+        raise typer.Exit
+
+
 @app.callback()
 def _globals(
     ctx: typer.Context,
+    _version_flag: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and the wire protocol's schema version, then exit.",
+        ),
+    ] = False,
     config: Annotated[
         Path | None,
         opt(
