@@ -237,6 +237,8 @@ def translated(engine: Engine) -> Iterator[None]:
 def classify(exc: sa_exc.DBAPIError, url: URL) -> CatalogError:
     """The error a driver failure means for the caller."""
     text = f"{type(exc.orig).__name__} {exc.orig} {getattr(exc.orig, 'sqlstate', '')}".lower()
+    if "can't open lib" in text or "data source name not found" in text:
+        return _missing_odbc_driver(url)
     if any(marker in text for marker in _MISSING_TABLE_MARKERS):
         return CatalogNotInitialised(
             f"the catalog at {redact(url)} is not initialised", hint=INIT_HINT
@@ -251,6 +253,20 @@ def classify(exc: sa_exc.DBAPIError, url: URL) -> CatalogError:
             f"cannot use the catalog at {redact(url)}: {_first_line(exc)}", hint=_reach_hint(url)
         )
     return CatalogError(f"catalog error: {_first_line(exc)}")
+
+
+def _missing_odbc_driver(url: URL) -> MissingDriver:
+    """unixODBC's "Can't open lib 'X' : file not found": the URL names an ODBC driver that
+    is not installed (or not registered in odbcinst.ini)."""
+    driver = url.query.get("driver") or "the ODBC driver"
+    named = driver if isinstance(driver, str) else driver[0]
+    msg = f"the ODBC driver {named!r} named in {redact(url)} is not installed"
+    hint = (
+        "install it (Microsoft's `msodbcsql18` package for 'ODBC Driver 18 for SQL Server', "
+        "or FreeTDS: `apt-get install tdsodbc` and driver=FreeTDS); `odbcinst -q -d` lists "
+        "the drivers this machine has"
+    )
+    return MissingDriver(msg, hint=hint)
 
 
 def _reach_hint(url: URL) -> str:
