@@ -80,21 +80,25 @@ COPIED_PROPERTIES: Final = ("message_id", "type")
 """AMQP properties a publisher copies from the body's field of the same name."""
 
 
-def _checked(worker_id: str) -> str:
+def checked_worker_id(worker_id: str) -> str:
+    """``worker_id`` if it may name a RabbitMQ user and queue, else ValueError saying why."""
     if not _WORKER_ID.match(worker_id):
-        msg = f"not a valid worker id: {worker_id!r} (letters, digits, _ . -; at most 64)"
+        msg = (
+            f"not a valid worker id: {worker_id!r} (a letter or digit first, then letters, "
+            "digits, _ . -; at most 64)"
+        )
         raise ValueError(msg)
     return worker_id
 
 
 def worker_queue(worker_id: str) -> str:
     """The queue of task assignments for ``worker_id``."""
-    return WORKER_QUEUE_PREFIX + _checked(worker_id)
+    return WORKER_QUEUE_PREFIX + checked_worker_id(worker_id)
 
 
 def control_queue(worker_id: str) -> str:
     """The queue of cancels and project archives for ``worker_id``."""
-    return CONTROL_QUEUE_PREFIX + _checked(worker_id)
+    return CONTROL_QUEUE_PREFIX + checked_worker_id(worker_id)
 
 
 def quorum_arguments(delivery_limit: int) -> dict[str, object]:
@@ -152,7 +156,7 @@ def master_queue_specs() -> tuple[QueueSpec, ...]:
 
 def worker_queue_specs(worker_id: str) -> tuple[QueueSpec, QueueSpec]:
     """The worker's task and control queues; the routing key is the worker id."""
-    return _worker_specs(_checked(worker_id))
+    return _worker_specs(checked_worker_id(worker_id))
 
 
 def worker_queue_templates() -> tuple[QueueSpec, QueueSpec]:

@@ -19,6 +19,7 @@ from dispatcher.catalog.state import (
 )
 from dispatcher.errors import NotFound, OperationRefused
 from schemas.states import LEASED_TASK_STATES, TRANSITIONS, TaskEvent
+from schemas.topology import checked_worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,13 @@ def require_worker(tx: Tx, worker_agent_id: str) -> None:
 
 
 def add_worker_agent(tx: Tx, agent: NewAgent) -> None:
-    if not agent.worker_agent_id or len(agent.worker_agent_id) > 64:
-        raise OperationRefused("a worker agent id is 1 to 64 characters", code=27100)
+    # The id becomes a RabbitMQ user, a queue name and a permission pattern: refuse what
+    # cannot be one here, before anything is written, not at the first declare.
+    try:
+        checked_worker_id(agent.worker_agent_id)
+    except ValueError as exc:
+        hint = "a worker id is also its RabbitMQ user and queue name, e.g. w1 or etl-host-1"
+        raise OperationRefused(str(exc), hint=hint, code=27100) from None
     if agent.max_task_count < 0:
         raise OperationRefused("max_task_count must be 0 or more", code=27101)
     workers = tx.t.worker_agents

@@ -52,12 +52,23 @@ def workers_add(  # noqa: PLR0917  # typer passes options by keyword
         )
         if warning := so.ensure_worker_queues(worker_id):
             say(f"warning: {warning}", "yellow")
-    _show_worker(row, as_json, "added")
+    if row.is_enabled:
+        _show_worker(row, as_json, "added and enabled: it gets tasks")
+    else:
+        hint = f"`scaleout workers enable {row.worker_agent_id}` to give it tasks"
+        _show_worker(row, as_json, f"added, disabled: {hint}")
 
 
 def _show_worker(row: WorkerAgentRow, as_json: bool, what: str) -> None:
-    state = "enabled" if row.is_enabled else "disabled"
-    emit(row, as_json, f"worker {row.worker_agent_id} {what} ({state})")
+    emit(row, as_json, f"worker {row.worker_agent_id} {what}")
+
+
+def _drain(row: WorkerAgentRow) -> str:
+    running = row.running_tasks
+    if not running:
+        return "disabled: it takes no new tasks, and none is running"
+    tasks = "task" if running == 1 else "tasks"
+    return f"disabled: it takes no new tasks; {running} running {tasks} will finish"
 
 
 @workers_app.command("list")
@@ -80,14 +91,15 @@ def workers_show(ctx: typer.Context, worker_id: WorkerId, as_json: JsonFlag = Fa
 def workers_enable(ctx: typer.Context, worker_id: WorkerId, as_json: JsonFlag = False) -> None:
     """Enable a worker agent: it gets tasks."""
     with session(ctx) as so:
-        _show_worker(so.enable_worker(worker_id), as_json, "enabled")
+        _show_worker(so.enable_worker(worker_id), as_json, "enabled: it gets tasks")
 
 
 @workers_app.command("disable")
 def workers_disable(ctx: typer.Context, worker_id: WorkerId, as_json: JsonFlag = False) -> None:
     """Disable (drain) a worker agent: no new tasks; running ones finish."""
     with session(ctx) as so:
-        _show_worker(so.disable_worker(worker_id), as_json, "disabled")
+        row = so.disable_worker(worker_id)
+        _show_worker(row, as_json, _drain(row))
 
 
 @workers_app.command("set")
@@ -100,7 +112,7 @@ def workers_set(
 ) -> None:
     """Set a worker agent's property (SSIS set_worker_agent_property)."""
     with session(ctx) as so:
-        _show_worker(so.set_worker(worker_id, name, value), as_json, f"{name} set")
+        _show_worker(so.set_worker(worker_id, name, value), as_json, f"{name} set to {value!r}")
 
 
 @workers_app.command("delete")

@@ -51,3 +51,33 @@ def test_the_example_config_file_works_for_the_cli(tmp_path: Path) -> None:
     result = cli.ok("--config", str(example), "catalog", "init")
 
     assert (tmp_path / "ssisdb.sqlite3").is_file(), str(result)
+
+
+def test_worker_commands_say_what_the_change_means(cli: Cli) -> None:
+    cli.ok("catalog", "init")
+
+    added = cli.ok("workers", "add", "w1").stdout
+    enabled = cli.ok("workers", "enable", "w1").stdout
+    disabled = cli.ok("workers", "disable", "w1").stdout
+    named = cli.ok("workers", "set", "w1", "DisplayName", "etl-1").stdout
+
+    assert (
+        added.strip() == "worker w1 added, disabled: `scaleout workers enable w1` to give it tasks"
+    )
+    assert enabled.strip() == "worker w1 enabled: it gets tasks"
+    assert disabled.strip() == "worker w1 disabled: it takes no new tasks, and none is running"
+    assert named.strip() == "worker w1 DisplayName set to 'etl-1'"
+
+
+def test_a_worker_id_that_cannot_be_a_broker_user_is_refused_before_anything_is_written(
+    cli: Cli,
+) -> None:
+    cli.ok("catalog", "init")
+
+    result = cli.run("workers", "add", "bad id")
+
+    assert result.returncode == 1, str(result)
+    assert "not a valid worker id: 'bad id'" in result.stderr
+    assert "RabbitMQ user" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert cli.ok("workers", "list", "--json").json() == []
