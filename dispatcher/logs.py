@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 _EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 _STANDARD = frozenset(
@@ -41,15 +42,50 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(*, level: str = "INFO", folder: Path | None = None, name: str) -> None:
-    """JSON lines to stderr and, when ``folder`` is given, to ``folder/<name>.log``."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+class ConsoleFormatter(logging.Formatter):
+    """One readable line for a person at a terminal: time, level, event, message, fields.
+
+    The same records as :class:`JsonFormatter`, so nothing is lost by choosing it; only
+    the layout differs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        clock = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S.%f")[:-3]
+        fields = " ".join(
+            f"{key}={value}"
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD and not key.startswith("_")
+        )
+        line = f"{clock} {record.levelname:<7} {message}" + (f"  {fields}" if fields else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+LogFormat = Literal["auto", "json", "console"]
+
+
+def configure_logging(
+    *,
+    level: str = "INFO",
+    folder: Path | None = None,
+    name: str,
+    log_format: LogFormat = "auto",
+) -> None:
+    """Log lines to stderr and, when ``folder`` is given, JSON lines to ``folder/<name>.log``.
+
+    stderr gets JSON, or with ``console`` (``auto``: when stderr is a terminal) readable
+    lines. The file is always JSON, for machines, and reopened when logrotate moves it
+    (WatchedFileHandler), so rotation needs no signal and loses no line."""
+    console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(ConsoleFormatter() if console else JsonFormatter())
+    handlers: list[logging.Handler] = [stream]
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(folder / f"{name}.log", encoding="utf-8"))
-    formatter = JsonFormatter()
-    for handler in handlers:
-        handler.setFormatter(formatter)
+        file = logging.handlers.WatchedFileHandler(folder / f"{name}.log", encoding="utf-8")
+        file.setFormatter(JsonFormatter())
+        handlers.append(file)
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(level.upper())

@@ -14,6 +14,7 @@ from dispatcher.cli.common import (
     opt,
     out,
 )
+from dispatcher.logs import LogFormat
 from dispatcher.settings import MasterSettings
 
 schemas_app = typer.Typer(
@@ -25,16 +26,28 @@ schemas_app = typer.Typer(
 LogLevel = Annotated[
     str, opt("--log-level", env="SCALEOUT_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR")
 ]
+LogFormatOpt = Annotated[
+    LogFormat,
+    opt(
+        "--log-format",
+        env="SCALEOUT_LOG_FORMAT",
+        help="stderr as json lines, or console lines for a person; auto: console on a terminal",
+    ),
+]
 
 
-def master(ctx: typer.Context, log_level: LogLevel = "INFO") -> None:
+def master(
+    ctx: typer.Context, log_level: LogLevel = "INFO", log_format: LogFormatOpt = "auto"
+) -> None:
     """Run the Scale Out Master in the foreground until SIGTERM or Ctrl-C."""
     from dispatcher.catalog import Catalog  # noqa: PLC0415  # keep `--help` fast
     from dispatcher.logs import configure_logging  # noqa: PLC0415
     from dispatcher.service import MasterService  # noqa: PLC0415
 
     settings: MasterSettings = ctx.obj.master_settings()
-    configure_logging(level=log_level, folder=settings.log_folder, name="master")
+    configure_logging(
+        level=log_level, folder=settings.log_folder, name="master", log_format=log_format
+    )
     catalog = Catalog.for_master(settings)
     try:
         code = MasterService(settings, catalog).run()
@@ -49,6 +62,7 @@ def worker(
         str | None, opt("--id", env="SCALEOUT_WORKER_ID", help="this worker's id (AgentId)")
     ] = None,
     log_level: LogLevel = "INFO",
+    log_format: LogFormatOpt = "auto",
 ) -> None:
     """Run a Scale Out Worker in the foreground until SIGTERM or Ctrl-C."""
     from consumers.worker.service import run_worker  # noqa: PLC0415
@@ -60,7 +74,7 @@ def worker(
     if globals_.broker_url:
         overrides["broker"] = {"url": globals_.broker_url}
     settings = WorkerSettings.load(globals_.config, **overrides)
-    configure_logging(level=log_level, name=f"worker-{settings.worker_id}")
+    configure_logging(level=log_level, name=f"worker-{settings.worker_id}", log_format=log_format)
     raise typer.Exit(run_worker(settings))
 
 
