@@ -45,7 +45,7 @@ from dispatcher.settings import BrokerSettings
 from schemas.messages import ParameterScalar
 from schemas.states import ExecutionStatus
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sales_etl"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sales_etl"
 FOLDER = "Demo"
 PROJECT = "SalesETL"
 PLAIN_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"

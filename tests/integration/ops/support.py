@@ -23,7 +23,10 @@ REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 GRAFANA_DIR = DEPLOY / "grafana"
-METRICS_MODULE = REPO / "dispatcher" / "metrics.py"
+METRICS_MODULES = (
+    REPO / "dispatcher" / "metrics.py",
+    REPO / "dispatcher" / "catalog" / "collector.py",  # the catalog's gauges, read at scrape
+)
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 # Metrics the dashboard reads from RabbitMQ's own exporter (rabbitmq_prometheus), not ours.
@@ -72,11 +75,13 @@ _FAMILY_CALLS = {
 
 @cache
 def declared_metric_names() -> frozenset[str]:
-    """Every series name dispatcher/metrics.py exports: each declared family with the
-    suffixes prometheus-client adds (``_total`` on counters; ``_bucket``/``_sum``/``_count``
-    on histograms), including the CatalogCollector's gauges."""
+    """Every series name scaleout exports: each family declared in dispatcher/metrics.py
+    and dispatcher/catalog/collector.py (the CatalogCollector's gauges), with the suffixes
+    prometheus-client adds (``_total`` on counters; ``_bucket``/``_sum``/``_count`` on
+    histograms)."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(METRICS_MODULE.read_text())):
+    nodes = (n for m in METRICS_MODULES for n in ast.walk(ast.parse(m.read_text())))
+    for node in nodes:
         if not isinstance(node, ast.Call) or not node.args:
             continue
         kind = node.func.id if isinstance(node.func, ast.Name) else None
