@@ -228,12 +228,21 @@ class ScaleOut:
         """Executions, newest first."""
         return self.catalog.list_executions(status=status, limit=limit)
 
-    def wait(self, execution_id: int, timeout_s: float, *, poll_s: float = 0.25) -> ExecutionRow:
+    def wait(
+        self,
+        execution_id: int,
+        timeout_s: float,
+        *,
+        poll_s: float = 0.25,
+        on_poll: Callable[[ExecutionRow], None] | None = None,
+    ) -> ExecutionRow:
         """Poll until the execution reaches a terminal status; :class:`WaitTimeout` after
-        ``timeout_s``."""
+        ``timeout_s``. ``on_poll`` sees every row read (the CLI prints progress from it)."""
         deadline = time.monotonic() + timeout_s
         while True:
             row = self.catalog.get_execution(execution_id)
+            if on_poll is not None:
+                on_poll(row)
             if row.status.is_terminal:
                 return row
             if time.monotonic() >= deadline:

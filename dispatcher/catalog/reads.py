@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -70,36 +70,54 @@ def list_executions(tx: Tx, status: ExecutionStatus | None, limit: int) -> list[
     return _execution_rows(tx, tx.conn.execute(query).all())
 
 
+_Progress = tuple[float | None, str, datetime | None]
+_NO_PROGRESS: _Progress = (None, "", None)
+"""(percent, message, time) of an attempt that reported no progress."""
+
+
 def _execution_rows(tx: Tx, rows: Sequence[Any]) -> list[ExecutionRow]:
     allowed = _allowed(tx, [row.execution_id for row in rows])
     errors = _last_errors(tx, [row.task_id for row in rows if row.task_id is not None])
+    progress = _progress(tx, {row.task_id: row.attempt for row in rows if row.attempt})
     return [
-        ExecutionRow(
-            execution_id=row.execution_id,
-            folder_name=row.folder_name,
-            project_name=row.project_name,
-            package_name=row.package_name,
-            project_lsn=row.project_lsn,
-            status=ExecutionStatus(row.status),
-            created_time=utc(row.created_time),
-            start_time=aware(row.start_time),
-            end_time=aware(row.end_time),
-            worker_agent_id=row.worker_agent_id,
-            executed_count=row.executed_count,
-            max_executed_count=row.max_executed_count,
-            use32bitruntime=bool(row.use32bitruntime),
-            runinscaleout=bool(row.runinscaleout),
-            useanyworker=bool(row.useanyworker),
-            caller_name=row.caller_name,
-            stopped_by_name=row.stopped_by_name,
-            allowed_workers=allowed.get(row.execution_id, ()),
-            task_id=row.task_id,
-            task_state=None if row.task_status is None else TaskState(row.task_status),
-            attempt=row.attempt or 0,
-            error=errors.get(row.task_id, ""),
-        )
+        _execution_row(row, allowed, errors, progress.get(row.task_id, _NO_PROGRESS))
         for row in rows
     ]
+
+
+def _execution_row(
+    row: Any,
+    allowed: dict[int, tuple[str, ...]],
+    errors: dict[uuid.UUID, str],
+    progress: _Progress,
+) -> ExecutionRow:
+    return ExecutionRow(
+        execution_id=row.execution_id,
+        folder_name=row.folder_name,
+        project_name=row.project_name,
+        package_name=row.package_name,
+        project_lsn=row.project_lsn,
+        status=ExecutionStatus(row.status),
+        created_time=utc(row.created_time),
+        start_time=aware(row.start_time),
+        end_time=aware(row.end_time),
+        worker_agent_id=row.worker_agent_id,
+        executed_count=row.executed_count,
+        max_executed_count=row.max_executed_count,
+        use32bitruntime=bool(row.use32bitruntime),
+        runinscaleout=bool(row.runinscaleout),
+        useanyworker=bool(row.useanyworker),
+        caller_name=row.caller_name,
+        stopped_by_name=row.stopped_by_name,
+        allowed_workers=allowed.get(row.execution_id, ()),
+        task_id=row.task_id,
+        task_state=None if row.task_status is None else TaskState(row.task_status),
+        attempt=row.attempt or 0,
+        error=errors.get(row.task_id, ""),
+        progress_percent=progress[0],
+        progress_message=progress[1],
+        progress_time=progress[2],
+    )
 
 
 def _allowed(tx: Tx, execution_ids: list[int]) -> dict[int, tuple[str, ...]]:
@@ -131,6 +149,29 @@ def _last_errors(tx: Tx, task_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
             if row.attempt >= found.get(row.task_id, (0, ""))[0]:
                 found[row.task_id] = (row.attempt, row.error)
     return {task_id: error for task_id, (_, error) in found.items()}
+
+
+def _progress(tx: Tx, current: dict[uuid.UUID, int]) -> dict[uuid.UUID, _Progress]:
+    """The latest progress of each task's current attempt, live or moved to history."""
+    if not current:
+        return {}
+    found: dict[uuid.UUID, _Progress] = {}
+    for a in (tx.t.task_attempts, tx.t.task_attempts_history):
+        query = sa.select(
+            a.c.task_id,
+            a.c.attempt,
+            a.c.progress_percent,
+            a.c.progress_message,
+            a.c.progress_time,
+        ).where(a.c.task_id.in_(sorted(current)), a.c.progress_time.isnot(None))
+        for row in tx.conn.execute(query):
+            if row.attempt == current[row.task_id]:
+                found[row.task_id] = (
+                    row.progress_percent,
+                    row.progress_message or "",
+                    aware(row.progress_time),
+                )
+    return found
 
 
 def _workers_query(tx: Tx) -> sa.Select[Any]:
@@ -272,6 +313,9 @@ def execution_attempts(tx: Tx, execution_id: int) -> list[AttemptRow]:
             outcome=row.outcome,
             exit_code=row.exit_code,
             error=row.error,
+            progress_percent=row.progress_percent,
+            progress_message=row.progress_message or "",
+            progress_time=aware(row.progress_time),
         )
         for row in sorted(attempts, key=lambda r: r.attempt)
     ]

@@ -31,6 +31,7 @@ from dispatcher.catalog.state import (
 )
 from dispatcher.catalog.tables import Tables
 from schemas.messages import (
+    PROGRESS_MESSAGE_MAX_CHARS,
     LogEntry,
     StatusReport,
     TaskFinished,
@@ -70,6 +71,8 @@ class Batch:
     writes: BatchedWrites
     renewals: dict[tuple[uuid.UUID, int], dict[str, object]] = field(default_factory=dict)
     """Lease renewals from progress reports, written in one executemany at the end."""
+    progress: dict[tuple[uuid.UUID, int], dict[str, object]] = field(default_factory=dict)
+    """The latest percent and message per attempt, written with the renewals."""
     lines: list[dict[str, object]] = field(default_factory=list)
     """Log lines to insert in one executemany at the end."""
     stored: set[tuple[uuid.UUID, int, int]] = field(default_factory=set)
@@ -159,8 +162,31 @@ def _flush(batch: Batch) -> None:
             .values(expires_at=sa.bindparam("b_expires"))
         )
         tx.conn.execute(renew, list(batch.renewals.values()))
+    if batch.progress:
+        tx.conn.execute(_progress_statement(tx.t), list(batch.progress.values()))
     if batch.lines:
         tx.conn.execute(sa.insert(tx.t.operation_messages), batch.lines)
+
+
+@cache
+def _progress_statement(t: Tables) -> sa.Update:
+    """The attempt's progress columns. Fenced by attempt and holder only, not by the task's
+    state: the report was judged current on the locked row, in order, and a task.finished
+    later in the same batch must not undo the progress it reported first."""
+    a = t.task_attempts
+    return (
+        sa.update(a)
+        .where(
+            a.c.task_id == sa.bindparam("b_task"),
+            a.c.attempt == sa.bindparam("b_attempt"),
+            a.c.worker_agent_id == sa.bindparam("b_worker"),
+        )
+        .values(
+            progress_percent=sa.bindparam("b_percent", type_=a.c.progress_percent.type),
+            progress_message=sa.bindparam("b_message", type_=a.c.progress_message.type),
+            progress_time=sa.bindparam("b_time", type_=a.c.progress_time.type),
+        )
+    )
 
 
 def _attempts(tx: Tx, ids: set[uuid.UUID]) -> dict[tuple[uuid.UUID, int], AttemptInfo]:
@@ -199,7 +225,7 @@ def _apply(batch: Batch, report: StatusReport, sender: str) -> ReportResult:
     if report.attempt < row.attempt:
         return ReportResult(ReportOutcome.STALE, row.status)
     if isinstance(report, TaskProgress):
-        return _progress(batch, row, sender)
+        return _progress(batch, row, report, sender)
     if isinstance(report, TaskFinished):
         return _finished(batch, row, report, sender)
     return _started(batch, row, report.machine_name, sender)
@@ -249,17 +275,22 @@ def _since_queued(tx: Tx, row: TaskRow) -> float | None:
     return max(0.0, (utc(tx.now) - utc(row.ready_for_dispatch_time)).total_seconds())
 
 
-def _progress(batch: Batch, row: TaskRow, sender: str) -> ReportResult:
-    """Renew the current attempt's lease; no state changes."""
+def _progress(batch: Batch, row: TaskRow, report: TaskProgress, sender: str) -> ReportResult:
+    """Renew the current attempt's lease and keep its percent and message; no state
+    changes. A report with neither is a keep-alive: it renews and stores nothing."""
     if not row.status.holds_lease or row.worker_agent_id != sender:
         return ReportResult(ReportOutcome.STALE, row.status)
     # The row is locked for this transaction, so the fenced write at the end will apply.
-    batch.renewals[(row.task_id, row.attempt)] = {
-        "b_task": row.task_id,
-        "b_attempt": row.attempt,
-        "b_worker": sender,
-        "b_expires": _lease_end(batch, sender),
-    }
+    key = (row.task_id, row.attempt)
+    fence = {"b_task": row.task_id, "b_attempt": row.attempt, "b_worker": sender}
+    batch.renewals[key] = {**fence, "b_expires": _lease_end(batch, sender)}
+    if report.percent is not None or report.message:
+        batch.progress[key] = {  # a later report of the batch replaces this one
+            **fence,
+            "b_percent": report.percent,
+            "b_message": report.message[:PROGRESS_MESSAGE_MAX_CHARS],
+            "b_time": batch.tx.now,
+        }
     return ReportResult(ReportOutcome.APPLIED, row.status)
 
 

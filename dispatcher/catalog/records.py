@@ -118,6 +118,11 @@ class ExecutionRow:
     task_state: TaskState | None = None
     attempt: int = 0
     error: str = ""
+    progress_percent: float | None = None
+    """The current attempt's latest ``task.progress`` (None: no percent reported)."""
+    progress_message: str = ""
+    progress_time: datetime | None = None
+    """When the master stored that report (database clock); None: no progress yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +169,9 @@ class AttemptRow:
     outcome: str | None
     exit_code: int | None
     error: str | None
+    progress_percent: float | None = None
+    progress_message: str = ""
+    progress_time: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

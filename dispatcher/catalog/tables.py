@@ -32,6 +32,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 from sqlalchemy.schema import SchemaItem
 
+from schemas.messages import PROGRESS_MESSAGE_MAX_CHARS
+
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 """A 64-bit identity; SQLite only autoincrements an INTEGER primary key."""
 Stamp = sa.DateTime(timezone=True)
@@ -259,6 +261,10 @@ def _attempt_columns(n: _Namer, *, history: bool) -> list[SchemaItem]:
         sa.Column("outcome", sa.Unicode(32), nullable=True),
         sa.Column("exit_code", sa.Integer, nullable=True),
         sa.Column("error", LongText, nullable=True),
+        # 0003: the latest task.progress of the attempt (percent, message, when stored).
+        sa.Column("progress_percent", sa.Float, nullable=True),
+        sa.Column("progress_message", sa.Unicode(PROGRESS_MESSAGE_MAX_CHARS), nullable=True),
+        sa.Column("progress_time", Stamp, nullable=True),
     ]
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from dispatcher.api import ScaleOut, Started
+from dispatcher.catalog.records import ExecutionRow
 from dispatcher.cli import render
 from dispatcher.cli.common import (
     ExecutionId,
@@ -95,10 +96,25 @@ def _start_and_maybe_wait(
         _report_id(so, execution_id, as_json)
         return
     with err.status(f"Waiting for execution {execution_id}..."):
-        row = so.wait(execution_id, timeout)
+        row = so.wait(execution_id, timeout, on_poll=ProgressPrinter())
     emit(row, as_json, render.execution_detail(row))
     if row.status is not ExecutionStatus.SUCCEEDED:
         raise typer.Exit(1)
+
+
+class ProgressPrinter:
+    """One stderr line each time the stored progress changes (stdout stays for --json)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[object, ...] | None = None
+
+    def __call__(self, row: ExecutionRow) -> None:
+        if row.progress_time is None:
+            return
+        now = (row.attempt, row.progress_percent, row.progress_message)
+        if now != self._last:
+            self._last = now
+            say(f"progress: {render.progress_text(row, age=False)}", "dim")
 
 
 def _warn(started: Started) -> None:

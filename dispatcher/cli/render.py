@@ -159,11 +159,28 @@ def execution_detail(row: ExecutionRow) -> Table:
             "task",
             f"{row.task_id or '-'} ({row.task_state.name.lower() if row.task_state else '-'})",
         ),
+        ("progress", progress_text(row) or "-"),
         ("error", row.error or "-"),
     )
     for name, value in fields:
         table.add_row(name, value)
     return table
+
+
+def progress_text(row: ExecutionRow, *, age: bool = True) -> str:
+    """'42.5 % Loading rows (attempt 1, 3 s ago)'; '' before any progress is stored."""
+    if row.progress_time is None:
+        return ""
+    parts = [] if row.progress_percent is None else [f"{percent(row.progress_percent)} %"]
+    if row.progress_message:
+        parts.append(row.progress_message)
+    context = f"attempt {row.attempt}" + (f", {ago(row.progress_time)}" if age else "")
+    return f"{' '.join(parts)} ({context})"
+
+
+def percent(value: float) -> str:
+    """42.5, 100, 33.3: one decimal at most."""
+    return f"{value:.1f}".removesuffix(".0")
 
 
 def _task_state(row: ExecutionRow) -> str:

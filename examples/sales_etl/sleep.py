@@ -1,19 +1,27 @@
-"""Sleep: wait ``Seconds``, printing a line every ``Interval`` seconds; for tests and demos."""
+"""Sleep: wait ``Seconds``, reporting progress every ``Interval`` seconds; for tests and demos.
+
+Each tick is a progress line (``##scaleout[progress] <percent> <message>``): the worker
+sends it to the master as ``task.progress`` and logs it, and ``scaleout executions show``
+shows the latest.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 
+PROGRESS = "##scaleout[progress]"
+
 
 def main(seconds: float, interval: float) -> int:
     deadline = time.monotonic() + seconds
     tick = 0
     while (left := deadline - time.monotonic()) > 0:
-        print(f"sleeping: {left:.1f} s left (tick {tick})", flush=True)
+        done = 100 * (1 - left / seconds)
+        print(f"{PROGRESS} {done:.0f} sleeping: {left:.1f} s left (tick {tick})", flush=True)
         tick += 1
         time.sleep(min(interval, left))
-    print("slept", flush=True)
+    print(f"{PROGRESS} 100 slept", flush=True)
     return 0
 
 

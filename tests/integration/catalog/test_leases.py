@@ -60,6 +60,22 @@ def test_heartbeat_registers_unknown_worker_disabled(catalog: Catalog) -> None:
     assert not row.is_enabled
 
 
+def test_a_heartbeat_saying_why_it_refuses_work_is_recorded(catalog: Catalog) -> None:
+    """free_disk_mb and not_accepting are accepted (not stored); accepting false is."""
+    hb = heartbeat("w8").model_copy(
+        update={
+            "free_disk_mb": 80.0,
+            "accepting": False,
+            "not_accepting": "free disk 80 MB < 500 MB",
+        }
+    )
+
+    result = catalog.record_heartbeat(hb, "w8")
+
+    assert result.registered
+    assert catalog.get_worker_agent("w8").is_online
+
+
 def test_heartbeat_renews_leases(quick: Catalog) -> None:
     """Attempts the worker runs get their lease renewed, so they do not expire."""
     online_worker(quick, "w1")

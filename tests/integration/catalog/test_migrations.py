@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
-from dispatcher.catalog import Catalog
+from dispatcher.catalog import Catalog, ReportOutcome
 from dispatcher.catalog.engine import create, transaction
 from dispatcher.catalog.migrate import MIGRATIONS, version_table_options
 from dispatcher.catalog.tables import tables_for
@@ -30,6 +32,7 @@ from tests.fixtures.catalog import (
     drop_database,
     online_worker,
     pg_url,
+    progress,
     started_execution,
 )
 
@@ -53,7 +56,7 @@ def test_init_is_idempotent_and_reports_the_revision(catalog: Catalog) -> None:
     """init on a migrated catalog changes nothing and the revision is the head."""
     catalog.init()
 
-    assert catalog.schema_revision() == "0002"
+    assert catalog.schema_revision() == "0003"
 
 
 def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
@@ -65,7 +68,7 @@ def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
         fresh.create_folder("Finance")
     assert "scaleout catalog init" in info.value.hint
     fresh.init()
-    assert fresh.schema_revision() == "0002"
+    assert fresh.schema_revision() == "0003"
     fresh.close()
 
 
@@ -78,7 +81,7 @@ def test_fresh_postgresql_database_is_not_initialised(pg_template: str) -> None:
         with pytest.raises(CatalogNotInitialised):
             fresh.list_worker_agents()
         fresh.init()
-        assert fresh.schema_revision() == "0002"
+        assert fresh.schema_revision() == "0003"
     finally:
         fresh.close()
         drop_database(name)
@@ -126,9 +129,58 @@ def test_a_0001_catalog_upgrades_in_place(tmp_path: Path) -> None:
         }
     engine.dispose()
 
-    assert old.schema_revision() == "0002"
+    assert old.schema_revision() == "0003"
     assert {"ix_internal_tasks_cancels", "ix_internal_jobs_execution"} <= indexes
     assert old.get_execution(execution_id).execution_id == execution_id
+    old.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database's URL: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.sqlite3'}"
+        return
+    name = f"scaleout_test_old_{uuid.uuid4().hex[:10]}"
+    create_database(name)
+    try:
+        yield pg_url(name)
+    finally:
+        drop_database(name)
+
+
+def test_a_0002_catalog_upgrades_to_attempt_progress(empty_url: str) -> None:
+    """A catalog at 0002 with a running attempt gets the progress columns (on the attempts
+    and their history); the attempt is kept and then stores a progress report."""
+    engine = sa.create_engine(empty_url)
+    with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002")
+    old = Catalog.open(empty_url)
+    online_worker(old, "w1")
+    execution_id = started_execution(old)
+    [assignment] = old.claim_tasks(1)
+    assert old.schema_revision() == "0002"
+
+    old.init()
+    tables = tables_for(engine.dialect.name)
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        schema = None if engine.dialect.name == "sqlite" else "internal"
+        columns = {
+            name: {c["name"] for c in inspector.get_columns(name, schema=schema)}
+            for name in (tables.task_attempts.name, tables.task_attempts_history.name)
+        }
+    engine.dispose()
+    [result] = old.apply_status_reports([(progress(assignment), "w1")])
+
+    assert old.schema_revision() == "0003"
+    progress_columns = {"progress_percent", "progress_message", "progress_time"}
+    assert all(progress_columns <= names for names in columns.values())
+    assert result.outcome is ReportOutcome.APPLIED
+    assert old.get_execution(execution_id).progress_percent == 50
     old.close()
 
 

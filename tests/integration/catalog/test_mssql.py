@@ -48,6 +48,7 @@ def test_migration_renders_for_mssql() -> None:
     assert "WHERE seq IS NOT NULL" in script  # filtered unique index for log lines
     assert "CREATE VIEW catalog.worker_agents" in script
     assert "INSERT INTO internal.catalog_properties" in script
+    assert "ALTER TABLE internal.task_attempts ADD progress_message NVARCHAR(1024) NULL" in script
 
 
 def test_every_catalog_statement_compiles_for_mssql(
@@ -79,5 +80,5 @@ def test_operations_on_live_sql_server() -> None:
 
     exercise_catalog(catalog, suffix=uuid.uuid4().hex[:8])
 
-    assert catalog.schema_revision() == "0002"
+    assert catalog.schema_revision() == "0003"
     catalog.close()
