@@ -92,8 +92,41 @@ WORKER_HEARTBEAT_GAP = Histogram(
     "Time between two heartbeats sent by this worker",
     buckets=(0.5, 1, 2, 5, 10, 15, 20, 30, 60, 90, 120, 300),
 )
+WORKER_DISK_REMOVED = Counter(
+    "scaleout_worker_disk_removed_total",
+    "Entries removed to bound the worker's disk, by what (task_folder: an attempt's folder "
+    "and log; log_cache: a cached report; project_cache: a project version)",
+    ["what"],
+)
+WORKER_DISK_REMOVED_BYTES = Counter(
+    "scaleout_worker_disk_removed_bytes_total",
+    "Bytes freed by those removals, by what (task_folder, log_cache, project_cache)",
+    ["what"],
+)
+WORKER_DISK_REMOVE_FAILED = Counter(
+    "scaleout_worker_disk_remove_failures_total",
+    "Paths the retention sweep could not remove or read, by what",
+    ["what"],
+)
+WORKER_FREE_DISK_BYTES = Gauge(
+    "scaleout_worker_free_disk_bytes", "Free space of the filesystem holding TasksRootFolder"
+)
 WORKER_CACHED_REPORTS = Gauge(
     "scaleout_worker_cached_reports", "Reports held on disk until the broker takes them"
+)
+WORKER_ATTEMPTS_STOPPED = Counter(
+    "scaleout_worker_attempts_stopped_total",
+    "Packages this worker stopped before they ended, by reason (canceled, lease_lost, "
+    "heartbeat_tolerance, shutdown)",
+    ["reason"],
+)
+WORKER_PROGRESS_SENT = Counter(
+    "scaleout_worker_progress_sent_total", "task.progress reports submitted to the broker"
+)
+WORKER_PROGRESS_DROPPED = Counter(
+    "scaleout_worker_progress_dropped_total",
+    "Progress values not sent, by reason (invalid, out_of_range, superseded, unsent)",
+    ["reason"],
 )
 
 

@@ -29,7 +29,7 @@ from dispatcher.catalog.collector import CatalogCollector
 from dispatcher.dispatch import Dispatcher
 from dispatcher.errors import BrokerError, CatalogNotInitialised
 from dispatcher.outbound import Outbound
-from dispatcher.settings import MasterSettings
+from dispatcher.settings import MasterSettings, resolve_identity
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class MasterService:
 
     def _build_loops(self) -> list[_Loop]:
         s = self.settings
-        senders = SenderCheck(s.sender_identity)
+        senders = SenderCheck(resolve_identity(s.sender_identity, s.broker))
         wake = self.dispatcher.wake.set
         status = StatusHandler(self.catalog, senders=senders, on_capacity=wake)
         heartbeat = HeartbeatHandler(self.catalog, self.outbound, senders=senders, on_capacity=wake)

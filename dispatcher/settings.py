@@ -45,6 +45,11 @@ SenderIdentity = Literal["user_id", "shared_user"]
 """How the master knows who sent a report: ``user_id``, the AMQP user RabbitMQ checked
 (one broker user per worker), or ``shared_user``, the body's word (a loopback dev broker)."""
 
+IdentitySetting = Literal["auto", "user_id", "shared_user"]
+"""``auto`` decides from the broker URL, as the worker does: plain ``amqp://`` (allowed on
+loopback only, where everyone logs in as one dev user such as guest) means shared_user;
+``amqps://`` (one certificate, so one RabbitMQ user, per worker) means user_id."""
+
 
 class BrokerSettings(BaseModel):
     """How to reach RabbitMQ. TLS (``amqps://``) verifies the server's certificate and host
@@ -98,6 +103,13 @@ class BrokerSettings(BaseModel):
         if parts.username:
             netloc = f"{parts.username}:***@{netloc}"
         return parts._replace(netloc=netloc).geturl()
+
+
+def resolve_identity(setting: IdentitySetting, broker: BrokerSettings) -> SenderIdentity:
+    """The identity mode ``setting`` means on ``broker``."""
+    if setting != "auto":
+        return setting
+    return "user_id" if broker.uses_tls else "shared_user"
 
 
 class CatalogSettings(BaseModel):
@@ -282,11 +294,12 @@ class MasterSettings(ScaleoutSettings):
         10.0, gt=0, description="republish a dispatched attempt whose publish was unconfirmed"
     )
     status_batch_max: int = Field(200, gt=0, description="status reports applied per commit")
-    sender_identity: SenderIdentity = Field(
-        "user_id",
+    sender_identity: IdentitySetting = Field(
+        "auto",
         description=(
             "user_id: a report's sender is its AMQP user_id (one RabbitMQ user per worker). "
-            "shared_user: trust the body's worker_id; only for a loopback dev broker."
+            "shared_user: trust the body's worker_id; only for a loopback dev broker. "
+            "auto: shared_user on plain amqp:// (loopback only), user_id on amqps://."
         ),
     )
     metrics_port: int = Field(9540, ge=0, description="Prometheus /metrics port; 0 = off")

@@ -47,6 +47,8 @@ SCHEMA_VERSION: Final = 1
 MAX_BODY_BYTES: Final = 1024 * 1024
 """Largest body a consumer decodes; project archives have their own, larger bound."""
 MAX_ARCHIVE_BODY_BYTES: Final = 64 * 1024 * 1024
+PROGRESS_MESSAGE_MAX_CHARS: Final = 1024
+"""What the master stores of a ``task.progress`` message (longer ones are cut there)."""
 
 WorkerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 """A worker agent id: SSIS uses a GUID; any short name of these characters works. It is
@@ -228,8 +230,14 @@ class AgentHeartbeat(_Message):
     max_task_count: Annotated[int, Field(ge=0)] = 10
     cpu_percent: Annotated[float, Field(ge=0)] = 0.0
     free_memory_mb: Annotated[float, Field(ge=0)] = 0.0
+    free_disk_mb: Annotated[float, Field(ge=0)] = 0.0
+    """Free space of the filesystem holding the worker's TasksRootFolder; 0 if unknown."""
     accepting: bool = True
-    """False while CPU or memory is past TaskRequestMaxCPU / TaskRequestMinMemory."""
+    """False while CPU, memory or disk is past TaskRequestMaxCPU / TaskRequestMinMemory /
+    TaskRequestMinDiskSpace, or while the worker shuts down."""
+    not_accepting: Annotated[str, Field(max_length=256)] = ""
+    """Why ``accepting`` is false, for operators (e.g. ``"free disk 80 MB < 500 MB"``);
+    empty while accepting. Informational: the master decides on ``accepting`` only."""
     lease_interval_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
     """The worker's LeaseInterval: the master renews each running attempt's lease to the
     database's now plus this."""

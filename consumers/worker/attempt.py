@@ -13,6 +13,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -26,6 +27,7 @@ from schemas.messages import (
     TaskFinished,
     TaskLog,
     TaskOutcome,
+    TaskProgress,
 )
 from schemas.project import CallableEntry, PackageSpec
 from schemas.states import AttemptKey
@@ -33,6 +35,7 @@ from schemas.states import AttemptKey
 from . import threads
 from .inprocess import ThreadPackage
 from .outbox import Outgoing, Reporter
+from .progress import BadProgress, Progress, ProgressThrottle, count_dropped, parse_progress
 from .projects import Project
 from .runner import (
     MESSAGE_TYPE_ERROR,
@@ -49,6 +52,7 @@ from .runner import (
     make_line,
     resolve_parameters,
 )
+from .stops import StopCause, count_stop
 
 if TYPE_CHECKING:
     from .settings import WorkerSettings
@@ -120,6 +124,8 @@ class TaskRun:
         self.attempt_ref = RunningAttempt(
             task_id=assign.task_id, attempt=assign.attempt, execution_id=assign.execution_id
         )
+        self.project_hash = assign.project_hash
+        """The project version it runs: the retention sweep keeps it cached meanwhile."""
         self._lock = threading.Lock()
         self._handle: PackageHandle | None = None
         self._stop_reason: tuple[TaskOutcome, str] | None = None
@@ -127,6 +133,7 @@ class TaskRun:
         self._batch: list[LogEntry] = []
         self._batch_chars = 0
         self._batch_since = time.monotonic()
+        self._progress = ProgressThrottle(settings.progress_interval_s)
         self._local_log: IO[str] | None = None
         self._local_bytes = 0
         self.ended = threading.Event()
@@ -135,19 +142,27 @@ class TaskRun:
         name = f"task-{self._assign.task_id}-{self._assign.attempt}"
         threads.SHARED.spawn(self._run, name)
 
-    def stop(self, outcome: TaskOutcome, reason: str) -> None:
-        """Kill the package's whole process tree; it is reported with ``outcome``."""
+    def stop(self, outcome: TaskOutcome, reason: str, *, cause: StopCause) -> bool:
+        """Kill the package's whole process tree; it is reported with ``outcome`` and
+        ``reason`` as its error. False when it was stopping or had ended already."""
         with self._lock:
             if self._stop_reason is not None or self.ended.is_set():
-                return
+                return False
             if self._handle is not None and self._handle.returncode() is not None:
-                return  # it ended on its own; its real outcome is about to be reported
+                return False  # it ended on its own; its real outcome is about to be reported
             self._stop_reason = (outcome, reason)
             handle = self._handle
-        logger.info("task.stopping: %s/%d: %s", *self.key, reason)
+        count_stop(cause)
+        logger.info(
+            "task.stopping: %s/%d: %s",
+            *self.key,
+            reason,
+            extra={"task_id": str(self.key[0]), "attempt": self.key[1], "reason": cause.value},
+        )
         if handle is not None:
             grace = self._settings.kill_grace_s
             threading.Thread(target=handle.stop, args=(grace,), daemon=True).start()
+        return True
 
     def _run(self) -> None:
         started = time.monotonic()
@@ -212,6 +227,7 @@ class TaskRun:
                 self._add(line)
             if time.monotonic() - self._batch_since >= LOG_BATCH_INTERVAL_S:
                 self._flush()
+            self._send_progress(self._progress.due())
             if not lines and handle.done():
                 return
 
@@ -226,6 +242,8 @@ class TaskRun:
 
     def _add(self, line: Line) -> None:
         self._write_local(line)
+        if line.source != "agent":
+            self._note_progress(line.text)
         if not self._settings.task_log_level & _LEVEL_BITS.get(line.message_type, 0x02):
             return
         self._batch.append(
@@ -262,6 +280,35 @@ class TaskRun:
         self._batch_since = time.monotonic()
         return entries
 
+    def _note_progress(self, text: str) -> None:
+        """A package's progress line, handed to the rate limit; a bad one is counted."""
+        try:
+            progress = parse_progress(text)
+        except BadProgress as exc:
+            count_dropped(exc.reason)
+            return
+        if progress is not None:
+            self._send_progress(self._progress.offer(progress))
+
+    def _send_progress(self, progress: Progress | None) -> None:
+        """Submit a ``task.progress``, not durable: a value the broker does not take is
+        dropped (counted ``unsent``), never cached, since a newer one replaces it anyway."""
+        if progress is None:
+            return
+        report = TaskProgress(
+            task_id=self._assign.task_id,
+            attempt=self._assign.attempt,
+            execution_id=self._assign.execution_id,
+            worker_id=self._settings.worker_id,
+            percent=progress.percent,
+            message=progress.message,
+        )
+        metrics.WORKER_PROGRESS_SENT.inc()
+        future = self._reporter.submit(
+            Outgoing(STATUS_EXCHANGE, STATUS_ROUTING_KEY, report), durable=False
+        )
+        future.add_done_callback(_count_unsent)
+
     def _write_local(self, line: Line) -> None:
         if self._local_log is None or self._local_bytes > LOCAL_LOG_MAX_BYTES:
             return
@@ -271,6 +318,7 @@ class TaskRun:
 
     def _finish(self, outcome: TaskOutcome, exit_code: int | None, error: str, took: float) -> None:
         try:
+            self._send_progress(self._progress.final())  # before finished, so it still applies
             self._add(make_line("agent", f"package ended: {outcome.value}, exit code {exit_code}"))
             finished = TaskFinished(
                 task_id=self._assign.task_id,
@@ -301,6 +349,11 @@ class TaskRun:
             with self._lock:
                 self.ended.set()
             self._on_end(self.key)
+
+
+def _count_unsent(future: Future[bool]) -> None:
+    if future.exception() is not None:
+        count_dropped("unsent")
 
 
 def _open_local_log(workdir: Path) -> IO[str] | None:

@@ -20,6 +20,7 @@ from schemas.messages import (
 )
 
 from .projects import ProjectStore
+from .stops import StopCause
 from .tasks import Registry
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,11 @@ class ControlHandler:
         key = (cancel.task_id, cancel.attempt)
         run = self._registry.run_of(key)
         if run is not None:
-            run.stop(TaskOutcome.CANCELED, f"canceled by the master ({cancel.reason.value})")
+            run.stop(
+                TaskOutcome.CANCELED,
+                f"canceled by the master ({cancel.reason.value})",
+                cause=StopCause.CANCELED,
+            )
             return
         if self._registry.cancel_waiting(key):
             logger.info("task.cancel_waiting: %s/%d dropped before it started", *key)

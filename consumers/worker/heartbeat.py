@@ -2,9 +2,11 @@
 
 Every ``TaskHeartbeatInterval`` while packages run (the master renews their leases), else
 every ``AgentHeartbeatInterval``. Nothing else publishes on this connection, so package
-output or a slow handler cannot delay it. When heartbeats keep failing for
-``HeartbeatErrorTolerance`` while packages run, the master will give their attempts to
-another worker: this worker kills them itself (SSIS does the same).
+output or a slow handler cannot delay it. Each beat the broker confirmed is handed to
+``on_confirmed`` with the time it began to be sent: the attempts it listed have their
+leases renewed from then on (:mod:`consumers.worker.leases`). When heartbeats keep failing
+for ``HeartbeatErrorTolerance`` while packages run, this worker kills them itself (SSIS
+does the same); a lease that runs out unrenewed stops its package earlier.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Heartbeat:
         error_tolerance_s: float,
         on_tolerance_exceeded: Callable[[], None],
         busy: Callable[[], bool] | None = None,
+        on_confirmed: Callable[[AgentHeartbeat, float], None] | None = None,
     ) -> None:
         self._connect = connect
         self._snapshot = snapshot
@@ -51,6 +54,7 @@ class Heartbeat:
         self._task_interval_s = task_interval_s
         self._tolerance_s = error_tolerance_s
         self._on_tolerance_exceeded = on_tolerance_exceeded
+        self._on_confirmed = on_confirmed or (lambda _beat, _sent_at: None)
         self._publisher: HeartbeatPublisher | None = None
         self._changed = threading.Event()
         self.last_ok = time.monotonic()
@@ -73,11 +77,11 @@ class Heartbeat:
                 if last_sent != float("-inf"):
                     metrics.WORKER_HEARTBEAT_GAP.observe(now - last_sent)
                 last_sent = now
-                self._beat(self._snapshot())
+                self._beat(self._snapshot(), sent_at=now)
         finally:
             self._close()
 
-    def _beat(self, beat: AgentHeartbeat) -> None:
+    def _beat(self, beat: AgentHeartbeat, *, sent_at: float) -> None:
         try:
             if self._publisher is None:
                 self._publisher = self._connect()
@@ -99,6 +103,7 @@ class Heartbeat:
                 self.last_ok = time.monotonic()
             return
         self.last_ok = time.monotonic()
+        self._on_confirmed(beat, sent_at)
 
     def _close(self) -> None:
         publisher, self._publisher = self._publisher, None

@@ -6,8 +6,9 @@ logs and fetches in the order they were submitted. A report that cannot be confi
 (logs, finished) is appended to the :class:`Outbox`, one JSON line per message, and
 everything after it follows it there, so order holds; the outbox is resent, oldest first,
 when the broker answers again and when a restarted worker starts. Duplicates are harmless
-(the master dedupes by attempt, seq and message id); loss is not, so only the bound drops
-anything, oldest first, with a counted warning.
+(the master dedupes by attempt, seq and message id); loss is not, so only the bounds
+(count, size, age: ``execution_log_max_cached``, ``ExecutionLogCacheMaxSize``,
+``ExecutionLogCacheRetention``) drop anything, oldest first, with a counted warning.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pydantic import BaseModel
 from dispatcher import metrics
 from dispatcher.errors import BrokerError, BrokerUnavailable
 from schemas.messages import DecodeError, decode
+
+from .retention import LOG_CACHE
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +57,33 @@ class PublisherLike(Protocol):
 
 
 class Outbox:
-    """Unsent reports in ``<folder>/outbox.jsonl``, oldest first, at most ``max_messages``."""
+    """Unsent reports in ``<folder>/outbox.jsonl``, oldest first, within three bounds: at
+    most ``max_messages``, at most ``max_bytes`` of file, none cached longer than
+    ``retention_s``. Past a bound the oldest are dropped, counted and logged alike.
 
-    def __init__(self, folder: Path, max_messages: int) -> None:
+    The count and size bounds hold at every append; the age bound at every :meth:`prune`
+    (the retention sweep). Dropping takes the lock :meth:`resend` holds, so a report is
+    never dropped while it is being sent."""
+
+    def __init__(
+        self,
+        folder: Path,
+        max_messages: int,
+        *,
+        max_bytes: int | None = None,
+        retention_s: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self._path = folder / OUTBOX_FILE
         self._max = max_messages
+        self._max_bytes = max_bytes
+        self._retention_s = retention_s
+        self._clock = clock
         self._lock = threading.Lock()
         self.dropped = 0
         self._count = sum(1 for _ in self._raw_lines())
+        self._bytes = self._size()
         metrics.WORKER_CACHED_REPORTS.set_function(lambda: self._count)
 
     def __len__(self) -> int:
@@ -71,31 +92,72 @@ class Outbox:
     def append(self, items: Sequence[Outgoing]) -> None:
         if not items:
             return
+        cached_at = round(self._clock(), 3)
         with self._lock, self._path.open("a", encoding="utf-8") as out:
             for item in items:
                 record = {
                     "exchange": item.exchange,
                     "routing_key": item.routing_key,
                     "body": item.message.model_dump_json(),
+                    "cached_at": cached_at,
                 }
                 out.write(json.dumps(record) + "\n")
             out.flush()
             os.fsync(out.fileno())
             self._count += len(items)
-            excess = self._count - self._max
-        if excess > 0:
-            self._drop_oldest(excess)
+            self._bytes = os.fstat(out.fileno()).st_size
+        self._drop(now=None)
 
-    def _drop_oldest(self, count: int) -> None:
+    def prune(self) -> int:
+        """Drop the reports past any bound, the age bound included; how many went."""
+        return self._drop(now=self._clock())
+
+    def _drop(self, *, now: float | None) -> int:
+        """Drop the oldest reports past the bounds (past the age bound too when ``now`` is
+        given); how many went."""
         with self._lock:
-            self._rewrite(skip=count)
-            self.dropped += count
+            skip, reasons = self._excess(now)
+            if not skip:
+                return 0
+            before = self._bytes
+            self._rewrite(skip=skip)
+            freed = max(0, before - self._bytes)
+            self.dropped += skip
+        metrics.WORKER_DISK_REMOVED.labels(what=LOG_CACHE).inc(skip)
+        metrics.WORKER_DISK_REMOVED_BYTES.labels(what=LOG_CACHE).inc(freed)
+        why = ", ".join(sorted(reasons))
         logger.warning(
-            "outbox.dropped: %d oldest unsent reports dropped (%d in all); the cache is full",
-            count,
+            "outbox.dropped: %d oldest unsent reports dropped (%d in all); past the cache's "
+            "bound (%s)",
+            skip,
             self.dropped,
-            extra={"count": count, "total": self.dropped},
+            why,
+            extra={"count": skip, "total": self.dropped, "reason": why, "bytes": freed},
         )
+        return skip
+
+    def _excess(self, now: float | None) -> tuple[int, set[str]]:
+        """How many of the oldest lines are past a bound, and which bounds."""
+        by_count = max(0, self._count - self._max)
+        by_bytes = self._bytes - self._max_bytes if self._max_bytes is not None else 0
+        cutoff = None
+        if now is not None and self._retention_s is not None:
+            cutoff = now - self._retention_s
+        if by_count <= 0 and by_bytes <= 0 and cutoff is None:
+            return 0, set()
+        skip, freed, reasons = 0, 0, set()
+        for index, line in enumerate(self._raw_lines()):
+            if index < by_count:
+                reasons.add("count")
+            elif freed < by_bytes:
+                reasons.add("size")
+            elif cutoff is not None and _cached_at(line) <= cutoff:
+                reasons.add("age")
+            else:
+                break  # lines are in append order: the rest are younger
+            skip = index + 1
+            freed += len(line.encode("utf-8", errors="replace"))
+        return skip, reasons
 
     def resend(self, send: Callable[[list[Outgoing]], int]) -> int:
         """Hand the cached reports to ``send`` in chunks, oldest first; ``send`` returns how
@@ -149,6 +211,25 @@ class Outbox:
             os.fsync(out.fileno())
         tmp.replace(self._path)
         self._count = kept
+        self._bytes = self._size()
+
+    def _size(self) -> int:
+        try:
+            return self._path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+
+def _cached_at(line: str) -> float:
+    """When a line was cached (Unix time). A line written before lines were stamped is
+    taken as new (kept, until sent or another bound drops it); an unreadable one as old,
+    since it would never be sent anyway."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return float("-inf")
+    stamp = record.get("cached_at") if isinstance(record, dict) else None
+    return float(stamp) if isinstance(stamp, int | float) else float("inf")
 
 
 class _Skip(BaseModel):

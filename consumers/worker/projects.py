@@ -13,12 +13,14 @@ import base64
 import binascii
 import io
 import logging
+import os
 import shutil
 import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -73,12 +75,23 @@ class ProjectStore:
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._manifests: dict[str, ProjectManifest] = {}
+        self._use_lock = threading.RLock()
+        """Held by the retention sweep while it removes versions (:meth:`removing`), and by
+        every read or write of ``_used``: a get() that starts meanwhile waits for it."""
+        self._used: dict[str, float] = {}
+        """hash -> when :meth:`get` last handed it out (monotonic)."""
+
+    @property
+    def folder(self) -> Path:
+        return self._folder
 
     def get(self, project_hash: str) -> Project:
         """The extracted project; fetches it first when it is not cached."""
         root = self._folder / project_hash
+        self._mark_used(project_hash)  # before looking: a sweep now keeps it, or is done
         if not root.is_dir():
             self._extract(project_hash, self._cached_or_fetched(project_hash), root)
+        self._mark_used(project_hash, root)
         manifest = self._manifests.get(project_hash)
         if manifest is None:
             try:
@@ -90,6 +103,32 @@ class ProjectStore:
                 raise ProjectUnavailable(msg) from None
             self._manifests[project_hash] = manifest
         return Project(project_hash, root, manifest)
+
+    def recently_used(self, within_s: float) -> set[str]:
+        """Versions handed out by :meth:`get` in the last ``within_s`` seconds."""
+        cutoff = time.monotonic() - within_s
+        with self._use_lock:
+            for old in [h for h, at in self._used.items() if at < cutoff]:
+                del self._used[old]
+            return set(self._used)
+
+    @contextmanager
+    def removing(self) -> Iterator[None]:
+        """Hold off :meth:`get` while versions are chosen and removed."""
+        with self._use_lock:
+            yield
+
+    def forget(self, project_hash: str) -> None:
+        """The version was removed from disk: drop what is remembered of it."""
+        self._manifests.pop(project_hash, None)
+
+    def _mark_used(self, project_hash: str, root: Path | None = None) -> None:
+        with self._use_lock:
+            self._used[project_hash] = time.monotonic()
+        if root is not None:
+            # The folder's mtime is its last use, so a restarted worker ages it right.
+            with suppress(OSError):
+                os.utime(root)
 
     def deliver(self, reply: ProjectArchive) -> None:
         """An archive from the master: completes the fetch that waits for its hash."""

@@ -38,7 +38,8 @@ _READ_CHUNK = 64 * 1024
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
 _ENV_UNSAFE = re.compile(r"[^A-Z0-9_]")
 _ERRORISH = re.compile(r"^\s*(error|fatal|critical|traceback|exception)\b", re.IGNORECASE)
-_PROGRESSISH = re.compile(r"^\s*progress\b", re.IGNORECASE)
+_PROGRESSISH = re.compile(r"^\s*((?i:progress)\b|##scaleout\[progress\])")
+"""SSIS-style ``Progress: ...`` lines, and the marker of ``consumers/worker/progress.py``."""
 _WORKER_ENV_PREFIX = "SCALEOUT_"
 """The worker's own settings (broker URL, key paths) are not the package's business."""
 

@@ -9,6 +9,8 @@ tasks         Consumer on ``scaleout.worker.<id>``  accept assignments (prefetch
 control       Consumer on ``scaleout.control.<id>`` cancels, project archives
 reporter      Publisher (user_id = worker id)       started, logs, finished, fetches
 heartbeat     Publisher (user_id = worker id)       agent heartbeats
+leases        none                                  stop a package whose lease ran out
+retention     none                                  old task folders, reports, projects
 task-<id>     none                                  one per running package
 ============  ====================================  ===============================
 
@@ -25,6 +27,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import FrameType
 
 from dispatcher import metrics
@@ -40,10 +43,13 @@ from schemas.messages import AgentHeartbeat, ProjectFetch, TaskOutcome
 
 from .control import ControlHandler
 from .heartbeat import Heartbeat
+from .leases import Leases, LeaseWatch, LostLease
 from .outbox import Outbox, Outgoing, Reporter
 from .projects import ProjectStore
 from .resources import LoadMonitor
+from .retention import MIB, Bound, Policy, Retention
 from .settings import WorkerSettings
+from .stops import StopCause
 from .tasks import Registry, TaskHandler
 
 logger = logging.getLogger(__name__)
@@ -67,17 +73,25 @@ class WorkerService:
         self.load = LoadMonitor(
             max_cpu=settings.task_request_max_cpu,
             min_memory_mb=settings.task_request_min_memory_mb,
+            min_disk_mb=settings.task_request_min_disk_mb,
+            disk_path=settings.tasks_root_folder,
         )
-        self.reporter = Reporter(
-            lambda: self._publisher("reports"),
-            Outbox(settings.execution_log_cache_folder, settings.execution_log_max_cached),
+        self.outbox = Outbox(
+            settings.execution_log_cache_folder,
+            settings.execution_log_max_cached,
+            max_bytes=int(settings.execution_log_cache_max_size_mb * MIB),
+            retention_s=settings.execution_log_cache_retention_s,
         )
+        self.reporter = Reporter(lambda: self._publisher("reports"), self.outbox)
         self.projects = ProjectStore(
             settings.project_cache_folder,
             self._request_project,
             timeout_s=settings.project_fetch_timeout_s,
             stopping=self.stopping,
         )
+        # One TaskHeartbeatInterval of margin: a beat that is late, not lost, still counts.
+        self.leases = Leases(settings.lease_interval_s, settings.task_heartbeat_interval_s)
+        self.lease_watch = LeaseWatch(self.leases, self._lease_lost)
         self.heartbeat = Heartbeat(
             lambda: self._publisher("heartbeat"),
             self._snapshot,
@@ -85,21 +99,36 @@ class WorkerService:
             task_interval_s=settings.task_heartbeat_interval_s,
             error_tolerance_s=settings.heartbeat_error_tolerance_s,
             on_tolerance_exceeded=lambda: self.stop_all(
-                TaskOutcome.FAILED, "heartbeat error tolerance exceeded"
+                TaskOutcome.FAILED,
+                "heartbeat error tolerance exceeded",
+                cause=StopCause.HEARTBEAT_TOLERANCE,
             ),
             busy=lambda: self.registry.busy(),  # noqa: PLW0108  # the registry comes next
+            on_confirmed=self.leases.beat_confirmed,
         )
         self.registry = Registry(settings.max_task_count, on_change=self.heartbeat.nudge)
         self.tasks = TaskHandler(
             settings,
             registry=self.registry,
+            leases=self.leases,
             reporter=self.reporter,
             projects=self.projects,
             load=self.load,
             stopping=self.stopping,
             machine_name=self.machine_name,
+            master_user=settings.master_user(self.login),
         )
-        self.control = ControlHandler(self.registry, self.projects, settings.master_user_id)
+        self.control = ControlHandler(
+            self.registry, self.projects, settings.master_user(self.login)
+        )
+        self.retention = Retention(
+            _retention_policy(settings),
+            tasks_root=settings.tasks_root_folder,
+            held_attempts=self.registry.held_keys,
+            held_projects=self.registry.running_project_hashes,
+            projects=self.projects,
+            outbox=self.outbox,
+        )
         self._failed = threading.Event()
 
     def run(self, stop: threading.Event) -> int:
@@ -108,6 +137,7 @@ class WorkerService:
         name = f"scaleout-worker-{s.worker_id}"
         reporter_stop, heartbeat_stop = threading.Event(), threading.Event()
         control_stop, tasks_stop = threading.Event(), threading.Event()
+        retention_stop = threading.Event()
         control = Consumer(
             s.broker, control_queue(s.worker_id), self.control, name=f"{name}-control", prefetch=10
         )
@@ -127,6 +157,11 @@ class WorkerService:
             "heartbeat": self._thread(
                 "heartbeat", lambda: self.heartbeat.run(heartbeat_stop), stop
             ),
+            # Leases run out while packages drain too; the watch ends with the heartbeat.
+            "leases": self._thread("leases", lambda: self.lease_watch.run(heartbeat_stop), stop),
+            "retention": self._thread(
+                "retention", lambda: self.retention.run(retention_stop), stop
+            ),
             "control": self._thread(
                 "control", lambda: _consume(control, control_stop, s.worker_id), stop
             ),
@@ -135,7 +170,8 @@ class WorkerService:
         if self.login != s.worker_id:
             logger.warning(
                 "worker.shared_login: the broker login %s is not this worker's id %s; the "
-                "master accepts its reports only with sender_identity = shared_user",
+                "master accepts its reports only with sender_identity = shared_user (its "
+                "default, auto, on plain amqp://)",
                 self.login,
                 s.worker_id,
             )
@@ -154,16 +190,47 @@ class WorkerService:
         self._drain_running()
         control_stop.set()
         heartbeat_stop.set()
+        retention_stop.set()
         reporter_stop.set()
-        for thread_name in ("control", "heartbeat", "reporter"):
+        for thread_name in ("control", "heartbeat", "retention", "reporter"):
             threads[thread_name].join(timeout=_REPORT_DRAIN_S)
         logger.info("worker.stopped: %s", s.worker_id)
         return 1 if self._failed.is_set() else 0
 
-    def stop_all(self, outcome: TaskOutcome, reason: str) -> None:
+    def stop_all(self, outcome: TaskOutcome, reason: str, *, cause: StopCause) -> None:
         """Kill every running package's process tree; each is reported with ``outcome``."""
         for run in self.registry.runs():
-            run.stop(outcome, reason)
+            run.stop(outcome, reason, cause=cause)
+
+    def _lease_lost(self, lost: LostLease) -> None:
+        """Stop a package whose lease may have ended at the master: it may be running on
+        another worker by now. Reported ``failed``, so a master that kept the lease (it was
+        deaf too) retries the task as usual; one that expired it finds the report stale."""
+        run = self.registry.run_of(lost.key)
+        if run is None:
+            return  # it ended meanwhile
+        now, wall = time.monotonic(), time.time()
+        silent_s = now - lost.last_renewal
+        error = (
+            f"lease lost: no renewal confirmed by the broker for {silent_s:.1f} s "
+            f"(LeaseInterval {self.settings.lease_interval_s:g} s); the master may have "
+            "given the task to another worker"
+        )
+        if not run.stop(TaskOutcome.FAILED, error, cause=StopCause.LEASE_LOST):
+            return
+        logger.warning(
+            "task.lease_lost: %s/%d: the lease ran out %.1f s ago with no confirmed renewal; "
+            "package stopped",
+            *lost.key,
+            now - lost.deadline,
+            extra={
+                "task_id": str(lost.key[0]),
+                "attempt": lost.key[1],
+                "deadline": _wall_iso(lost.deadline, now, wall),
+                "last_renewal": _wall_iso(lost.last_renewal, now, wall),
+                "margin_s": self.leases.margin_s,
+            },
+        )
 
     def _drain_running(self) -> None:
         grace = self.settings.shutdown_grace_s
@@ -176,6 +243,7 @@ class WorkerService:
         self.stop_all(
             TaskOutcome.FAILED,
             f"worker shut down before the package ended (shutdown grace {grace:g} s)",
+            cause=StopCause.SHUTDOWN,
         )
         if not self.registry.wait_idle(self.settings.kill_grace_s + _REPORT_DRAIN_S):
             logger.error("worker.stop_timeout: packages did not end after being killed")
@@ -217,6 +285,7 @@ class WorkerService:
     def _snapshot(self) -> AgentHeartbeat:
         s = self.settings
         load = self.load.sample()
+        refusal = "shutting down" if self.stopping.is_set() else self.load.refusal(load)
         return AgentHeartbeat(
             worker_id=s.worker_id,
             machine_name=self.machine_name,
@@ -226,9 +295,24 @@ class WorkerService:
             max_task_count=s.max_task_count,
             cpu_percent=load.cpu_percent,
             free_memory_mb=load.free_memory_mb,
-            accepting=not self.stopping.is_set() and self.load.accepting(load),
+            free_disk_mb=load.free_disk_mb or 0.0,
+            accepting=not refusal,
+            not_accepting=refusal[:256],
             lease_interval_s=s.lease_interval_s,
         )
+
+
+def _retention_policy(s: WorkerSettings) -> Policy:
+    return Policy(
+        tasks=Bound(s.tasks_root_folder_retention_s, int(s.tasks_root_folder_max_size_mb * MIB)),
+        projects=Bound(s.project_cache_retention_s, int(s.project_cache_max_size_mb * MIB)),
+        interval_s=s.retention_sweep_interval_s,
+    )
+
+
+def _wall_iso(monotonic: float, now: float, wall: float) -> str:
+    """A monotonic instant as the wall-clock time it was (for operators' logs only)."""
+    return datetime.fromtimestamp(wall - (now - monotonic), UTC).isoformat(timespec="milliseconds")
 
 
 def _user() -> str:

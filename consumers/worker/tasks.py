@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -35,6 +36,7 @@ from schemas.messages import (
 from schemas.states import AttemptKey
 
 from .attempt import Prepared, TaskRun, prepare
+from .leases import Leases, assignment_deadline
 from .outbox import Outgoing, Reporter
 from .projects import FetchFailed, ProjectStore, ProjectUnavailable
 from .resources import LoadMonitor
@@ -73,6 +75,10 @@ class _Starting:
     assign: TaskAssign
     prepared: Prepared
     future: Future[bool]
+    lease_deadline: float
+    """The lease as the assignment gave it, on the monotonic clock."""
+    sent_at: float
+    """When the report was submitted: a confirmed one renews the lease from then."""
 
     @property
     def key(self) -> AttemptKey:
@@ -166,6 +172,17 @@ class Registry:
         with self._cond:
             return tuple(run.attempt_ref for run in self._running.values())
 
+    def held_keys(self) -> frozenset[AttemptKey]:
+        """Attempts whose task folder is in use: reserved (being prepared, waiting for
+        their started confirm) or running. The retention sweep never removes these."""
+        with self._cond:
+            return frozenset(self._reserved | self._running.keys())
+
+    def running_project_hashes(self) -> frozenset[str]:
+        """The project versions the running attempts use."""
+        with self._cond:
+            return frozenset(run.project_hash for run in self._running.values())
+
     def busy(self) -> bool:
         with self._cond:
             return bool(self._reserved or self._running)
@@ -183,14 +200,18 @@ class TaskHandler:
         settings: WorkerSettings,
         *,
         registry: Registry,
+        leases: Leases,
         reporter: Reporter,
         projects: ProjectStore,
         load: LoadMonitor,
         stopping: threading.Event,
         machine_name: str,
+        master_user: str,
     ) -> None:
         self._settings = settings
+        self._master_user = master_user
         self._registry = registry
+        self._leases = leases
         self._reporter = reporter
         self._projects = projects
         self._load = load
@@ -221,6 +242,7 @@ class TaskHandler:
         assign = self._accept(delivery)
         if isinstance(assign, Verdict):
             return assign
+        lease_deadline = assignment_deadline(assign, time.monotonic())  # before any wait
         key = key_of(assign)
         if self._registry.seen(key) or any(s.key == key for s in starting):
             logger.info("task.redelivered: %s/%d already accepted; acked", *key)
@@ -234,14 +256,14 @@ class TaskHandler:
                 self._finish_unstarted(assign, TaskOutcome.CANCELED, "canceled before it started")
                 return ACK
         try:
-            return self._submit_start(assign, index, starting)
+            return self._submit_start(assign, index, starting, lease_deadline)
         except BaseException:
             self._registry.unreserve(key)  # the consumer requeues; the slot must not leak
             raise
 
     def _accept(self, delivery: Delivery) -> TaskAssign | Verdict:
         """The assignment in ``delivery``, or the dead-letter verdict that refuses it."""
-        if delivery.user_id != self._settings.master_user_id:
+        if delivery.user_id != self._master_user:
             return _refuse("forged_sender", f"user_id {delivery.user_id!r} is not the master")
         try:
             message = decode(delivery.body)
@@ -254,7 +276,7 @@ class TaskHandler:
         return message
 
     def _submit_start(
-        self, assign: TaskAssign, index: int, starting: list[_Starting]
+        self, assign: TaskAssign, index: int, starting: list[_Starting], lease_deadline: float
     ) -> Verdict | None:
         key = key_of(assign)
         try:
@@ -273,8 +295,9 @@ class TaskHandler:
             worker_id=self._settings.worker_id,
             machine_name=self._machine_name,
         )
+        sent_at = time.monotonic()
         future = self._reporter.submit(_status(started), durable=False)
-        starting.append(_Starting(index, assign, prepared, future))
+        starting.append(_Starting(index, assign, prepared, future, lease_deadline, sent_at))
         return None
 
     def _settle(self, starting: list[_Starting], verdicts: list[Verdict | None]) -> None:
@@ -290,17 +313,16 @@ class TaskHandler:
                 verdicts[item.index] = Verdict(Disposition.REQUEUE)
                 requeued = True
                 continue
-            self._run(item.assign, item.prepared)
+            self._run(item)
             verdicts[item.index] = ACK
         starting.clear()
         if requeued:  # see _requeue: the broker or master may be away for a moment
             self._stopping.wait(_REQUEUE_PAUSE_S)
 
-    def _run(self, assign: TaskAssign, prepared: Prepared) -> None:
-        key = key_of(assign)
-        run = TaskRun(
-            self._settings, assign, prepared, self._reporter, on_end=self._registry.release
-        )
+    def _run(self, item: _Starting) -> None:
+        assign, key = item.assign, item.key
+        run = TaskRun(self._settings, assign, item.prepared, self._reporter, on_end=self._ended)
+        self._leases.hold(key, item.lease_deadline, item.sent_at)
         self._registry.started(key, run)
         run.start()
         logger.info(
@@ -309,6 +331,10 @@ class TaskHandler:
             assign.package,
             extra={"task_id": str(assign.task_id), "attempt": assign.attempt},
         )
+
+    def _ended(self, key: AttemptKey) -> None:
+        self._leases.forget(key)
+        self._registry.release(key)
 
     def _requeue(self, key: AttemptKey) -> Verdict:
         """Hand the assignment back after a pause: with prefetch 1 it comes straight back,

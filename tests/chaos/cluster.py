@@ -277,12 +277,16 @@ class Cluster:
 
 
 def small_cluster(
-    tmp_path: Path, tls_broker: TlsBroker, vhost: str, workers: tuple[str, ...]
+    tmp_path: Path,
+    tls_broker: TlsBroker,
+    vhost: str,
+    workers: tuple[str, ...],
+    timing: Timing | None = None,
 ) -> tuple[Cluster, Catalog]:
     """A master and ``workers`` on a SQLite catalog with the chaos project deployed,
     running and online."""
     url = f"sqlite:///{tmp_path / 'ssisdb.sqlite3'}"
-    timing = Timing()
+    timing = timing or Timing()
     catalog = Catalog.open(
         url, worker_offline_after_s=timing.worker_offline_after_s, initial_lease_s=5
     )

@@ -3,7 +3,12 @@
 1. A broker restart longer than LeaseInterval: nobody's heartbeat could reach the master,
    yet its expired-task timer kept expiring every running attempt, so healthy packages
    ran twice or ended "ended unexpectedly". Fixed: the sweep waits until the heartbeat
-   consumer has been connected for ``expiry_grace_s`` (timers.HeartbeatWatch).
+   consumer has been connected for ``expiry_grace_s`` (timers.HeartbeatWatch). Since
+   issue 19 the worker also stops a package whose lease passed with no renewal confirmed
+   (it cannot tell a broker down for everyone from being cut off alone), so such a
+   restart costs the running attempt: reported failed, and, because the master kept the
+   lease, applied and retried like any failure. A restart shorter than the lease stops
+   nothing (``test_lease_loss.py``).
 2. A dead worker still looked online (the offline threshold is longer than a lease), so
    its requeued task went straight back to it and waited out another lease. Fixed: a
    worker whose lease lapsed takes no new task until its next heartbeat
@@ -13,27 +18,47 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from dispatcher.catalog import Catalog
 from schemas.states import ExecutionStatus
 from tests.chaos.checker import read_records
-from tests.chaos.cluster import Cluster
+from tests.chaos.cluster import Cluster, Timing, small_cluster
 from tests.chaos.nemesis import Plan, start_execution
 from tests.fixtures.broker import TlsBroker
 from tests.fixtures.polling import wait_for
 
+DEAF_TIMING = Timing(heartbeat_error_tolerance_s=120.0, expiry_grace_s=20.0)
+"""Only the lease (2 s) can stop the package; the master's grace outlasts the worker's
+reconnect and resend by far, so its report arrives while the master still holds the lease."""
+
+
+@pytest.fixture
+def deaf_worker(
+    tmp_path: Path, tls_broker: TlsBroker, vhost: str
+) -> Iterator[tuple[Cluster, Catalog]]:
+    cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, ("w1",), DEAF_TIMING)
+    try:
+        yield cluster, catalog
+    finally:
+        cluster.stop()
+        catalog.close()
+
 
 @pytest.mark.chaos
 @pytest.mark.timeout(240)
-def test_a_broker_restart_does_not_end_a_healthy_execution(
-    one_worker: tuple[Cluster, Catalog], tls_broker: TlsBroker
+def test_a_broker_restart_longer_than_the_lease_costs_the_attempt_not_the_execution(
+    deaf_worker: tuple[Cluster, Catalog], tls_broker: TlsBroker
 ) -> None:
-    """A package running through a broker restart (longer than the lease) on a worker that
-    stays up ends succeeded, in its first attempt, with one effect."""
-    cluster, catalog = one_worker
-    execution_id = start_execution(catalog, Plan("Work", 10.0, 0))
+    """A package running through a broker restart longer than the lease: its worker stops
+    it once the lease has passed and reports it failed. The master, deaf during the
+    restart, expired nothing, so it applies that report and retries: attempt 1 failed
+    ("lease lost"), attempt 2 succeeded, one effect, nothing ended unexpectedly."""
+    cluster, catalog = deaf_worker
+    execution_id = start_execution(catalog, Plan("Work", 10.0, 1))
     wait_for(
         lambda: catalog.get_execution(execution_id).status is ExecutionStatus.RUNNING,
         60,
@@ -46,9 +71,12 @@ def test_a_broker_restart_does_not_end_a_healthy_execution(
         "the execution to end",
     )
     effects = [r for r in read_records(cluster.records_dir / "records.jsonl") if r.kind == "effect"]
-    assert (row.status, row.attempt, len(effects)) == (ExecutionStatus.SUCCEEDED, 1, 1), (
+    first = next(a for a in catalog.execution_attempts(execution_id) if a.attempt == 1)
+    assert (row.status, row.attempt, len(effects)) == (ExecutionStatus.SUCCEEDED, 2, 1), (
         f"{row.status.label}, attempt {row.attempt}, {len(effects)} effects"
     )
+    assert first.outcome == "failed"
+    assert (first.error or "").startswith("lease lost")
 
 
 @pytest.mark.chaos

@@ -13,6 +13,7 @@ from dispatcher.settings import (
     MasterSettings,
     SettingsError,
     parse_timespan,
+    resolve_identity,
     settings_table,
 )
 
@@ -130,3 +131,15 @@ def test_an_unknown_key_names_the_file_and_suggests_the_setting(tmp_path: Path) 
     assert str(caught.value) == (
         f"unknown setting 'MaxTaskCont' in [worker] of {path}; did you mean MaxTaskCount?"
     )
+
+
+def test_auto_identity_follows_the_broker_url() -> None:
+    """The master trusts report bodies only on plain amqp:// (loopback only, one shared
+    dev user); on amqps:// the AMQP user_id names the sender. An explicit value wins."""
+    plain = BrokerSettings()
+    tls = BrokerSettings(url="amqps://mq.example/scaleout")
+
+    assert MasterSettings.load().sender_identity == "auto"
+    assert resolve_identity("auto", plain) == "shared_user"
+    assert resolve_identity("auto", tls) == "user_id"
+    assert resolve_identity("user_id", plain) == "user_id"

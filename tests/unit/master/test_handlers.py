@@ -290,6 +290,20 @@ def test_a_heartbeat_that_accepts_no_work_does_not_wake_the_dispatcher() -> None
     assert wakes.count == 0
 
 
+def test_a_heartbeat_saying_why_it_refuses_work_is_taken() -> None:
+    """The worker's free_disk_mb and not_accepting decode on the master's queue."""
+    catalog, outbound, wakes = FakeCatalog(workers={"w1": True}), FakeOutbound(), Wakes()
+    beat = AgentHeartbeat(
+        worker_id="w1", free_disk_mb=80, accepting=False, not_accepting="free disk 80 MB < 500 MB"
+    )
+
+    verdicts = heartbeat_handler(catalog, outbound, wakes)([make_delivery(beat, user_id="w1")])
+
+    assert verdicts == [ACK]
+    assert [b.not_accepting for b, _ in catalog.heartbeats] == ["free disk 80 MB < 500 MB"]
+    assert wakes.count == 0
+
+
 @pytest.mark.parametrize(
     ("holder", "stop", "reasons"),
     [

@@ -22,7 +22,19 @@ def test_defaults_are_ssis_defaults() -> None:
     assert s.lease_interval_s == 60
     assert s.task_log_level == 126
     assert s.runner_mode == "subprocess"
-    assert s.master_user_id == "scaleout-master"
+    assert s.master_user_id == "auto"
+
+
+def test_the_master_user_follows_the_broker_url_as_the_master_does() -> None:
+    """auto: the master's certificate user on amqps://; on a plain loopback dev broker,
+    where everyone logs in as one user, the worker's own login. An explicit value wins."""
+    tls = WorkerSettings(worker_id="w1", broker={"url": "amqps://mq.example/scaleout"})
+    plain = WorkerSettings(worker_id="w1")
+    pinned = WorkerSettings(worker_id="w1", master_user_id="ops-master")
+
+    assert tls.master_user("w1") == "scaleout-master"
+    assert plain.master_user("guest") == "guest"
+    assert pinned.master_user("guest") == "ops-master"
 
 
 def test_a_toml_file_may_use_ssis_names_and_timespans(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from consumers.worker.leases import Leases
 from consumers.worker.outbox import Outgoing
 from consumers.worker.projects import Project
 from consumers.worker.resources import LoadMonitor
@@ -100,11 +101,13 @@ def parts(tmp_path: Path) -> tuple[TaskHandler, HeldReporter, Registry]:
     handler = TaskHandler(
         settings,
         registry=registry,
+        leases=Leases(settings.lease_interval_s, settings.task_heartbeat_interval_s),
         reporter=reporter,  # type: ignore[arg-type]  # the Reporter's submit, held
         projects=OneProject(),  # type: ignore[arg-type]  # a ProjectStore with one project
         load=LoadMonitor(max_cpu=100, min_memory_mb=0),
         stopping=threading.Event(),
         machine_name="box",
+        master_user="scaleout-master",
     )
     return handler, reporter, registry
 
