@@ -32,7 +32,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel
 
@@ -49,6 +50,7 @@ from schemas.messages import (
     AgentHeartbeat,
     CancelReason,
     StatusReport,
+    TaskAssign,
     TaskFinished,
     TaskStarted,
 )
@@ -60,11 +62,34 @@ __all__ = [
     "FakeOutbound",
     "FakePublisher",
     "Published",
+    "make_assign",
     "make_delivery",
 ]
 
 _TAGS: Final = itertools.count(1)
 """Delivery tags for :func:`make_delivery`: unique in a test process, as on a channel."""
+
+
+def make_assign(
+    *, lease_s: float = 60.0, sent_at: datetime | None = None, **fields: Any
+) -> TaskAssign:
+    """A valid ``task.assign`` for worker w1, attempt 1 of a fresh task, its lease
+    ``lease_s`` from ``sent_at`` (now); ``fields`` replace any other field."""
+    sent = sent_at or datetime.now(UTC)
+    values: dict[str, Any] = {
+        "task_id": uuid.uuid4(),
+        "attempt": 1,
+        "execution_id": 1,
+        "worker_id": "w1",
+        "folder": "F",
+        "project": "P",
+        "package": "Pkg",
+        "project_lsn": 1,
+        "project_hash": "a" * 64,
+        "sent_at": sent,
+        "lease_expires_at": sent + timedelta(seconds=lease_s),
+    }
+    return TaskAssign(**{**values, **fields})
 
 
 def make_delivery(

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -323,3 +324,19 @@ def reconnected(
             time.sleep(0.2)
         latest = max(latest, at)
     return latest
+
+
+def small_cluster_running(
+    tmp_path: Path,
+    tls_broker: TlsBroker,
+    vhost: str,
+    workers: tuple[str, ...],
+    timing: Timing | None = None,
+) -> Iterator[tuple[Cluster, Catalog]]:
+    """:func:`small_cluster` for a fixture to ``yield from``: stopped and closed after."""
+    cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, workers, timing)
+    try:
+        yield cluster, catalog
+    finally:
+        cluster.stop()
+        catalog.close()

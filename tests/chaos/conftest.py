@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.catalog import Catalog
-from tests.chaos.cluster import Cluster, small_cluster
+from tests.chaos.cluster import Cluster, small_cluster_running
 from tests.fixtures.broker import TlsBroker, tls_broker, vhost
 from tests.fixtures.catalog import catalog_url, pg_catalog_url, pg_template
 
@@ -21,29 +21,18 @@ CHECKER_LINES: list[str] = []
 """``<catalog>: executions=... `` lines of the cluster runs, in the order they ran."""
 
 
-def _small(
-    tmp_path: Path, tls_broker: TlsBroker, vhost: str, workers: tuple[str, ...]
-) -> Iterator[tuple[Cluster, Catalog]]:
-    cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, workers)
-    try:
-        yield cluster, catalog
-    finally:
-        cluster.stop()
-        catalog.close()
-
-
 @pytest.fixture
 def one_worker(
     tmp_path: Path, tls_broker: TlsBroker, vhost: str
 ) -> Iterator[tuple[Cluster, Catalog]]:
-    yield from _small(tmp_path, tls_broker, vhost, ("w1",))
+    yield from small_cluster_running(tmp_path, tls_broker, vhost, ("w1",))
 
 
 @pytest.fixture
 def two_workers(
     tmp_path: Path, tls_broker: TlsBroker, vhost: str
 ) -> Iterator[tuple[Cluster, Catalog]]:
-    yield from _small(tmp_path, tls_broker, vhost, ("w1", "w2"))
+    yield from small_cluster_running(tmp_path, tls_broker, vhost, ("w1", "w2"))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -26,7 +26,7 @@ from dispatcher.catalog import Catalog
 from dispatcher.catalog.records import AttemptRow
 from schemas.states import ExecutionStatus
 from tests.chaos.checker import Record, read_records
-from tests.chaos.cluster import Cluster, Timing, small_cluster
+from tests.chaos.cluster import Cluster, Timing, small_cluster_running
 from tests.chaos.nemesis import Plan, start_execution
 from tests.fixtures.broker import TlsBroker
 from tests.fixtures.polling import wait_for
@@ -47,25 +47,14 @@ RECONNECT_S = 15.0
 def cut_cluster(
     tmp_path: Path, tls_broker: TlsBroker, vhost: str
 ) -> Iterator[tuple[Cluster, Catalog]]:
-    yield from _cluster(tmp_path, tls_broker, vhost, ("w1", "w2"), CUT_TIMING)
+    yield from small_cluster_running(tmp_path, tls_broker, vhost, ("w1", "w2"), CUT_TIMING)
 
 
 @pytest.fixture
 def restart_cluster(
     tmp_path: Path, tls_broker: TlsBroker, vhost: str
 ) -> Iterator[tuple[Cluster, Catalog]]:
-    yield from _cluster(tmp_path, tls_broker, vhost, ("w1",), RESTART_TIMING)
-
-
-def _cluster(
-    tmp_path: Path, tls_broker: TlsBroker, vhost: str, workers: tuple[str, ...], timing: Timing
-) -> Iterator[tuple[Cluster, Catalog]]:
-    cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, workers, timing)
-    try:
-        yield cluster, catalog
-    finally:
-        cluster.stop()
-        catalog.close()
+    yield from small_cluster_running(tmp_path, tls_broker, vhost, ("w1",), RESTART_TIMING)
 
 
 @pytest.mark.chaos

@@ -26,7 +26,7 @@ import pytest
 from dispatcher.catalog import Catalog
 from schemas.states import ExecutionStatus
 from tests.chaos.checker import read_records
-from tests.chaos.cluster import Cluster, Timing, small_cluster
+from tests.chaos.cluster import Cluster, Timing, small_cluster_running
 from tests.chaos.nemesis import Plan, start_execution
 from tests.fixtures.broker import TlsBroker
 from tests.fixtures.polling import wait_for
@@ -40,12 +40,7 @@ reconnect and resend by far, so its report arrives while the master still holds 
 def deaf_worker(
     tmp_path: Path, tls_broker: TlsBroker, vhost: str
 ) -> Iterator[tuple[Cluster, Catalog]]:
-    cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, ("w1",), DEAF_TIMING)
-    try:
-        yield cluster, catalog
-    finally:
-        cluster.stop()
-        catalog.close()
+    yield from small_cluster_running(tmp_path, tls_broker, vhost, ("w1",), DEAF_TIMING)
 
 
 @pytest.mark.chaos

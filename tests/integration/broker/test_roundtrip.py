@@ -8,29 +8,18 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from dispatcher.broker import ACK, Consumer, Delivery, Publisher, Verdict, topology
 from dispatcher.errors import AccessRefused, PublishFailed
+from dispatcher.testing import make_assign
 from schemas.messages import DispatchWake, TaskAssign, TaskStarted, decode
 from tests.fixtures.broker import TlsBroker
 
 
 def task_for(worker: str) -> TaskAssign:
-    return TaskAssign(
-        task_id=uuid.uuid4(),
-        attempt=1,
-        execution_id=1,
-        worker_id=worker,
-        folder="f",
-        project="p",
-        package="pkg.dtsx",
-        project_lsn=1,
-        project_hash="0" * 64,
-        lease_expires_at=datetime.now(UTC) + timedelta(minutes=5),
-    )
+    return make_assign(worker_id=worker, package="pkg.dtsx", project_hash="0" * 64, lease_s=300)
 
 
 def test_task_round_trips_over_tls(tls_broker: TlsBroker, vhost: str) -> None:

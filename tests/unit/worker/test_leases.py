@@ -22,7 +22,7 @@ from consumers.worker.projects import Project
 from consumers.worker.settings import WorkerSettings
 from consumers.worker.stops import StopCause
 from dispatcher.errors import BrokerUnavailable
-from dispatcher.testing import FakePublisher
+from dispatcher.testing import FakePublisher, make_assign
 from schemas.messages import AgentHeartbeat, RunningAttempt, TaskAssign, TaskFinished, TaskOutcome
 from schemas.project import ProjectManifest
 from schemas.states import AttemptKey
@@ -40,20 +40,7 @@ class Clock:
 
 
 def assign(*, remaining_s: float, sent_at: datetime | None = None) -> TaskAssign:
-    sent = sent_at or datetime.now(UTC)
-    return TaskAssign(
-        task_id=uuid.uuid4(),
-        attempt=1,
-        execution_id=1,
-        worker_id="w1",
-        folder="F",
-        project="P",
-        package="Pkg",
-        project_lsn=1,
-        project_hash="a" * 64,
-        sent_at=sent,
-        lease_expires_at=sent + timedelta(seconds=remaining_s),
-    )
+    return make_assign(lease_s=remaining_s, sent_at=sent_at)
 
 
 def key() -> AttemptKey:

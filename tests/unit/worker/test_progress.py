@@ -8,7 +8,6 @@ import json
 import threading
 import uuid
 from concurrent.futures import Future
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,9 +29,9 @@ from consumers.worker.projects import Project
 from consumers.worker.runner import MESSAGE_TYPE_PROGRESS, classify
 from consumers.worker.settings import WorkerSettings
 from dispatcher.errors import BrokerUnavailable
+from dispatcher.testing import make_assign
 from schemas.messages import (
     PROGRESS_MESSAGE_MAX_CHARS,
-    TaskAssign,
     TaskFinished,
     TaskLog,
     TaskProgress,
@@ -244,18 +243,7 @@ def run(tmp_path: Path, package: str, reporter: RecordingReporter, **settings: o
     config = WorkerSettings.model_validate(
         {"worker_id": "w1", "tasks_root_folder": tmp_path / "tasks", **settings}
     )
-    assign = TaskAssign(
-        task_id=uuid.uuid4(),
-        attempt=1,
-        execution_id=1,
-        worker_id="w1",
-        folder="F",
-        project="Progress",
-        package=package,
-        project_lsn=1,
-        project_hash="b" * 64,
-        lease_expires_at=datetime.now(UTC) + timedelta(minutes=1),
-    )
+    assign = make_assign(project="Progress", package=package, project_hash="b" * 64)
     prepared = prepare(config, assign, project(tmp_path / "project"))
     ended = threading.Event()
     task = TaskRun(

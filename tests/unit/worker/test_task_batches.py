@@ -8,7 +8,6 @@ import json
 import threading
 import uuid
 from concurrent.futures import Future
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from consumers.worker.settings import WorkerSettings
 from consumers.worker.tasks import Registry, TaskHandler
 from dispatcher.broker import ACK, Delivery, Disposition, Verdict
 from dispatcher.errors import BrokerUnavailable
+from dispatcher.testing import make_assign
 from schemas.messages import TaskAssign, TaskFinished, TaskStarted, encode
 from schemas.project import ProjectManifest
 from tests.fixtures.polling import wait_for
@@ -60,17 +60,8 @@ class OneProject:
 
 
 def assignment(worker: str = "w1") -> TaskAssign:
-    return TaskAssign(
-        task_id=uuid.uuid4(),
-        attempt=1,
-        execution_id=1,
-        worker_id=worker,
-        folder="Bench",
-        project="Bench",
-        package="Noop",
-        project_lsn=1,
-        project_hash=HASH,
-        lease_expires_at=datetime.now(UTC) + timedelta(minutes=1),
+    return make_assign(
+        worker_id=worker, folder="Bench", project="Bench", package="Noop", project_hash=HASH
     )
 
 
