@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -29,9 +30,16 @@ from urllib.parse import urlsplit
 from dispatcher.broker import Publisher
 from dispatcher.broker.link import BrokerLink
 from dispatcher.catalog import Catalog
-from dispatcher.catalog.records import DeployResult, ExecutionRow, MessageRow, WorkerAgentRow
+from dispatcher.catalog.records import (
+    DeployResult,
+    ExecutionRow,
+    MessageRow,
+    PendingFacts,
+    WorkerAgentRow,
+)
 from dispatcher.errors import NotFound, OperationRefused, ScaleoutError
 from dispatcher.outbound import declare_worker, publish_wake
+from dispatcher.pending import explain
 from dispatcher.projects import build_archive
 from dispatcher.settings import BrokerSettings, MasterSettings
 from schemas.messages import ParameterScalar
@@ -57,7 +65,37 @@ BROKER_TIMEOUT_S = 3.0
 
 
 class WaitTimeout(ScaleoutError):
-    """An execution did not reach a terminal status in time."""
+    """An execution did not reach a terminal status in time; ``row`` is its last read."""
+
+    def __init__(self, message: str, *, hint: str = "", row: ExecutionRow | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.row = row
+
+
+MESSAGE_PAGE = 500
+"""Messages read per query: a flood of log lines is paged, never loaded at once."""
+
+
+class MessageFeed:
+    """One execution's new messages, poll by poll: each message once, at most ``page`` per
+    poll, each poll's batch in time order (then by id). The cursor is the message id, so a
+    line that arrives late (a worker's cached report) is printed when it arrives."""
+
+    def __init__(
+        self, catalog: Catalog, execution_id: int, *, after_id: int = 0, page: int = MESSAGE_PAGE
+    ) -> None:
+        self._catalog = catalog
+        self._execution_id = execution_id
+        self._page = page
+        self.after_id = after_id
+
+    def poll(self) -> list[MessageRow]:
+        batch = self._catalog.execution_messages(
+            self._execution_id, after_id=self.after_id, limit=self._page
+        )
+        if batch:
+            self.after_id = batch[-1].message_id
+        return sorted(batch, key=lambda m: (m.message_time, m.message_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,27 +285,65 @@ class ScaleOut:
                 return row
             if time.monotonic() >= deadline:
                 msg = f"execution {execution_id} is still {row.status.label} after {timeout_s:g} s"
-                raise WaitTimeout(msg, hint=f"see `scaleout executions show {execution_id}`")
+                hint = f"see `scaleout executions show {execution_id}`"
+                raise WaitTimeout(msg, hint=hint, row=row)
             time.sleep(poll_s)
 
-    def messages(self, execution_id: int, *, after_id: int = 0) -> list[MessageRow]:
-        """The execution's operation and event messages after ``after_id``, oldest first."""
+    def messages(
+        self, execution_id: int, *, after_id: int = 0, limit: int = 1000
+    ) -> list[MessageRow]:
+        """The execution's operation and event messages after ``after_id`` in the order they
+        were stored (by id), at most ``limit``."""
         self.catalog.get_execution(execution_id)  # NotFound for an unknown id
-        return self.catalog.execution_messages(execution_id, after_id=after_id)
+        return self.catalog.execution_messages(execution_id, after_id=after_id, limit=limit)
+
+    def log(self, execution_id: int, *, page: int = MESSAGE_PAGE) -> Iterator[MessageRow]:
+        """Every message stored so far, in time order (then by id), read a page at a time."""
+        self.catalog.get_execution(execution_id)  # NotFound for an unknown id
+        yield from self._log_up_to(execution_id, self.catalog.last_message_id(execution_id), page)
+
+    def _log_up_to(self, execution_id: int, up_to_id: int, page: int) -> Iterator[MessageRow]:
+        after: tuple[datetime, int] | None = None
+        while True:
+            batch = self.catalog.execution_messages_by_time(
+                execution_id, after=after, up_to_id=up_to_id, limit=page
+            )
+            yield from batch
+            if len(batch) < page:
+                return
+            after = (batch[-1].message_time, batch[-1].message_id)
+
+    def feed(
+        self, execution_id: int, *, after_id: int = 0, page: int = MESSAGE_PAGE
+    ) -> MessageFeed:
+        """New messages poll by poll (what ``--wait`` streams)."""
+        return MessageFeed(self.catalog, execution_id, after_id=after_id, page=page)
 
     def follow(self, execution_id: int, *, poll_s: float = 0.5) -> Iterator[MessageRow]:
-        """Messages as they arrive, until the execution has ended and none are left."""
-        after = 0
+        """The messages so far in time order, then new ones as they arrive (each poll's in
+        time order), until the execution has ended and none are left."""
+        self.catalog.get_execution(execution_id)  # NotFound for an unknown id
+        last = self.catalog.last_message_id(execution_id)
+        yield from self._log_up_to(execution_id, last, MESSAGE_PAGE)
+        feed = self.feed(execution_id, after_id=last)
         while True:
             ended = self.catalog.get_execution(execution_id).status.is_terminal
-            batch = self.catalog.execution_messages(execution_id, after_id=after)
+            batch = feed.poll()
             yield from batch
             if batch:
-                after = batch[-1].message_id
-            elif ended:
+                continue
+            if ended:
                 return
-            else:
-                time.sleep(poll_s)
+            time.sleep(poll_s)
+
+    def pending_facts(self, execution_id: int) -> PendingFacts:
+        """What the dispatcher decides on for this execution; see :meth:`why_pending`."""
+        return self.catalog.pending_facts(execution_id)
+
+    def why_pending(self, execution_id: int) -> str:
+        """Why the execution is still pending, with what to do; '' when it is not, or
+        when nothing holds it back."""
+        return explain(self.catalog.pending_facts(execution_id))
 
     # -- worker agents -------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from types import FrameType
 from consumers.master.fetch import FetchHandler
 from consumers.master.heartbeat import HeartbeatHandler
 from consumers.master.identity import SenderCheck
+from consumers.master.refusals import Refusals
 from consumers.master.status import StatusHandler
 from consumers.master.wake import WakeHandler
 from dispatcher import metrics, timers
@@ -59,6 +60,7 @@ class MasterService:
         )
         self.heartbeat_clock = metrics.HeartbeatClock()
         self._collector = CatalogCollector(catalog.counts, catalog.list_worker_agents)
+        self.refusals = Refusals(catalog)
         self._loops = self._build_loops()
 
     # -- composition ---------------------------------------------------------------------
@@ -66,10 +68,12 @@ class MasterService:
     def _build_loops(self) -> list[_Loop]:
         s = self.settings
         senders = SenderCheck(resolve_identity(s.sender_identity, s.broker))
-        wake = self.dispatcher.wake.set
-        status = StatusHandler(self.catalog, senders=senders, on_capacity=wake)
-        heartbeat = HeartbeatHandler(self.catalog, self.outbound, senders=senders, on_capacity=wake)
-        fetch = FetchHandler(self.catalog, self.outbound, senders=senders)
+        wake, refusals = self.dispatcher.wake.set, self.refusals
+        status = StatusHandler(self.catalog, senders=senders, on_capacity=wake, refusals=refusals)
+        heartbeat = HeartbeatHandler(
+            self.catalog, self.outbound, senders=senders, on_capacity=wake, refusals=refusals
+        )
+        fetch = FetchHandler(self.catalog, self.outbound, senders=senders, refusals=refusals)
         properties = timers.master_properties(s.master_heartbeat_interval_ms)
         heartbeat_loop, heartbeat_consumer = self._consumer_loop(
             topology.HEARTBEAT_QUEUE, heartbeat, prefetch=100, batch_max=50
@@ -93,7 +97,7 @@ class MasterService:
                 timers.Timer(
                     "master_heartbeat",
                     s.master_heartbeat_interval_ms / 1000,
-                    lambda: timers.master_heartbeat(self.catalog, properties, self.heartbeat_clock),
+                    lambda: self._master_heartbeat(properties),
                 ).run,
             ),
             _Loop(
@@ -115,6 +119,11 @@ class MasterService:
                 ).run,
             ),
         ]
+
+    def _master_heartbeat(self, properties: dict[str, str]) -> None:
+        """The timer's tick; it also writes refusals a last batch left in memory."""
+        timers.master_heartbeat(self.catalog, properties, self.heartbeat_clock)
+        self.refusals.flush()
 
     def _consumer_loop(
         self,
@@ -164,8 +173,8 @@ class MasterService:
         props = timers.master_properties(self.settings.master_heartbeat_interval_ms)
         timers.master_heartbeat(self.catalog, props, self.heartbeat_clock)
         self._declare_enabled_workers()
-        metrics.register(self._collector)
-        metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
+        metrics.MASTER.register(self._collector)
+        metrics.serve(self.settings.metrics_port, self.settings.metrics_host, metrics.MASTER)
         for loop in self._loops:
             loop.thread = threading.Thread(
                 target=self._guard, args=(loop,), name=loop.name, daemon=True
@@ -204,9 +213,10 @@ class MasterService:
         for loop in self._loops:
             if loop.thread is not None:
                 loop.thread.join(_JOIN_TIMEOUT_S)
+        self.refusals.flush(force=True)
         self.outbound.close()
         with contextlib.suppress(KeyError):
-            metrics.unregister(self._collector)
+            metrics.MASTER.unregister(self._collector)
         failed = [loop.name for loop in self._loops if loop.error is not None]
         logger.info("service.stopped", extra={"failed_loops": failed})
         return 1 if failed else 0

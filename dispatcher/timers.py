@@ -114,6 +114,7 @@ def deal_with_expired_tasks(
     for attempt in expired:
         outcome = _EXPIRY_LABEL.get(attempt.new_state, attempt.new_state.name.lower())
         metrics.LEASES_EXPIRED.labels(outcome=outcome).inc()
+        _count_package_end(attempt)
         logger.info(
             "timer.lease_expired",
             extra={
@@ -128,6 +129,16 @@ def deal_with_expired_tasks(
         requeued = sum(a.new_state is TaskState.PENDING for a in expired)
         metrics.ATTEMPTS_REQUEUED.labels(reason="lease_expired").inc(requeued)
         on_requeued()
+
+
+def _count_package_end(attempt: ExpiredAttempt) -> None:
+    """The per-package counts of an expiry: the attempt (``expired``, whether or not it had
+    started: its catalog row says so too), and the execution when this ended it."""
+    project, package = attempt.project_name, attempt.package_name
+    metrics.attempt_ended(project, package, "expired")
+    status = attempt.execution_status
+    if status is not None and status.is_terminal:
+        metrics.execution_ended(project, package, status)
 
 
 def cleanup_completed_jobs(catalog: TimerCatalog, minutes_to_keep: int) -> None:

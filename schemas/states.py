@@ -39,7 +39,14 @@ class ExecutionStatus(IntEnum):
 
     @property
     def label(self) -> str:
+        """For human text: ``ended unexpectedly``."""
         return self.name.replace("_", " ").lower()
+
+    @property
+    def key(self) -> str:
+        """For machines: ``ended_unexpectedly``, as the CLI's ``--status`` values and every
+        metric's ``status`` label spell it (a label value with a space is awkward in PromQL)."""
+        return self.name.lower()
 
 
 TERMINAL_EXECUTION_STATUSES = frozenset(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from consumers.master.identity import SenderCheck
+from consumers.master.refusals import Refusals, discard, forged_detail
 from consumers.master.verdicts import dead_letter, decode_as
 from dispatcher import metrics
 from dispatcher.broker import ACK, Delivery, Verdict
@@ -46,11 +47,13 @@ class HeartbeatHandler:
         *,
         senders: SenderCheck,
         on_capacity: Callable[[], None] = lambda: None,
+        refusals: Refusals | None = None,
     ) -> None:
         self._catalog = catalog
         self._replies = replies
         self._senders = senders
         self._on_capacity = on_capacity
+        self._refusals = refusals or discard()
         self._known: set[str] = set()
 
     def __call__(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
@@ -68,6 +71,7 @@ class HeartbeatHandler:
             results = self._catalog.record_heartbeats(accepted)
             for (heartbeat, _), result in zip(accepted, results, strict=True):
                 self._after(heartbeat, result)
+        self._refusals.flush()
         return verdicts
 
     def _check(self, delivery: Delivery) -> tuple[AgentHeartbeat, str] | Verdict:
@@ -78,6 +82,8 @@ class HeartbeatHandler:
         if sender is None:
             detail = f"body says {heartbeat.worker_id}, broker says {delivery.user_id}"
             metrics.HEARTBEATS.labels(outcome="forged_sender").inc()
+            forged = forged_detail(heartbeat.type, heartbeat.worker_id, delivery.user_id)
+            self._refusals.note(heartbeat.worker_id, DecodeReason.FORGED_SENDER.value, forged)
             return dead_letter(HEARTBEAT_QUEUE, delivery, DecodeReason.FORGED_SENDER, detail)
         return heartbeat, sender
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from consumers.master.identity import SenderCheck
+from consumers.master.refusals import Refusals, discard, forged_detail, report_detail
 from consumers.master.verdicts import dead_letter, decode_as
 from dispatcher import metrics
 from dispatcher.broker import ACK, Delivery, Verdict
@@ -49,10 +50,12 @@ class StatusHandler:
         *,
         senders: SenderCheck,
         on_capacity: Callable[[], None] = lambda: None,
+        refusals: Refusals | None = None,
     ) -> None:
         self._catalog = catalog
         self._senders = senders
         self._on_capacity = on_capacity
+        self._refusals = refusals or discard()
 
     def __call__(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
         verdicts: list[Verdict | None] = [None] * len(deliveries)
@@ -65,6 +68,7 @@ class StatusHandler:
                 accepted.append((index, *checked))
         if accepted:
             self._apply(accepted)
+        self._refusals.flush()
         return [ACK if verdict is None else verdict for verdict in verdicts]
 
     def _check(self, delivery: Delivery) -> tuple[StatusReport, str] | Verdict:
@@ -75,6 +79,8 @@ class StatusHandler:
         sender = self._senders.sender(delivery, report.worker_id)
         if sender is None:
             detail = f"body says {report.worker_id}, broker says {delivery.user_id}"
+            forged = forged_detail(report.type, report.worker_id, delivery.user_id)
+            self._refusals.note(report.worker_id, DecodeReason.FORGED_SENDER.value, forged)
             return dead_letter(STATUS_QUEUE, delivery, DecodeReason.FORGED_SENDER, detail)
         return report, sender
 
@@ -92,12 +98,26 @@ class StatusHandler:
                 metrics.ATTEMPTS_REQUEUED.labels(reason="package_failed").inc()
             if isinstance(report, TaskFinished) and result.outcome is ReportOutcome.APPLIED:
                 freed = True  # a worker slot is free (and a retry may be pending)
+                _count_package_end(report, result)
             if result.outcome not in {ReportOutcome.APPLIED, ReportOutcome.DUPLICATE}:
                 _log_refused(report, sender, result)
+                outcome = result.outcome.value
+                detail = report_detail(report.type, report.execution_id, report.attempt, outcome)
+                self._refusals.note(sender, outcome, detail)
         if freed:
             # Dispatch now rather than at the next poll: without this a busy cluster runs
             # at MaxTaskCount per poll interval (the benchmark's first finding).
             self._on_capacity()
+
+
+def _count_package_end(report: TaskFinished, result: ReportResult) -> None:
+    """The per-package counts of an applied end: the attempt, with its run time, and the
+    execution when this ended it (a retried failure leaves it pending)."""
+    project, package = result.project_name, result.package_name
+    metrics.attempt_ended(project, package, report.outcome.value, result.run_s)
+    status = result.execution_status
+    if status is not None and status.is_terminal:
+        metrics.execution_ended(project, package, status)
 
 
 def _log_refused(report: StatusReport, sender: str, result: ReportResult) -> None:

@@ -327,7 +327,8 @@ def run_worker(settings: WorkerSettings) -> int:
     skips the shutdown grace: running packages are killed and reported at once."""
     stop = threading.Event()
     service = WorkerService(settings)
-    metrics.serve(settings.metrics_port, settings.metrics_host)
+    served = metrics.with_labels(metrics.WORKER, worker=settings.worker_id)
+    metrics.serve(settings.metrics_port, settings.metrics_host, served)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logger.info("worker.signal: %s", signal.Signals(signum).name)

@@ -18,6 +18,7 @@ from dispatcher.catalog import (
     history,
     leases,
     migrate,
+    pending,
     procedures,
     projects,
     reads,
@@ -36,6 +37,8 @@ from dispatcher.catalog.records import (
     ExpiredAttempt,
     HeartbeatResult,
     MessageRow,
+    PendingFacts,
+    Refusal,
     ReportResult,
     WorkerAgentRow,
 )
@@ -226,6 +229,26 @@ class Catalog:
     ) -> list[MessageRow]:
         return self._read(lambda tx: reads.execution_messages(tx, execution_id, after_id, limit))
 
+    def execution_messages_by_time(
+        self,
+        execution_id: int,
+        *,
+        after: reads.MessageKey | None = None,
+        up_to_id: int | None = None,
+        limit: int = 1000,
+    ) -> list[MessageRow]:
+        """One page in time order (then by id) after the (time, id) key ``after``."""
+        return self._read(
+            lambda tx: reads.execution_messages_by_time(tx, execution_id, after, up_to_id, limit)
+        )
+
+    def last_message_id(self, execution_id: int) -> int:
+        return self._read(lambda tx: reads.last_message_id(tx, execution_id))
+
+    def pending_facts(self, execution_id: int) -> PendingFacts:
+        """What the dispatcher decides on for this execution (why it may stay pending)."""
+        return self._read(lambda tx: pending.pending_facts(tx, self._timing, execution_id))
+
     def execution_attempts(self, execution_id: int) -> list[AttemptRow]:
         return self._read(lambda tx: reads.execution_attempts(tx, execution_id))
 
@@ -286,6 +309,10 @@ class Catalog:
 
     def expire_leases(self) -> list[ExpiredAttempt]:
         return self._run(leases.expire_leases)
+
+    def record_refusals(self, refusals: Sequence[Refusal]) -> None:
+        """The latest refused message of each worker, on its row (one transaction)."""
+        self._run(lambda tx: workers.record_refusals(tx, refusals))
 
     def master_heartbeat(self, properties: Mapping[str, str]) -> None:
         self._run(lambda tx: workers.master_heartbeat(tx, properties))

@@ -50,7 +50,7 @@ def _execution_families(counts: CatalogCounts) -> Iterator[GaugeMetricFamily]:
         "scaleout_executions", "Executions in the catalog, by status", labels=["status"]
     )
     for status in ExecutionStatus:
-        by_status.add_metric([status.label], counts.executions_by_status.get(status, 0))
+        by_status.add_metric([status.key], counts.executions_by_status.get(status, 0))
     yield by_status
     yield GaugeMetricFamily(
         "scaleout_oldest_pending_execution_seconds",
@@ -68,9 +68,11 @@ def _worker_families(
     yield GaugeMetricFamily(
         "scaleout_workers_enabled", "Workers enabled for dispatch", value=counts.workers_enabled
     )
+    # Not scaleout_worker_*: that prefix is a worker process's own metrics, and this is the
+    # master's view of every worker, from the catalog (workers without a metrics port too).
     age = GaugeMetricFamily(
-        "scaleout_worker_last_heartbeat_age_seconds",
-        "Seconds since each worker's last heartbeat",
+        "scaleout_agent_heartbeat_age_seconds",
+        "Seconds since each worker's last heartbeat recorded in the catalog",
         labels=["worker", "enabled"],
     )
     now = time.time()

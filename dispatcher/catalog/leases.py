@@ -94,6 +94,8 @@ def _refresh(tx: Tx, heartbeat: AgentHeartbeat, sender: str) -> None:
             cpu_percent=heartbeat.cpu_percent,
             free_memory_mb=heartbeat.free_memory_mb,
             accepting=heartbeat.accepting,
+            not_accepting="" if heartbeat.accepting else heartbeat.not_accepting[:256],
+            free_disk_mb=heartbeat.free_disk_mb or None,
             lease_interval_s=heartbeat.lease_interval_s,
         )
     )
@@ -174,7 +176,7 @@ def expire_leases(tx: Tx) -> list[ExpiredAttempt]:
     """Requeue, end (status 6) or cancel every attempt whose lease lapsed."""
     tasks = tx.t.tasks
     query = select_tasks(
-        tx, in_states(tasks.c.status, LEASED_TASK_STATES), tasks.c.expires_at <= tx.now
+        tx, in_states(tasks.c.status, LEASED_TASK_STATES), tasks.c.expires_at <= tx.now, names=True
     ).order_by(tasks.c.task_id)
     rows = fetch_rows(tx, locked(query, tasks, skip_locked=True))
     expired = [attempt for row in rows if (attempt := _expire(tx, row)) is not None]
@@ -194,8 +196,12 @@ def _suspend_silent_workers(tx: Tx, worker_ids: set[str]) -> None:
     tx.conn.execute(
         sa.update(workers)
         .where(workers.c.worker_agent_id.in_(sorted(worker_ids)))
-        .values(accepting=False)
+        .values(accepting=False, not_accepting=SILENT_WORKER)
     )
+
+
+SILENT_WORKER = "a lease of its lapsed: it gets tasks again after its next heartbeat"
+"""The ``not_accepting`` the expiry sweep stores on a worker it suspends."""
 
 
 def _expire(tx: Tx, row: TaskRow) -> ExpiredAttempt | None:
@@ -206,7 +212,7 @@ def _expire(tx: Tx, row: TaskRow) -> ExpiredAttempt | None:
         return None
     target = TRANSITIONS[event].target
     close_attempt(tx, row.task_id, row.attempt, "expired")
-    mirror_execution(tx, row.execution_id, target, cancel_requested=row.is_cancelled)
+    status = mirror_execution(tx, row.execution_id, target, cancel_requested=row.is_cancelled)
     text = f"attempt {row.attempt} on worker {row.worker_agent_id}: lease expired ({event})"
     add_message(
         tx, row.execution_id, WARNING_MESSAGE, text, task_id=row.task_id, attempt=row.attempt
@@ -220,7 +226,16 @@ def _expire(tx: Tx, row: TaskRow) -> ExpiredAttempt | None:
             "new_state": target.name.lower(),
         },
     )
-    return ExpiredAttempt(row.task_id, row.attempt, row.execution_id, row.worker_agent_id, target)
+    return ExpiredAttempt(
+        row.task_id,
+        row.attempt,
+        row.execution_id,
+        row.worker_agent_id,
+        target,
+        execution_status=status,
+        project_name=row.project_name,
+        package_name=row.package_name,
+    )
 
 
 def stop_operation(tx: Tx, operation_id: int, stopped_by: str | None) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dispatcher.catalog.engine import Timing, Tx, aware, utc
+from dispatcher.catalog.engine import Timing, Tx, aware, to_db, utc
 from dispatcher.catalog.records import (
     AttemptRow,
     CatalogCounts,
@@ -46,6 +46,7 @@ def _executions_query(tx: Tx) -> sa.Select[Any]:
             task("status").label("task_status"),
             task("attempt").label("attempt"),
             task("max_executed_count").label("max_executed_count"),
+            task("worker_agent_id").label("holder"),
         )
         .join(o, o.c.operation_id == e.c.execution_id)
         .outerjoin(t, t.c.execution_id == e.c.execution_id)
@@ -117,6 +118,7 @@ def _execution_row(
         progress_percent=progress[0],
         progress_message=progress[1],
         progress_time=progress[2],
+        holder=row.holder,
     )
 
 
@@ -207,6 +209,12 @@ def _worker_rows(tx: Tx, timing: Timing, rows: Iterable[Any]) -> list[WorkerAgen
             max_task_count=row.max_task_count,
             cpu_percent=row.cpu_percent,
             free_memory_mb=row.free_memory_mb,
+            accepting=bool(row.accepting),
+            not_accepting=row.not_accepting or "",
+            free_disk_mb=row.free_disk_mb,
+            last_refusal_reason=row.last_refusal_reason or "",
+            last_refusal_detail=row.last_refusal_detail or "",
+            last_refusal_time=aware(row.last_refusal_time),
         )
         for row in rows
     ]
@@ -221,11 +229,18 @@ def get_worker_agent(tx: Tx, timing: Timing, worker_agent_id: str) -> WorkerAgen
     return found[0]
 
 
-def list_worker_agents(tx: Tx, timing: Timing) -> list[WorkerAgentRow]:
-    return _worker_rows(tx, timing, tx.conn.execute(_workers_query(tx)))
+def list_worker_agents(
+    tx: Tx, timing: Timing, only: Sequence[str] | None = None
+) -> list[WorkerAgentRow]:
+    """Every worker agent, in id order; only those named in ``only`` when given."""
+    query = _workers_query(tx)
+    if only is not None:
+        query = query.where(tx.t.worker_agents.c.worker_agent_id.in_(sorted(only)))
+    return _worker_rows(tx, timing, tx.conn.execute(query))
 
 
 def execution_messages(tx: Tx, execution_id: int, after_id: int, limit: int) -> list[MessageRow]:
+    """Messages in the order they were stored (by id): the cursor of a follower."""
     m = tx.t.operation_messages
     query = (
         sa.select(m)
@@ -233,19 +248,52 @@ def execution_messages(tx: Tx, execution_id: int, after_id: int, limit: int) -> 
         .order_by(m.c.operation_message_id)
         .limit(max(limit, 0))
     )
-    return [
-        MessageRow(
-            message_id=row.operation_message_id,
-            operation_id=row.operation_id,
-            message_time=utc(row.message_time),
-            message_type=row.message_type,
-            message_source_type=row.message_source_type,
-            message=row.message,
-            attempt=row.attempt,
-            source=row.message_source_name or "",
+    return [_message_row(row) for row in tx.conn.execute(query)]
+
+
+MessageKey = tuple[datetime, int]
+"""(message_time, message_id): the order of ``executions logs``."""
+
+
+def execution_messages_by_time(
+    tx: Tx, execution_id: int, after: MessageKey | None, up_to_id: int | None, limit: int
+) -> list[MessageRow]:
+    """One page of messages in time order, then by id, after the key ``after``; only ids up
+    to ``up_to_id`` (a snapshot's last id) when given. A range read of the time index."""
+    m = tx.t.operation_messages
+    query = sa.select(m).where(m.c.operation_id == execution_id)
+    if after is not None:
+        moment, message_id = to_db(tx, after[0]), after[1]
+        query = query.where(
+            sa.or_(
+                m.c.message_time > moment,
+                sa.and_(m.c.message_time == moment, m.c.operation_message_id > message_id),
+            )
         )
-        for row in tx.conn.execute(query)
-    ]
+    if up_to_id is not None:
+        query = query.where(m.c.operation_message_id <= up_to_id)
+    query = query.order_by(m.c.message_time, m.c.operation_message_id).limit(max(limit, 0))
+    return [_message_row(row) for row in tx.conn.execute(query)]
+
+
+def last_message_id(tx: Tx, execution_id: int) -> int:
+    """The newest message id of the execution; 0 when it has none."""
+    m = tx.t.operation_messages
+    query = sa.select(sa.func.max(m.c.operation_message_id)).where(m.c.operation_id == execution_id)
+    return int(tx.conn.execute(query).scalar_one_or_none() or 0)
+
+
+def _message_row(row: Any) -> MessageRow:
+    return MessageRow(
+        message_id=row.operation_message_id,
+        operation_id=row.operation_id,
+        message_time=utc(row.message_time),
+        message_type=row.message_type,
+        message_source_type=row.message_source_type,
+        message=row.message,
+        attempt=row.attempt,
+        source=row.message_source_name or "",
+    )
 
 
 def master_properties(tx: Tx) -> dict[str, str]:

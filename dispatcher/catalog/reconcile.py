@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -60,6 +60,7 @@ LOG_CHUNK = 400
 class AttemptInfo:
     worker_agent_id: str
     outcome: str | None
+    started_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -85,7 +86,7 @@ def apply_status_reports(tx: Tx, reports: Sequence[tuple[StatusReport, str]]) ->
     ids = {report.task_id for report, _ in reports}
     batch = Batch(
         tx=tx,
-        tasks=load_tasks(tx, ids, lock=True),
+        tasks=load_tasks(tx, ids, lock=True, names=True),
         attempts=_attempts(tx, ids),
         lease_s=_lease_intervals(tx, {sender for _, sender in reports}),
         writes=BatchedWrites(tx),
@@ -191,11 +192,11 @@ def _progress_statement(t: Tables) -> sa.Update:
 
 def _attempts(tx: Tx, ids: set[uuid.UUID]) -> dict[tuple[uuid.UUID, int], AttemptInfo]:
     a = tx.t.task_attempts
-    query = sa.select(a.c.task_id, a.c.attempt, a.c.worker_agent_id, a.c.outcome).where(
-        a.c.task_id.in_(sorted(ids))
-    )
+    query = sa.select(
+        a.c.task_id, a.c.attempt, a.c.worker_agent_id, a.c.outcome, a.c.started_at
+    ).where(a.c.task_id.in_(sorted(ids)))
     return {
-        (row.task_id, row.attempt): AttemptInfo(row.worker_agent_id, row.outcome)
+        (row.task_id, row.attempt): AttemptInfo(row.worker_agent_id, row.outcome, row.started_at)
         for row in tx.conn.execute(query)
     }
 
@@ -254,6 +255,7 @@ def _started(batch: Batch, row: TaskRow, machine_name: str, sender: str) -> Repo
     values = {"executed_count": counted, "expires_at": _lease_end(batch, sender)}
     batch.writes.move(TaskEvent.START, row.task_id, row.attempt, values, worker=sender)
     batch.writes.start_attempt(row.task_id, row.attempt, machine_name)
+    batch.attempts[(row.task_id, row.attempt)].started_at = batch.tx.now  # as written at the end
     row.status, row.executed_count = TaskState.RUNNING, counted
     status = batch.writes.mirror(
         row.execution_id,
@@ -322,7 +324,22 @@ def _finished(batch: Batch, row: TaskRow, report: TaskFinished, sender: str) -> 
         row.worker_agent_id = None
     info.outcome = report.outcome.value
     status = _record_end(batch, row, report, sender)
-    return ReportResult(ReportOutcome.APPLIED, row.status, status, event is TaskEvent.RETRY)
+    return ReportResult(
+        ReportOutcome.APPLIED,
+        row.status,
+        status,
+        event is TaskEvent.RETRY,
+        project_name=row.project_name,
+        package_name=row.package_name,
+        run_s=_run_seconds(batch.tx, info),
+    )
+
+
+def _run_seconds(tx: Tx, info: AttemptInfo) -> float | None:
+    """The attempt's run time so far: from its `started` recorded (None if that was lost)."""
+    if info.started_at is None:
+        return None
+    return max(0.0, (utc(tx.now) - utc(info.started_at)).total_seconds())
 
 
 def _record_end(batch: Batch, row: TaskRow, report: TaskFinished, sender: str) -> ExecutionStatus:

@@ -60,6 +60,13 @@ class ReportResult:
     """A failed attempt went back to pending for a new attempt."""
     dispatch_latency_s: float | None = None
     """For an applied `started`: seconds since the task became pending (database clock)."""
+    project_name: str = ""
+    package_name: str = ""
+    """The execution's project and package, for the per-package metrics (empty when the
+    report names no known task)."""
+    run_s: float | None = None
+    """For an applied `finished` of an attempt that started: its run time, from `started`
+    recorded to now (database clock)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,11 @@ class ExpiredAttempt:
     worker_id: str | None
     new_state: TaskState
     """PENDING (requeued), ENDED_UNEXPECTEDLY (no attempts left) or CANCELED."""
+    execution_status: ExecutionStatus | None = None
+    """The execution's status after the expiry (terminal when it ended)."""
+    project_name: str = ""
+    package_name: str = ""
+    """The execution's project and package, for the per-package metrics."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +135,9 @@ class ExecutionRow:
     progress_message: str = ""
     progress_time: datetime | None = None
     """When the master stored that report (database clock); None: no progress yet."""
+    holder: str | None = None
+    """The worker of the task's current attempt, dispatched or later (``worker_agent_id``
+    is set only once it started)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +155,54 @@ class WorkerAgentRow:
     max_task_count: int
     cpu_percent: float | None = None
     free_memory_mb: float | None = None
+    accepting: bool = True
+    """Its last heartbeat said it takes tasks (and no lease of its lapsed since)."""
+    not_accepting: str = ""
+    """Why not, in the worker's words (``"free disk 80 MB < 500 MB"``); '' while accepting."""
+    free_disk_mb: float | None = None
+    last_refusal_reason: str = ""
+    """The last message claiming to be this worker that the master refused: a
+    ``DecodeReason`` (``forged_sender``) or a ``ReportOutcome`` (``stale``, ...); '' if none."""
+    last_refusal_detail: str = ""
+    last_refusal_time: datetime | None = None
+
+
+REFUSAL_DETAIL_MAX_CHARS = 256
+"""The stored length of a refusal's detail and of a worker's ``not_accepting``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A message the master refused, recorded on the row of the worker it claims to be."""
+
+    worker_id: str
+    reason: str
+    detail: str
+    age_s: float = 0.0
+    """How long before the write it was refused (the master keeps refusals up to a second
+    or so in memory); the stored time is the database's now minus this."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFacts:
+    """What decides whether an execution's task can be dispatched now, read in one
+    transaction; :func:`dispatcher.pending.explain` turns it into a sentence."""
+
+    execution_id: int
+    status: ExecutionStatus
+    task_state: TaskState | None
+    attempt: int
+    holder: str | None
+    """The worker a dispatched attempt was given to."""
+    use_any_worker: bool
+    candidates: tuple[WorkerAgentRow, ...]
+    """The workers it may run on (every registered worker when ``use_any_worker``)."""
+    now: datetime
+    """The database's clock."""
+    master_last_seen: datetime | None = None
+    master_heartbeat_interval_s: float | None = None
+    pending_ahead: int = 0
+    """Pending tasks that came before this one (they are dispatched first)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,13 +41,17 @@ class TaskRow:
     is_cancelled: bool
     expires_at: datetime | None
     ready_for_dispatch_time: datetime | None = None
+    project_name: str = ""
+    package_name: str = ""
+    """The execution's project and package; loaded only with ``names=True`` (the metrics
+    of the reconcile and the lease sweep label ends by them)."""
 
     @property
     def attempts_left(self) -> bool:
         return self.executed_count < self.max_executed_count
 
 
-def _task_columns(tx: Tx) -> list[sa.ColumnElement[Any]]:
+def _task_columns(tx: Tx, *, names: bool = False) -> list[sa.ColumnElement[Any]]:
     c = tx.t.tasks.c
     return [
         c.task_id,
@@ -60,6 +64,18 @@ def _task_columns(tx: Tx) -> list[sa.ColumnElement[Any]]:
         c.is_cancelled,
         c.expires_at,
         c.ready_for_dispatch_time,
+        *(_execution_names(tx, c.execution_id) if names else ()),
+    ]
+
+
+def _execution_names(tx: Tx, execution_id: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
+    """The execution's project and package as scalar subqueries, not a join: a locking
+    SELECT then locks only the task rows (FOR UPDATE and SQL Server's hint apply to FROM)."""
+    e = tx.t.executions
+    of_task = e.c.execution_id == execution_id
+    return [
+        sa.select(e.c.project_name).where(of_task).scalar_subquery(),
+        sa.select(e.c.package_name).where(of_task).scalar_subquery(),
     ]
 
 
@@ -69,21 +85,25 @@ def _row(values: Any) -> TaskRow:
     return row
 
 
-def load_tasks(tx: Tx, task_ids: Iterable[uuid.UUID], *, lock: bool) -> dict[uuid.UUID, TaskRow]:
-    """The given tasks, locked in task_id order (so concurrent batches cannot deadlock)."""
+def load_tasks(
+    tx: Tx, task_ids: Iterable[uuid.UUID], *, lock: bool, names: bool = False
+) -> dict[uuid.UUID, TaskRow]:
+    """The given tasks, locked in task_id order (so concurrent batches cannot deadlock);
+    with ``names``, their execution's project and package too."""
     ids = sorted(set(task_ids))
     if not ids:
         return {}
-    query = sa.select(*_task_columns(tx)).where(tx.t.tasks.c.task_id.in_(ids))
+    query = sa.select(*_task_columns(tx, names=names)).where(tx.t.tasks.c.task_id.in_(ids))
     query = query.order_by(tx.t.tasks.c.task_id)
     if lock:
         query = locked(query, tx.t.tasks)
     return {row.task_id: _row(row) for row in tx.conn.execute(query)}
 
 
-def select_tasks(tx: Tx, *where: sa.ColumnElement[bool]) -> sa.Select[Any]:
-    """A SELECT of task rows matching ``where`` (callers add order, limit, locking)."""
-    return sa.select(*_task_columns(tx)).where(*where)
+def select_tasks(tx: Tx, *where: sa.ColumnElement[bool], names: bool = False) -> sa.Select[Any]:
+    """A SELECT of task rows matching ``where`` (callers add order, limit, locking); with
+    ``names``, their execution's project and package too."""
+    return sa.select(*_task_columns(tx, names=names)).where(*where)
 
 
 def fetch_rows(tx: Tx, query: sa.Select[Any]) -> list[TaskRow]:

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 from sqlalchemy.schema import SchemaItem
 
+from dispatcher.catalog.records import REFUSAL_DETAIL_MAX_CHARS
 from schemas.messages import PROGRESS_MESSAGE_MAX_CHARS
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -317,6 +318,14 @@ def _agents_and_properties(n: _Namer) -> dict[str, sa.Table]:
         sa.Column("accepting", sa.Boolean, nullable=False, default=True),
         sa.Column("lease_interval_s", sa.Float, nullable=False, default=60.0),
         sa.Column("created_time", Stamp, nullable=False),
+        # Revision 0004: why its last heartbeat said it is not accepting (NULL or '' while
+        # accepting), its free disk, and the last message claiming to be it that the
+        # master refused (forged_sender, stale, unknown_task), on the database's clock.
+        sa.Column("not_accepting", sa.Unicode(REFUSAL_DETAIL_MAX_CHARS), nullable=True),
+        sa.Column("free_disk_mb", sa.Float, nullable=True),
+        sa.Column("last_refusal_reason", sa.Unicode(32), nullable=True),
+        sa.Column("last_refusal_detail", sa.Unicode(REFUSAL_DETAIL_MAX_CHARS), nullable=True),
+        sa.Column("last_refusal_time", Stamp, nullable=True),
     )
     master = n.table(
         "master_properties",
@@ -344,6 +353,12 @@ def _agents_and_properties(n: _Namer) -> dict[str, sa.Table]:
         sa.Column("seq", sa.Integer, nullable=True),
         sa.Column("message_source_name", sa.String(64), nullable=True),
         sa.Column("package_name", sa.Unicode(260), nullable=True),
+    )
+    sa.Index(  # revision 0004: an execution's messages in time order, page by page
+        f"ix_{messages.name}_time",
+        messages.c.operation_id,
+        messages.c.message_time,
+        messages.c.operation_message_id,
     )
     seq_present = messages.c.seq.isnot(None)
     sa.Index(

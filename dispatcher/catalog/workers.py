@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import sqlalchemy as sa
 
 from dispatcher.catalog.engine import Tx, locked, utc
+from dispatcher.catalog.records import REFUSAL_DETAIL_MAX_CHARS, Refusal
 from dispatcher.catalog.state import (
     close_attempt,
     fetch_rows,
@@ -136,6 +138,40 @@ def delete_worker_agent(tx: Tx, worker_agent_id: str) -> None:
         raise OperationRefused(msg, hint=hint)
     workers = tx.t.worker_agents
     tx.conn.execute(sa.delete(workers).where(workers.c.worker_agent_id == worker_agent_id))
+
+
+def record_refusals(tx: Tx, refusals: Sequence[Refusal]) -> None:
+    """Store each worker's latest refusal on its row (one executemany, in worker order so
+    concurrent writers lock alike); a worker id no row has changes nothing."""
+    latest: dict[str, Refusal] = {}
+    for refusal in refusals:
+        kept = latest.get(refusal.worker_id)
+        if kept is None or refusal.age_s <= kept.age_s:
+            latest[refusal.worker_id] = refusal
+    if not latest:
+        return
+    workers = tx.t.worker_agents
+    statement = (
+        sa.update(workers)
+        .where(workers.c.worker_agent_id == sa.bindparam("w_id"))
+        .values(
+            last_refusal_reason=sa.bindparam("w_reason"),
+            last_refusal_detail=sa.bindparam("w_detail"),
+            last_refusal_time=sa.bindparam("w_time"),
+        )
+    )
+    tx.conn.execute(
+        statement,
+        [
+            {
+                "w_id": worker_id,
+                "w_reason": refusal.reason[:32],
+                "w_detail": refusal.detail[:REFUSAL_DETAIL_MAX_CHARS],
+                "w_time": tx.now - timedelta(seconds=max(refusal.age_s, 0.0)),
+            }
+            for worker_id, refusal in sorted(latest.items())
+        ],
+    )
 
 
 def configure_catalog(tx: Tx, property_name: str, property_value: str) -> None:

@@ -38,6 +38,15 @@ RetryOpt = Annotated[
 WaitOpt = Annotated[
     bool, opt("--wait", env="SCALEOUT_WAIT", help="start, wait; exit 1 unless it succeeds")
 ]
+QuietOpt = Annotated[
+    bool,
+    opt(
+        "--quiet",
+        "-q",
+        env="SCALEOUT_QUIET",
+        help="--wait prints no status changes, progress or log lines (still the id and why)",
+    ),
+]
 ExecutionId = Annotated[int, typer.Argument(help="the execution's id")]
 WorkerId = Annotated[str, typer.Argument(help="the worker agent's id")]
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
 
-from dispatcher.api import ScaleOut, Started
-from dispatcher.catalog.records import ExecutionRow
+from dispatcher.api import ScaleOut, Started, WaitTimeout
+from dispatcher.catalog.records import ExecutionRow, MessageRow
 from dispatcher.cli import render
 from dispatcher.cli.common import (
     ExecutionId,
     FolderOpt,
     JsonFlag,
+    QuietOpt,
     RetryOpt,
     TimeoutOpt,
     WaitOpt,
@@ -24,7 +28,8 @@ from dispatcher.cli.common import (
     say,
     session,
 )
-from schemas.states import ExecutionStatus
+from dispatcher.pending import explain
+from schemas.states import ExecutionStatus, TaskState
 
 executions_app = typer.Typer(help="Create, start, stop and watch executions.", no_args_is_help=True)
 
@@ -65,6 +70,7 @@ def executions_create(  # noqa: PLR0917  # typer passes options by keyword
     start: Annotated[bool, opt("--start", env="SCALEOUT_START", help="start it too")] = False,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
+    quiet: QuietOpt = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Create an execution (SSIS create_execution), optionally start it and wait."""
@@ -77,26 +83,52 @@ def executions_create(  # noqa: PLR0917  # typer passes options by keyword
             folder, project, package, parameters=params, workers=worker, caller_name="scaleout-cli"
         )
         if not (start or wait):
-            _report_id(so, execution_id, as_json)
+            hint = f"start it with `scaleout executions start {execution_id}`"
+            _report(so, execution_id, as_json, f"created: {hint}")
             return
-        _start_and_maybe_wait(
-            so, execution_id, retry_count=retry_count, wait=wait, timeout=timeout, as_json=as_json
-        )
+        how = Waiting(wait, timeout, quiet, created=True)
+        _start_and_maybe_wait(so, execution_id, how, as_json=as_json, retry_count=retry_count)
 
 
-def _report_id(so: ScaleOut, execution_id: int, as_json: bool) -> None:
-    emit(so.execution(execution_id) if as_json else None, as_json, str(execution_id))
+def _report(so: ScaleOut, execution_id: int, as_json: bool, what: str) -> None:
+    """The execution's row for --json, else 'execution 5 <what>'."""
+    row = so.execution(execution_id) if as_json else None
+    emit(row, as_json, f"execution {execution_id} {what}")
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """What --wait, --timeout and --quiet asked for; ``created`` by this command."""
+
+    wait: bool
+    timeout: float
+    quiet: bool
+    created: bool
 
 
 def _start_and_maybe_wait(
-    so: ScaleOut, execution_id: int, *, retry_count: int, wait: bool, timeout: float, as_json: bool
+    so: ScaleOut, execution_id: int, how: Waiting, *, as_json: bool, retry_count: int
 ) -> None:
     _warn(so.start(execution_id, retry_count))
-    if not wait:
-        _report_id(so, execution_id, as_json)
+    done = "created and started" if how.created else "started"
+    if not how.wait:
+        _report(so, execution_id, as_json, done)
         return
-    with err.status(f"Waiting for execution {execution_id}..."):
-        row = so.wait(execution_id, timeout, on_poll=ProgressPrinter())
+    say(f"execution {execution_id} {done}; waiting (Ctrl-C stops waiting, not the execution)")
+    watcher = Watcher(so, execution_id, quiet=how.quiet)
+    try:
+        with err.status(f"Waiting for execution {execution_id}..."):
+            row = so.wait(execution_id, how.timeout, on_poll=watcher)
+    except WaitTimeout as exc:
+        watcher.drain()
+        if exc.row is not None:  # stdout keeps the result, so a script still has the id
+            emit(exc.row, as_json, render.execution_detail(exc.row))
+        raise
+    except KeyboardInterrupt:
+        say(f"stopped waiting; execution {execution_id} goes on: `scaleout executions show "
+            f"{execution_id}`, or `scaleout executions stop {execution_id}`", "yellow")  # fmt: skip
+        raise typer.Exit(130) from None
+    watcher.drain()
     emit(row, as_json, render.execution_detail(row))
     if row.status is not ExecutionStatus.SUCCEEDED:
         raise typer.Exit(1)
@@ -117,6 +149,77 @@ class ProgressPrinter:
             say(f"progress: {render.progress_text(row, age=False)}", "dim")
 
 
+LOG_PAGE = 200
+"""Log lines --wait reads per poll: a flood is paged (and catches up poll by poll)."""
+REASON_EVERY_S = 1.0
+"""How often --wait asks the catalog why a pending execution waits."""
+
+
+class Watcher:
+    """What --wait prints on stderr while it waits: each status change, the progress, the
+    package's log lines as they arrive (paged, each once) and, while the execution stays
+    pending, why (once, and again when the reason changes). ``quiet`` keeps only why."""
+
+    def __init__(
+        self,
+        so: ScaleOut,
+        execution_id: int,
+        *,
+        quiet: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._so = so
+        self._execution_id = execution_id
+        self._quiet = quiet
+        self._clock = clock
+        self._feed = so.feed(execution_id, page=LOG_PAGE)
+        self._progress = ProgressPrinter()
+        self._phase, self._shown = "created", "created"
+        self._reason: str | None = None
+        self._next_reason = 0.0
+
+    def __call__(self, row: ExecutionRow) -> None:
+        self._status(row)
+        if not self._quiet:
+            self._progress(row)
+            self._print(self._feed.poll())
+        self._why(row)
+
+    def drain(self) -> None:
+        """The log lines stored since the last poll, a page at a time."""
+        if self._quiet:
+            return
+        while batch := self._feed.poll():
+            self._print(batch)
+
+    def _print(self, messages: list[MessageRow]) -> None:
+        for message in messages:
+            err.print(render.message_line(message))
+
+    def _status(self, row: ExecutionRow) -> None:
+        short, full = render.phase(row)
+        if short != self._phase or full != self._shown:
+            if not self._quiet:
+                say(f"{self._phase} -> {full}", "bold")
+            self._phase, self._shown = short, full
+
+    def _why(self, row: ExecutionRow) -> None:
+        if row.status is not ExecutionStatus.PENDING or row.task_state is TaskState.DISPATCHED:
+            self._reason = None  # said again if it waits again
+            return
+        if self._clock() < self._next_reason:
+            return
+        self._next_reason = self._clock() + REASON_EVERY_S
+        facts = self._so.pending_facts(self._execution_id)
+        if facts.task_state is TaskState.DISPATCHED:  # the status line says so already
+            return
+        reason = explain(facts, ages=False)
+        if reason != self._reason:
+            self._reason = reason
+            if reason:
+                say(f"waiting: {explain(facts)}", "yellow")
+
+
 def _warn(started: Started) -> None:
     if started.warning:
         say(f"warning: {started.warning}", "yellow")
@@ -129,13 +232,13 @@ def executions_start(  # noqa: PLR0917  # typer passes options by keyword
     retry_count: RetryOpt = 0,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
+    quiet: QuietOpt = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Start a created execution (SSIS start_execution); attempts = retry count + 1."""
+    how = Waiting(wait, timeout, quiet, created=False)
     with session(ctx) as so:
-        _start_and_maybe_wait(
-            so, execution_id, retry_count=retry_count, wait=wait, timeout=timeout, as_json=as_json
-        )
+        _start_and_maybe_wait(so, execution_id, how, as_json=as_json, retry_count=retry_count)
 
 
 @executions_app.command("stop")
@@ -194,9 +297,10 @@ def executions_logs(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """The execution's messages (catalog.operation_messages / event_messages)."""
+    """The execution's messages (catalog.operation_messages / event_messages) in time order,
+    with their level (info, warning, error, progress, ...)."""
     with session(ctx) as so:
-        messages = so.follow(execution_id) if follow else iter(so.messages(execution_id))
+        messages = so.follow(execution_id) if follow else so.log(execution_id)
         for message in messages:
             if as_json:  # one object per line, so --follow streams
                 print(json.dumps(render.jsonable(message)), flush=True)

@@ -73,7 +73,7 @@ def _drain(row: WorkerAgentRow) -> str:
 
 @workers_app.command("list")
 def workers_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Worker agents: online or offline, enabled, running tasks, last seen."""
+    """Worker agents: online or offline, enabled, running tasks, last seen, last refusal."""
     with session(ctx) as so:
         rows = so.workers()
     emit(rows, as_json, render.workers_table(rows))
@@ -81,10 +81,10 @@ def workers_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 
 @workers_app.command("show")
 def workers_show(ctx: typer.Context, worker_id: WorkerId, as_json: JsonFlag = False) -> None:
-    """One worker agent."""
+    """One worker agent: state, load, why it is not accepting, the last refused message."""
     with session(ctx) as so:
         row = so.worker(worker_id)
-    emit(row, as_json, render.workers_table([row]))
+    emit(row, as_json, render.worker_detail(row))
 
 
 @workers_app.command("enable")

@@ -4,6 +4,7 @@ RabbitMQ (``make services`` starts it; a test that needs it fails without it).""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -166,14 +167,25 @@ class Cluster:
 def cluster(ready: Cli, tmp_path: Path, plain_broker: str) -> Iterator[Cluster]:
     """A master and one enabled worker running from the CLI on the loopback broker (a
     vhost of their own) with short intervals; the CLI talks to the live broker."""
+    with running_cluster(ready, tmp_path, plain_broker) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_cluster(
+    ready: Cli, tmp_path: Path, broker_url: str, *, identity: str = "shared_user"
+) -> Iterator[Cluster]:
+    """The ``cluster`` fixture's master and worker. With ``identity="user_id"`` the master
+    trusts only the AMQP user_id, so a worker logged in as guest is refused as forged: it
+    never comes online, and this returns once the master has recorded the refusal."""
     worker_id = f"acc-{uuid.uuid4().hex[:8]}"
-    ready.env["SCALEOUT_BROKER__URL"] = plain_broker
+    ready.env["SCALEOUT_BROKER__URL"] = broker_url
     ready.ok("workers", "add", worker_id, "--enable", "--max-task-count", "4")
     master = ready.spawn(
         "master",
         log=tmp_path / "master.log",
         env={
-            "SCALEOUT_SENDER_IDENTITY": "shared_user",
+            "SCALEOUT_SENDER_IDENTITY": identity,
             "SCALEOUT_DISPATCH_POLL_INTERVAL_MS": "200",
             "SCALEOUT_DEAL_WITH_EXPIRED_TASKS_INTERVAL_MS": "2000",
             "SCALEOUT_MASTER_HEARTBEAT_INTERVAL_MS": "1000",
@@ -199,13 +211,14 @@ def cluster(ready: Cli, tmp_path: Path, plain_broker: str) -> Iterator[Cluster]:
     )
     try:
 
-        def online() -> bool:
+        def ready_to_use() -> bool:
             assert master.poll() is None, (tmp_path / "master.log").read_text()
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()
             rows = ready.ok("workers", "list", "--json").json()
-            return any(r["worker_agent_id"] == worker_id and r["is_online"] for r in rows)
+            [row] = [r for r in rows if r["worker_agent_id"] == worker_id]
+            return bool(row["is_online"] if identity != "user_id" else row["last_refusal_time"])
 
-        wait_for(online, 30, f"worker {worker_id} to come online")
+        wait_for(ready_to_use, 30, f"worker {worker_id} to come online (or be refused)")
         yield Cluster(ready, worker_id)
     finally:
         stop(worker)

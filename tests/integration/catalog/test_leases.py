@@ -181,8 +181,10 @@ def test_expired_running_attempt_retries_or_ends(quick: Catalog) -> None:
     [second] = quick.expire_leases()
     row = quick.get_execution(a.execution_id)
 
-    assert first.new_state is TaskState.PENDING
+    assert (first.new_state, first.execution_status) == (TaskState.PENDING, ExecutionStatus.PENDING)
     assert second.new_state is TaskState.ENDED_UNEXPECTEDLY
+    assert second.execution_status is ExecutionStatus.ENDED_UNEXPECTEDLY
+    assert (second.project_name, second.package_name) == (a.project, a.package)  # metrics labels
     assert (row.status, row.executed_count) == (ExecutionStatus.ENDED_UNEXPECTEDLY, 2)
     assert row.end_time is not None
     [late] = quick.apply_status_reports([(finished(b), "w1")])

@@ -56,7 +56,7 @@ def test_init_is_idempotent_and_reports_the_revision(catalog: Catalog) -> None:
     """init on a migrated catalog changes nothing and the revision is the head."""
     catalog.init()
 
-    assert catalog.schema_revision() == "0003"
+    assert catalog.schema_revision() == "0004"
 
 
 def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
         fresh.create_folder("Finance")
     assert "scaleout catalog init" in info.value.hint
     fresh.init()
-    assert fresh.schema_revision() == "0003"
+    assert fresh.schema_revision() == "0004"
     fresh.close()
 
 
@@ -81,7 +81,7 @@ def test_fresh_postgresql_database_is_not_initialised(pg_template: str) -> None:
         with pytest.raises(CatalogNotInitialised):
             fresh.list_worker_agents()
         fresh.init()
-        assert fresh.schema_revision() == "0003"
+        assert fresh.schema_revision() == "0004"
     finally:
         fresh.close()
         drop_database(name)
@@ -129,10 +129,25 @@ def test_a_0001_catalog_upgrades_in_place(tmp_path: Path) -> None:
         }
     engine.dispose()
 
-    assert old.schema_revision() == "0003"
+    assert old.schema_revision() == "0004"
     assert {"ix_internal_tasks_cancels", "ix_internal_jobs_execution"} <= indexes
     assert old.get_execution(execution_id).execution_id == execution_id
     old.close()
+
+
+def online_at_an_old_revision(catalog: Catalog, engine: sa.Engine, worker_id: str) -> None:
+    """An enabled, online worker on a catalog at an older revision: a heartbeat would write
+    the columns of later revisions, so the row is registered and stamped directly."""
+    catalog.add_worker_agent(worker_id, is_enabled=True)
+    workers = tables_for(engine.dialect.name).worker_agents
+    now = datetime.now(UTC)
+    stamp = now.replace(tzinfo=None) if engine.dialect.name == "sqlite" else now
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(workers)
+            .where(workers.c.worker_agent_id == worker_id)
+            .values(last_online_time=stamp)
+        )
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -159,7 +174,7 @@ def test_a_0002_catalog_upgrades_to_attempt_progress(empty_url: str) -> None:
         config.attributes["connection"] = conn
         command.upgrade(config, "0002")
     old = Catalog.open(empty_url)
-    online_worker(old, "w1")
+    online_at_an_old_revision(old, engine, "w1")
     execution_id = started_execution(old)
     [assignment] = old.claim_tasks(1)
     assert old.schema_revision() == "0002"
@@ -176,7 +191,7 @@ def test_a_0002_catalog_upgrades_to_attempt_progress(empty_url: str) -> None:
     engine.dispose()
     [result] = old.apply_status_reports([(progress(assignment), "w1")])
 
-    assert old.schema_revision() == "0003"
+    assert old.schema_revision() == "0004"
     progress_columns = {"progress_percent", "progress_message", "progress_time"}
     assert all(progress_columns <= names for names in columns.values())
     assert result.outcome is ReportOutcome.APPLIED

@@ -102,6 +102,37 @@ def test_finished_without_started_counts_the_attempt(catalog: Catalog) -> None:
     assert catalog.get_execution(a.execution_id).executed_count == 2
 
 
+def test_an_end_carries_the_package_names_and_the_run_time(catalog: Catalog) -> None:
+    """An applied finished names the execution's project and package (the per-package
+    metrics' labels) and the attempt's run time since its started report was recorded;
+    none when the started report was lost, and none on a refused report."""
+    a = claim_one(catalog, retry_count=1)
+    catalog.apply_status_reports([(started(a), "w1")])
+    time.sleep(0.05)
+    [done] = catalog.apply_status_reports([(finished(a, "failed"), "w1")])
+    b = catalog.claim_tasks(5)[0]
+    [lost_start, again] = catalog.apply_status_reports(
+        [(finished(b, "failed"), "w1"), (finished(b, "failed"), "w1")]
+    )
+
+    assert (done.project_name, done.package_name) == (a.project, a.package)
+    assert done.run_s is not None
+    assert 0.04 <= done.run_s < 60
+    assert (lost_start.project_name, lost_start.run_s) == (a.project, None)
+    assert lost_start.execution_status is ExecutionStatus.FAILED
+    assert (again.outcome, again.project_name) == (ReportOutcome.DUPLICATE, "")
+
+
+def test_started_and_finished_in_one_batch_have_a_run_time(catalog: Catalog) -> None:
+    """The started report written at the end of the batch still times the finished one."""
+    a = claim_one(catalog)
+
+    [_, done] = catalog.apply_status_reports([(started(a), "w1"), (finished(a), "w1")])
+
+    assert done.run_s is not None
+    assert 0 <= done.run_s < 60
+
+
 def test_stale_reports_change_nothing(catalog: Catalog, catalog_url: str) -> None:
     """Reports for an older attempt, or after the task ended, are STALE and write nothing."""
     a = claim_one(catalog, retry_count=1)

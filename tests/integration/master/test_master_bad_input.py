@@ -8,10 +8,10 @@ import hashlib
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client import REGISTRY
 
 from dispatcher.broker import topology
 from dispatcher.catalog import Catalog
+from dispatcher.metrics import MASTER
 from schemas.messages import AgentHeartbeat, ProjectFetch
 from tests.fixtures.broker import TlsBroker
 from tests.fixtures.catalog import deploy_sample, project_archive
@@ -25,7 +25,7 @@ from tests.fixtures.polling import wait_for
 
 def _dead(queue: str, reason: str) -> float:
     labels = {"queue": queue, "reason": reason}
-    return REGISTRY.get_sample_value("scaleout_dead_letters_total", labels) or 0.0
+    return MASTER.get_sample_value("scaleout_dead_letters_total", labels) or 0.0
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import pytest
-from prometheus_client import REGISTRY
 
 from dispatcher.broker.topology import STATUS_QUEUE
 from dispatcher.catalog import Catalog
+from dispatcher.metrics import MASTER
 from dispatcher.service import MasterService
 from schemas.messages import CancelReason, TaskOutcome
 from schemas.states import ExecutionStatus, TaskState
@@ -286,7 +286,7 @@ def test_restricted_execution_waits_for_its_worker(
 
 
 def _sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    return MASTER.get_sample_value(name, labels) or 0.0
 
 
 def test_forged_unknown_and_malformed_reports_change_nothing(

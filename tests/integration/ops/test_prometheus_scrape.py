@@ -1,6 +1,8 @@
 """A real Prometheus (Debian's binary) scrapes a real master and worker, started through the
 CLI on a SQLite catalog and the TLS RabbitMQ node, while they run a few executions; its HTTP
-API shows the counters moving, RabbitMQ's exporter, and the alert rules evaluating cleanly."""
+API shows the counters moving (per package too), RabbitMQ's exporter, and the alert rules
+evaluating cleanly. Each process exports its own role's metrics only, and together they
+export every metric the dashboard reads."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 from pika.exceptions import AMQPError
+from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher.broker.provisioning import NotFoundInBroker, master_permissions, worker_permissions
 from dispatcher.errors import BrokerError
@@ -31,7 +34,11 @@ from tests.integration.ops.support import (
     PROMETHEUS_DIR,
     RABBITMQ_METRICS,
     REPO,
+    dashboard_exprs,
     declared_metric_names,
+    exposed_series_names,
+    load_yaml,
+    promql_metric_names,
     tool,
 )
 
@@ -123,6 +130,8 @@ class Cluster:
     prometheus_url: str
     services: list[Service]
     cli_env: dict[str, str]
+    endpoints: dict[str, str]
+    """Each role's /metrics URL: "master", "worker"."""
 
     def api(self, path: str, **params: str) -> Any:
         url = f"{self.prometheus_url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
@@ -291,7 +300,11 @@ def cluster(
                 "executions", "create", "--folder", "Ops", "--project", "SalesETL",
                 "--package", "LoadSales", "--wait", "--timeout", "120",
             )  # fmt: skip
-        yield Cluster(url, services, cli_env)
+        endpoints = {
+            "master": f"http://127.0.0.1:{master_port}/metrics",
+            "worker": f"http://127.0.0.1:{worker_port}/metrics",
+        }
+        yield Cluster(url, services, cli_env, endpoints)
     finally:
         for service in reversed(services):
             service.stop()
@@ -325,7 +338,7 @@ def test_master_counters_moved(cluster: Cluster) -> None:
         'sum(scaleout_status_reports_total{outcome="applied"}) > 0',
         f'scaleout_executions{{status="succeeded"}} >= {EXECUTIONS}',
         "scaleout_workers_online >= 1",
-        f'scaleout_worker_last_heartbeat_age_seconds{{worker="{WORKER}", enabled="true"}} < 30',
+        f'scaleout_agent_heartbeat_age_seconds{{worker="{WORKER}", enabled="true"}} < 30',
         "scaleout_master_heartbeat_age_seconds < 30",
         "sum(scaleout_reconcile_batch_size_count) > 0",
         "sum(scaleout_publish_confirm_seconds_count) > 0",
@@ -333,10 +346,26 @@ def test_master_counters_moved(cluster: Cluster) -> None:
     )
 
 
+def test_package_metrics_moved(cluster: Cluster) -> None:
+    """The master counts each ended execution and attempt by the catalog's project and
+    package names, with the attempts' run times; statuses are snake_case names."""
+    names = 'project="SalesETL", package=~"LoadSales.*"'
+    cluster.expect_all(
+        f'scaleout_package_executions_ended_total{{{names}, status="succeeded"}} >= {EXECUTIONS}',
+        f'scaleout_package_executions_ended_total{{{names}, status="ended_unexpectedly"}} == 0',
+        f'scaleout_package_attempts_ended_total{{{names}, outcome="succeeded"}} >= {EXECUTIONS}',
+        f"scaleout_package_attempt_duration_seconds_count{{{names}}} >= {EXECUTIONS}",
+        'scaleout_executions{status="ended_unexpectedly"} == 0',
+    )
+    assert not cluster.query('scaleout_executions{status="ended unexpectedly"}')
+
+
 def test_worker_counters_moved(cluster: Cluster) -> None:
-    """The worker's own endpoint is scraped and counts its finished packages."""
+    """The worker's own endpoint is scraped, labels its series with its id and counts its
+    finished packages."""
     cluster.expect_all(
         'up{job="scaleout-worker"} == 1',
+        f'scaleout_worker_tasks_running{{job="scaleout-worker", worker="{WORKER}"}}',
         f'sum(scaleout_worker_tasks_finished_total{{outcome="succeeded"}}) >= {EXECUTIONS}',
         f"sum(scaleout_worker_package_duration_seconds_count) >= {EXECUTIONS}",
         "sum(scaleout_worker_heartbeat_gap_seconds_count) > 0",
@@ -351,14 +380,52 @@ def test_rabbitmq_exporter_serves_the_dashboard_metrics(cluster: Cluster) -> Non
         assert cluster.query(f'{name}{{job="rabbitmq"}}'), f"RabbitMQ does not export {name}"
 
 
-def test_every_scraped_scaleout_metric_is_declared(cluster: Cluster) -> None:
-    """The scaleout_* series Prometheus holds are exactly names that metrics.py declares
-    (so the static dashboard and alert checks read the same names as reality)."""
+def test_every_scraped_scaleout_metric_is_declared_for_its_role(cluster: Cluster) -> None:
+    """The scaleout_* series Prometheus holds from each job are names that metrics.py
+    declares for that role (so the static dashboard and alert checks read the same names as
+    reality): no scaleout_worker_* from the master, nothing of the master's from a worker."""
     cluster.eventually(f"scaleout_tasks_dispatched_total >= {EXECUTIONS}")
-    names = cluster.api("label/__name__/values", **{"match[]": '{job=~"scaleout-.*"}'})
-    scraped = {name for name in names if name.startswith("scaleout_")}
-    assert "scaleout_executions" in scraped
-    assert scraped <= declared_metric_names(), sorted(scraped - declared_metric_names())
+    scraped = {role: _scraped_names(cluster, f"scaleout-{role}") for role in ("master", "worker")}
+    shared = declared_metric_names("master") & declared_metric_names("worker")
+    assert "scaleout_executions" in scraped["master"]
+    assert "scaleout_worker_tasks_running" in scraped["worker"]
+    for role, names in scraped.items():
+        mine = declared_metric_names(role)
+        assert names <= mine, f"{role} exports {sorted(names - mine)}"
+    assert not {n for n in scraped["master"] if n.startswith("scaleout_worker_")}
+    assert {n for n in scraped["worker"] if not n.startswith("scaleout_worker_")} <= shared
+
+
+def _scraped_names(cluster: Cluster, job: str) -> set[str]:
+    names = cluster.api("label/__name__/values", **{"match[]": f'{{job="{job}"}}'})
+    return {name for name in names if name.startswith("scaleout_")}
+
+
+def _exposed(cluster: Cluster, role: str) -> set[str]:
+    """The scaleout_* series names a live process's /metrics page declares (HELP and TYPE
+    appear before a labelled metric has its first sample, so this is every family)."""
+    with urllib.request.urlopen(cluster.endpoints[role], timeout=10) as response:
+        text = response.read().decode()
+    families = [(f.name, f.type) for f in text_string_to_metric_families(text)]
+    return {name for name in exposed_series_names(families) if name.startswith("scaleout_")}
+
+
+def test_each_process_exports_exactly_its_roles_metrics(cluster: Cluster) -> None:
+    """The master's page holds the master's families and the catalog's gauges, none of a
+    worker's; the worker's page holds its own and the broker client's, none of the master's."""
+    for role in ("master", "worker"):
+        exposed = _exposed(cluster, role)
+        mine = {n for n in declared_metric_names(role) if not n.endswith("_created")}
+        assert exposed == mine, (role, sorted(exposed ^ mine))
+
+
+def test_the_dashboards_metrics_are_exported_by_the_live_processes(cluster: Cluster) -> None:
+    """Every scaleout_* metric a dashboard query reads is on the master's or the worker's
+    page (RabbitMQ's are checked against its exporter above)."""
+    read = set().union(*(promql_metric_names(expr) for expr in dashboard_exprs()))
+    exposed = _exposed(cluster, "master") | _exposed(cluster, "worker")
+    ours = read - RABBITMQ_METRICS
+    assert ours <= exposed, sorted(ours - exposed)
 
 
 def test_alert_rules_evaluate_cleanly_on_real_data(cluster: Cluster) -> None:
@@ -372,7 +439,8 @@ def test_alert_rules_evaluate_cleanly_on_real_data(cluster: Cluster) -> None:
         30,
     )
     rules = _rules(cluster)
-    assert len(rules) == 7
+    alerts = load_yaml(PROMETHEUS_DIR / "alerts.yml")["groups"]
+    assert {r["name"] for r in rules} == {rule["alert"] for g in alerts for rule in g["rules"]}
     assert all(rule["health"] == "ok" for rule in rules), rules
     firing = {r["name"] for r in rules if r["state"] != "inactive"}
     assert not firing & {"ScaleoutMasterAbsent", "ScaleoutMasterHeartbeatStale"}

@@ -23,6 +23,9 @@ EXPECTED_ALERTS = {
     "ScaleoutLeasesExpiringFast",
     "ScaleoutDeadLetters",
     "ScaleoutExecutionPendingTooLong",
+    "ScaleoutPackageFailing",
+    "ScaleoutCatalogErrors",
+    "ScaleoutBrokerReconnecting",
 }
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from prometheus_client import REGISTRY
 
 from consumers.master.fetch import FetchHandler
 from consumers.master.heartbeat import HeartbeatHandler
@@ -17,6 +16,7 @@ from dispatcher.broker import ACK, Disposition, Verdict
 from dispatcher.broker.topology import FETCH_QUEUE, HEARTBEAT_QUEUE, STATUS_QUEUE
 from dispatcher.catalog.records import CancelOrder, ReportOutcome
 from dispatcher.errors import CatalogUnavailable, PublishFailed
+from dispatcher.metrics import MASTER
 from dispatcher.testing import (
     ArchiveReply,
     FakeCatalog,
@@ -51,7 +51,7 @@ class Wakes:
 
 
 def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    return MASTER.get_sample_value(name, labels) or 0.0
 
 
 def dead_letters(queue: str, reason: str) -> float:

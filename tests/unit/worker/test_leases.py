@@ -12,8 +12,6 @@ from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from prometheus_client import REGISTRY
-
 from consumers.worker.attempt import TaskRun, prepare
 from consumers.worker.heartbeat import Heartbeat
 from consumers.worker.leases import Leases, LeaseWatch, LostLease, assignment_deadline
@@ -22,6 +20,7 @@ from consumers.worker.projects import Project
 from consumers.worker.settings import WorkerSettings
 from consumers.worker.stops import StopCause
 from dispatcher.errors import BrokerUnavailable
+from dispatcher.metrics import WORKER
 from dispatcher.testing import FakePublisher, make_assign
 from schemas.messages import AgentHeartbeat, RunningAttempt, TaskAssign, TaskFinished, TaskOutcome
 from schemas.project import ProjectManifest
@@ -218,7 +217,7 @@ class Finished:
 
 def stopped(reason: str) -> float:
     labels = {"reason": reason}
-    return REGISTRY.get_sample_value("scaleout_worker_attempts_stopped_total", labels) or 0.0
+    return WORKER.get_sample_value("scaleout_worker_attempts_stopped_total", labels) or 0.0
 
 
 def test_a_lost_lease_stops_the_package_once_reported_failed_and_counted(tmp_path: Path) -> None:
@@ -227,7 +226,7 @@ def test_a_lost_lease_stops_the_package_once_reported_failed_and_counted(tmp_pat
     nothing. Every reason is exported from the start."""
     exported = "scaleout_worker_attempts_stopped_total"
     assert all(
-        REGISTRY.get_sample_value(exported, {"reason": c.value}) is not None for c in StopCause
+        WORKER.get_sample_value(exported, {"reason": c.value}) is not None for c in StopCause
     )
     root = tmp_path / "project"
     root.mkdir()

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 from consumers.worker.attempt import TaskRun, prepare
@@ -29,6 +28,7 @@ from consumers.worker.projects import Project
 from consumers.worker.runner import MESSAGE_TYPE_PROGRESS, classify
 from consumers.worker.settings import WorkerSettings
 from dispatcher.errors import BrokerUnavailable
+from dispatcher.metrics import WORKER
 from dispatcher.testing import make_assign
 from schemas.messages import (
     PROGRESS_MESSAGE_MAX_CHARS,
@@ -42,7 +42,7 @@ M = PROGRESS_MARKER
 
 
 def dropped(reason: str) -> float:
-    value = REGISTRY.get_sample_value("scaleout_worker_progress_dropped_total", {"reason": reason})
+    value = WORKER.get_sample_value("scaleout_worker_progress_dropped_total", {"reason": reason})
     return value or 0.0
 
 

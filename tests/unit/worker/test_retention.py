@@ -238,14 +238,14 @@ def unremovable(path: Path) -> Iterator[None]:
 
 
 def failures(what: str) -> float:
-    value = metrics.REGISTRY.get_sample_value(
+    value = metrics.WORKER.get_sample_value(
         "scaleout_worker_disk_remove_failures_total", {"what": what}
     )
     return value or 0.0
 
 
 def removed(what: str) -> float:
-    value = metrics.REGISTRY.get_sample_value("scaleout_worker_disk_removed_total", {"what": what})
+    value = metrics.WORKER.get_sample_value("scaleout_worker_disk_removed_total", {"what": what})
     return value or 0.0
 
 
