@@ -6,7 +6,7 @@ set -euo pipefail
 venv="${1:-.venv}"
 
 need_apt=()
-for pkg in unixodbc openssl; do
+for pkg in unixodbc openssl jq; do  # jq: the README session pipes into it
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
