@@ -44,6 +44,8 @@ class DispatchPublisher(Protocol):
 
     def cancel(self, orders: Sequence[CancelOrder]) -> list[bool]: ...
 
+    def keepalive(self) -> None: ...
+
 
 class Dispatcher:
     def __init__(
@@ -72,6 +74,7 @@ class Dispatcher:
             self.wake.clear()
             if stop.is_set():
                 break
+            self._publisher.keepalive()  # an idle poll publishes nothing to keep it up
             try:
                 self.run_once()
             except CatalogUnavailable as exc:

@@ -77,7 +77,8 @@ ATTEMPTS_REQUEUED = Counter(
 )
 REPORTS = Counter(
     "scaleout_status_reports_total",
-    "Worker status reports by type and outcome (applied, duplicate, stale, forged_sender, ...)",
+    "Worker status reports by type and outcome (applied, duplicate, stale, not_holder, "
+    "unknown_attempt, unknown_task, forged_sender)",
     ["type", "outcome"],
     registry=MASTER,
 )
@@ -89,6 +90,29 @@ HEARTBEATS = Counter(
 )
 CANCELS_SENT = Counter(
     "scaleout_cancels_sent_total", "Cancels published to workers", ["reason"], registry=MASTER
+)
+EXPIRY_SWEEPS = Counter(
+    "scaleout_expiry_sweeps_total",
+    "Lease expiry sweeps, by outcome (swept, or deferred and why)",
+    ["outcome"],
+    registry=MASTER,
+)
+READ_MARKERS = Counter(
+    "scaleout_read_markers_total",
+    "The master's read markers (read, timed_out, not_sent, foreign)",
+    ["outcome"],
+    registry=MASTER,
+)
+CANCELS_CAPPED = Counter(
+    "scaleout_cancels_capped_total",
+    "Cancels a heartbeat asked for beyond the per-heartbeat cap (sent with later heartbeats)",
+    registry=MASTER,
+)
+REFUSALS_SENT = Counter(
+    "scaleout_refusals_sent_total",
+    "task.refused replies to workers, by outcome (sent, suppressed as a repeat, failed)",
+    ["outcome"],
+    registry=MASTER,
 )
 DEAD_LETTERS = Counter(
     "scaleout_dead_letters_total",
@@ -234,6 +258,12 @@ WORKER_PROGRESS_SENT = Counter(
 WORKER_PROGRESS_DROPPED = Counter(
     "scaleout_worker_progress_dropped_total",
     "Progress values not sent, by reason (invalid, out_of_range, superseded, unsent)",
+    ["reason"],
+    registry=WORKER,
+)
+WORKER_REPORTS_REFUSED = Counter(
+    "scaleout_worker_reports_refused_total",
+    "task.refused replies from the master: a report of this worker it did not record",
     ["reason"],
     registry=WORKER,
 )

@@ -21,9 +21,21 @@ from dispatcher.broker import Channel, Publisher, login_user, topology
 from dispatcher.catalog.records import Assignment, CancelOrder
 from dispatcher.errors import BrokerError
 from dispatcher.settings import BrokerSettings
-from schemas.messages import DispatchWake, ProjectArchive, TaskAssign, TaskCancel
+from schemas.messages import (
+    DispatchWake,
+    ProjectArchive,
+    ReadMarker,
+    TaskAssign,
+    TaskCancel,
+    TaskRefused,
+)
 
 logger = logging.getLogger(__name__)
+
+_MARKER_ROUTES = {
+    topology.STATUS_QUEUE: (topology.STATUS_EXCHANGE, topology.STATUS_ROUTING_KEY),
+    topology.HEARTBEAT_QUEUE: (topology.HEARTBEAT_EXCHANGE, topology.HEARTBEAT_ROUTING_KEY),
+}
 
 
 def to_message(assignment: Assignment) -> TaskAssign:
@@ -96,6 +108,13 @@ class Outbound:
                 self._all.append(publisher)
         return publisher
 
+    def keepalive(self) -> None:
+        """Keep this thread's idle connection alive (see :meth:`Publisher.keepalive`); a
+        thread that never published has none."""
+        publisher: Publisher | None = getattr(self._local, "publisher", None)
+        if publisher is not None:
+            publisher.keepalive()
+
     def assign(self, assignments: Sequence[Assignment]) -> list[bool]:
         """Publish each attempt to its worker's queue; True where the broker confirmed."""
         items = [(topology.TASKS_EXCHANGE, a.worker_id, to_message(a)) for a in assignments]
@@ -135,6 +154,21 @@ class Outbound:
 
     def wake(self, execution_id: int | None = None) -> None:
         publish_wake(self._publisher(), execution_id)
+
+    def report_refused(
+        self, refusals: Sequence[TaskRefused], worker_ids: Sequence[str]
+    ) -> list[bool]:
+        """Tell each worker which of its reports the master did not record."""
+        items = [
+            (topology.CONTROL_EXCHANGE, worker, refusal)
+            for refusal, worker in zip(refusals, worker_ids, strict=True)
+        ]
+        return self._batch(items, "refusal")
+
+    def read_marker(self, queue: str, marker: ReadMarker) -> None:
+        """Put this master's marker into one of its own queues (dispatcher.horizon)."""
+        exchange, routing_key = _MARKER_ROUTES[queue]
+        self._publisher().publish(exchange, routing_key, marker, persistent=False)
 
     def _batch(self, items: Sequence[tuple[str, str, BaseModel]], what: str) -> list[bool]:
         if not items:

@@ -21,6 +21,7 @@ from consumers.master.fetch import FetchHandler
 from consumers.master.heartbeat import HeartbeatHandler
 from consumers.master.identity import SenderCheck
 from consumers.master.refusals import Refusals
+from consumers.master.replies import RefusalReplies
 from consumers.master.status import StatusHandler
 from consumers.master.wake import WakeHandler
 from dispatcher import metrics, timers
@@ -29,6 +30,7 @@ from dispatcher.catalog import Catalog
 from dispatcher.catalog.collector import CatalogCollector
 from dispatcher.dispatch import Dispatcher
 from dispatcher.errors import BrokerError, CatalogNotInitialised
+from dispatcher.horizon import ReadHorizon
 from dispatcher.outbound import Outbound
 from dispatcher.settings import MasterSettings, resolve_identity
 
@@ -61,6 +63,7 @@ class MasterService:
         self.heartbeat_clock = metrics.HeartbeatClock()
         self._collector = CatalogCollector(catalog.counts, catalog.list_worker_agents)
         self.refusals = Refusals(catalog)
+        self.horizon = ReadHorizon(self.outbound.read_marker, stop=self.stop_event)
         self._loops = self._build_loops()
 
     # -- composition ---------------------------------------------------------------------
@@ -68,10 +71,22 @@ class MasterService:
     def _build_loops(self) -> list[_Loop]:
         s = self.settings
         senders = SenderCheck(resolve_identity(s.sender_identity, s.broker))
-        wake, refusals = self.dispatcher.wake.set, self.refusals
-        status = StatusHandler(self.catalog, senders=senders, on_capacity=wake, refusals=refusals)
+        wake, refusals, seen = self.dispatcher.wake.set, self.refusals, self.horizon.seen
+        status = StatusHandler(
+            self.catalog,
+            senders=senders,
+            on_capacity=wake,
+            refusals=refusals,
+            replies=RefusalReplies(self.outbound),
+            markers_seen=seen,
+        )
         heartbeat = HeartbeatHandler(
-            self.catalog, self.outbound, senders=senders, on_capacity=wake, refusals=refusals
+            self.catalog,
+            self.outbound,
+            senders=senders,
+            on_capacity=wake,
+            refusals=refusals,
+            markers_seen=seen,
         )
         fetch = FetchHandler(self.catalog, self.outbound, senders=senders, refusals=refusals)
         properties = timers.master_properties(s.master_heartbeat_interval_ms)
@@ -105,7 +120,8 @@ class MasterService:
                 timers.Timer(
                     "deal_with_expired_tasks",
                     s.deal_with_expired_tasks_interval_ms / 1000,
-                    lambda: timers.deal_with_expired_tasks(self.catalog, wake, watch),
+                    lambda: timers.deal_with_expired_tasks(self.catalog, wake, watch, self.horizon),
+                    keepalive=self.outbound.keepalive,
                 ).run,
             ),
             _Loop(
@@ -141,6 +157,7 @@ class MasterService:
             prefetch=prefetch,
             batch_max=batch_max,
             declare=topology.declare_master_topology,
+            keepalive=self.outbound.keepalive,
         )
         return _Loop(f"consume-{queue.rsplit('.', 1)[-1]}", consumer.run), consumer
 

@@ -49,9 +49,11 @@ from dispatcher.errors import BrokerError, CatalogError, CatalogUnavailable, Pub
 from schemas.messages import (
     AgentHeartbeat,
     CancelReason,
+    ReadMarker,
     StatusReport,
     TaskAssign,
     TaskFinished,
+    TaskRefused,
     TaskStarted,
 )
 from schemas.states import AttemptKey
@@ -277,6 +279,7 @@ class FakeOutbound:
     ``archive``, ``ensure_worker`` and ``wake`` raise it."""
 
     def __init__(self, *, refuse: Iterable[uuid.UUID] = ()) -> None:
+        self.keepalives = 0
         self.refuse: set[uuid.UUID] = set(refuse)
         self.assigned: list[Assignment] = []
         """Confirmed assignments, in order."""
@@ -286,8 +289,17 @@ class FakeOutbound:
         self.ensured: list[str] = []
         """Workers whose queues were declared, one entry per call."""
         self.wakes: list[int | None] = []
+        self.refusals: list[tuple[str, TaskRefused]] = []
+        """Confirmed ``task.refused`` replies: (worker, message)."""
+        self.markers: list[tuple[str, ReadMarker]] = []
+        """Read markers published: (queue, marker)."""
         self._failures = _Failures(lambda: PublishFailed("fake: the broker did not confirm"))
         self._lock = threading.Lock()
+
+    def keepalive(self) -> None:
+        """Nothing to keep up; counted so a test can see the loops call it."""
+        with self._lock:
+            self.keepalives += 1
 
     def fail_next(self, calls: int | None = 1, error: BrokerError | None = None) -> None:
         """Fail the next ``calls`` calls of any method (None: until :meth:`heal`)."""
@@ -332,6 +344,20 @@ class FakeOutbound:
         with self._lock:
             self._raise_if_failing()
             self.wakes.append(execution_id)
+
+    def report_refused(
+        self, refusals: Sequence[TaskRefused], worker_ids: Sequence[str]
+    ) -> list[bool]:
+        with self._lock:
+            if self._failures.take() is not None:
+                return [False] * len(refusals)
+            self.refusals += list(zip(worker_ids, refusals, strict=True))
+            return [True] * len(refusals)
+
+    def read_marker(self, queue: str, marker: ReadMarker) -> None:
+        with self._lock:
+            self._raise_if_failing()
+            self.markers.append((queue, marker))
 
     def _raise_if_failing(self) -> None:
         error = self._failures.take()

@@ -3,7 +3,8 @@
 - ``MasterHeartbeatIntervalInMs`` (30 s): write LAST_ONLINE_TIME and the other
   master_properties, so operators (and a standby master) see this one is alive.
 - ``DealWithExpiredTasksIntervalInMs`` (5 min): attempts whose lease lapsed go back to
-  pending for a new attempt, or end the execution (status 6) when none are left.
+  pending for a new attempt, or end the execution (status 6) when none are left; judged
+  only once this master has read what its workers sent before the sweep.
 - ``CleanupCompletedJobsIntervalInMs`` (12 h): finished tasks past retention move to history.
 
 Each runs on its own thread; a catalog outage skips a tick, it does not kill the timer.
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from dispatcher import metrics
@@ -27,14 +29,20 @@ from schemas.states import TaskState
 logger = logging.getLogger(__name__)
 
 
+KEEPALIVE_S = 5.0
+"""How often a waiting timer services its thread's broker connection, if it has one."""
+
+
 @dataclass(frozen=True, slots=True)
 class Timer:
     name: str
     interval_s: float
     tick: Callable[[], None]
+    keepalive: Callable[[], None] | None = None
+    """Services this thread's idle publisher (the expiry sweep publishes read markers)."""
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.interval_s):
+        while self._wait(stop):
             try:
                 self.tick()
             except CatalogUnavailable as exc:
@@ -43,11 +51,23 @@ class Timer:
                     "timer.catalog_unavailable", extra={"timer": self.name, "error": str(exc)}
                 )
 
+    def _wait(self, stop: threading.Event) -> bool:
+        """Wait one interval, servicing the connection meanwhile; False once stopped."""
+        due = time.monotonic() + self.interval_s
+        while (left := due - time.monotonic()) > 0:
+            if stop.wait(min(left, KEEPALIVE_S)):
+                return False
+            if self.keepalive is not None:
+                self.keepalive()
+        return not stop.is_set()
+
 
 class TimerCatalog(Protocol):
     def master_heartbeat(self, properties: Mapping[str, str]) -> None: ...
 
-    def expire_leases(self) -> list[ExpiredAttempt]: ...
+    def expire_leases(self, as_of: datetime | None = None) -> list[ExpiredAttempt]: ...
+
+    def database_now(self) -> datetime: ...
 
     def cleanup_completed_jobs(self, minutes_to_keep: int = 60) -> CleanupResult: ...
 
@@ -104,13 +124,26 @@ class HeartbeatWatch:
         return since is not None and self._clock() - since >= self._grace_s
 
 
+class Horizon(Protocol):
+    def reached(self) -> bool: ...
+
+
 def deal_with_expired_tasks(
-    catalog: TimerCatalog, on_requeued: Callable[[], None], watch: HeartbeatWatch | None = None
+    catalog: TimerCatalog,
+    on_requeued: Callable[[], None],
+    watch: HeartbeatWatch | None = None,
+    horizon: Horizon | None = None,
 ) -> None:
+    """One sweep, judged only on what this master has read (dispatcher.horizon)."""
     if watch is not None and not watch.ready():
-        logger.info("timer.expiry_deferred", extra={"reason": "not hearing heartbeats long enough"})
+        _deferred("listening", "not hearing heartbeats long enough")
         return
-    expired = catalog.expire_leases()
+    as_of = catalog.database_now()  # before the markers: see dispatcher.horizon
+    if horizon is not None and not horizon.reached():
+        _deferred("unread", "reports or heartbeats queued before the sweep are not read yet")
+        return
+    metrics.EXPIRY_SWEEPS.labels(outcome="swept").inc()
+    expired = catalog.expire_leases(as_of)
     for attempt in expired:
         outcome = _EXPIRY_LABEL.get(attempt.new_state, attempt.new_state.name.lower())
         metrics.LEASES_EXPIRED.labels(outcome=outcome).inc()
@@ -129,6 +162,11 @@ def deal_with_expired_tasks(
         requeued = sum(a.new_state is TaskState.PENDING for a in expired)
         metrics.ATTEMPTS_REQUEUED.labels(reason="lease_expired").inc(requeued)
         on_requeued()
+
+
+def _deferred(outcome: str, reason: str) -> None:
+    metrics.EXPIRY_SWEEPS.labels(outcome=f"deferred_{outcome}").inc()
+    logger.info("timer.expiry_deferred", extra={"reason": reason})
 
 
 def _count_package_end(attempt: ExpiredAttempt) -> None:

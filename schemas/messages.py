@@ -47,6 +47,9 @@ SCHEMA_VERSION: Final = 1
 MAX_BODY_BYTES: Final = 1024 * 1024
 """Largest body a consumer decodes; project archives have their own, larger bound."""
 MAX_ARCHIVE_BODY_BYTES: Final = 64 * 1024 * 1024
+MAX_RUNNING_PER_HEARTBEAT: Final = 1024
+"""Attempts one heartbeat may list: far above any MaxTaskCount, and a bound on what one
+message can make the master look up (a longer list is dead-lettered as invalid)."""
 PROGRESS_MESSAGE_MAX_CHARS: Final = 1024
 """What the master stores of a ``task.progress`` message (longer ones are cut there)."""
 
@@ -143,6 +146,26 @@ class TaskCancel(_AboutAttempt):
     reason: CancelReason
 
 
+class RefusalReason(StrEnum):
+    """Why the master refused a worker's report (``task.refused``)."""
+
+    STALE = "stale"  # an older attempt, or a state the task has moved past
+    NOT_HOLDER = "not_holder"  # the attempt exists but another worker holds it
+    UNKNOWN_ATTEMPT = "unknown_attempt"  # the task exists, this attempt was never dispatched
+    UNKNOWN_TASK = "unknown_task"
+
+
+class TaskRefused(_AboutAttempt):
+    """The master refused a report about this attempt: the worker must not believe it was
+    recorded, and must stop the attempt if it still runs it (the catalog holds it for
+    someone else, or for no one). On the worker's control queue; at most one per attempt
+    and reason in a while, however many reports are refused."""
+
+    type: Literal["task.refused"] = "task.refused"
+    report_type: Annotated[str, StringConstraints(max_length=32)]
+    reason: RefusalReason
+
+
 class ProjectArchive(_Message):
     """The master's answer to :class:`ProjectFetch`: the archive, base64 in JSON."""
 
@@ -226,7 +249,7 @@ class AgentHeartbeat(_Message):
     machine_name: str = ""
     user_account: str = ""
     display_name: str = ""
-    running: tuple[RunningAttempt, ...] = ()
+    running: Annotated[tuple[RunningAttempt, ...], Field(max_length=MAX_RUNNING_PER_HEARTBEAT)] = ()
     max_task_count: Annotated[int, Field(ge=0)] = 10
     cpu_percent: Annotated[float, Field(ge=0)] = 0.0
     free_memory_mb: Annotated[float, Field(ge=0)] = 0.0
@@ -252,6 +275,18 @@ class ProjectFetch(_Message):
     project_hash: ContentHash
 
 
+class ReadMarker(_Message):
+    """A master's marker in its own status and heartbeat queues. A queue delivers in
+    order, so once the master has handled its marker it has read every report and
+    heartbeat queued before it: only then does it judge leases (docs/design.md, "A lease is
+    judged only on what the master has read"). Only the master that sent it knows its
+    ``token``; any other is acked and counted."""
+
+    type: Literal["master.read_marker"] = "master.read_marker"
+    master: Annotated[str, StringConstraints(max_length=128)]
+    token: uuid.UUID
+
+
 class DispatchWake(_Message):
     """Someone started an execution: the master's dispatcher should look now rather than
     at its next poll. Carries nothing the master relies on; losing one costs one poll."""
@@ -263,6 +298,7 @@ class DispatchWake(_Message):
 Message = Annotated[
     TaskAssign
     | TaskCancel
+    | TaskRefused
     | ProjectArchive
     | TaskStarted
     | TaskProgress
@@ -270,6 +306,7 @@ Message = Annotated[
     | TaskFinished
     | AgentHeartbeat
     | ProjectFetch
+    | ReadMarker
     | DispatchWake,
     Field(discriminator="type"),
 ]
@@ -278,6 +315,7 @@ StatusReport = TaskStarted | TaskProgress | TaskLog | TaskFinished
 MESSAGE_TYPES: Final[tuple[type[_Message], ...]] = (
     TaskAssign,
     TaskCancel,
+    TaskRefused,
     ProjectArchive,
     TaskStarted,
     TaskProgress,
@@ -285,6 +323,7 @@ MESSAGE_TYPES: Final[tuple[type[_Message], ...]] = (
     TaskFinished,
     AgentHeartbeat,
     ProjectFetch,
+    ReadMarker,
     DispatchWake,
 )
 _ADAPTER: Final = TypeAdapter[Message](Message)

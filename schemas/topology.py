@@ -5,10 +5,12 @@ and :mod:`schemas.export` writes them as an AsyncAPI document for workers in oth
 languages. Workers have no configure permission: the master (or provisioning) declares
 their queues, and a worker only consumes them.
 
-Every queue that holds work has a dead-letter exchange and an explicit delivery limit
-(RabbitMQ's docs: give every quorum queue a dead-letter configuration). The heartbeat
-queue is classic and bounded, dropping the oldest report: a heartbeat is only worth its
-latest value. The wake queue holds at most one transient nudge and dead-letters nothing.
+Every queue that holds work has a dead-letter exchange, an explicit delivery limit
+(RabbitMQ's docs: give every quorum queue a dead-letter configuration) and a bound that
+refuses new publishes when full, which every publisher of it retries. The dead-letter
+queue is bounded too and keeps the newest. The heartbeat queue is classic and bounded,
+dropping the oldest report (a heartbeat is only worth its latest value) without
+dead-lettering it. The wake queue holds at most one transient nudge.
 
 Every publish is mandatory and confirmed, with ``content_type`` :data:`CONTENT_TYPE`, the
 body's ``message_id`` and ``type`` copied into the properties of the same name, and
@@ -31,11 +33,13 @@ from schemas.messages import (
     DispatchWake,
     ProjectArchive,
     ProjectFetch,
+    ReadMarker,
     TaskAssign,
     TaskCancel,
     TaskFinished,
     TaskLog,
     TaskProgress,
+    TaskRefused,
     TaskStarted,
 )
 
@@ -56,6 +60,19 @@ HEARTBEAT_ROUTING_KEY: Final = "heartbeat"
 TASK_DELIVERY_LIMIT: Final = 10
 STATUS_DELIVERY_LIMIT: Final = 20
 HEARTBEAT_QUEUE_MAX_LENGTH: Final = 10_000
+DEAD_QUEUE_MAX_LENGTH: Final = 10_000
+DEAD_QUEUE_MAX_BYTES: Final = 256 * 1024 * 1024
+STATUS_QUEUE_MAX_LENGTH: Final = 200_000
+"""Reports waiting for the master: minutes of a busy cluster's reports; past it the
+workers' outboxes hold them."""
+STATUS_QUEUE_MAX_BYTES: Final = 1024 * 1024 * 1024
+FETCH_QUEUE_MAX_LENGTH: Final = 1_000
+TASK_QUEUE_MAX_LENGTH: Final = 10_000
+"""Attempts waiting on one worker: the master publishes only what the worker has room
+for, so this is a guard, not a working limit."""
+CONTROL_QUEUE_MAX_LENGTH: Final = 1_000
+WORKER_QUEUE_MAX_BYTES: Final = 512 * 1024 * 1024
+"""A control queue carries project archives (up to 64 MiB in base64 each)."""
 """Enough for every worker's heartbeats over many minutes of a stalled master."""
 
 WORKER_QUEUE_PREFIX: Final = "scaleout.worker."
@@ -111,11 +128,38 @@ def quorum_arguments(delivery_limit: int) -> dict[str, object]:
 
 
 def heartbeat_arguments() -> dict[str, object]:
+    """Bounded, dropping the oldest, and dead-lettering nothing: a heartbeat is only worth
+    its latest value, and a flood dead-lettered would push real dead letters out of the
+    bounded dead-letter queue. The master counts and logs a heartbeat it refuses."""
     return {
         "x-queue-type": "classic",
         "x-max-length": HEARTBEAT_QUEUE_MAX_LENGTH,
         "x-overflow": "drop-head",
-        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+    }
+
+
+def dead_letter_arguments() -> dict[str, object]:
+    """The end of the line, bounded: the newest dead letters are kept (the oldest dropped),
+    so a flood costs the broker at most :data:`DEAD_QUEUE_MAX_LENGTH` messages or
+    :data:`DEAD_QUEUE_MAX_BYTES`. No DLX of its own; quorum so dead letters survive a
+    node loss."""
+    return {
+        "x-queue-type": "quorum",
+        "x-max-length": DEAD_QUEUE_MAX_LENGTH,
+        "x-max-length-bytes": DEAD_QUEUE_MAX_BYTES,
+        "x-overflow": "drop-head",
+    }
+
+
+def bounded(arguments: dict[str, object], max_length: int, max_bytes: int) -> dict[str, object]:
+    """``arguments`` with a bound that refuses new publishes when full (``reject-publish``):
+    the publisher's confirm is a nack, and every publisher of these queues retries (the
+    worker's outbox, the dispatcher's unpublished attempts, cancels not marked sent)."""
+    return {
+        **arguments,
+        "x-max-length": max_length,
+        "x-max-length-bytes": max_bytes,
+        "x-overflow": "reject-publish",
     }
 
 
@@ -141,12 +185,13 @@ def exchange_specs() -> tuple[tuple[str, str], ...]:
 
 def master_queue_specs() -> tuple[QueueSpec, ...]:
     """The dead-letter queue and the master's queues."""
-    status_args = quorum_arguments(STATUS_DELIVERY_LIMIT)
+    work = quorum_arguments(STATUS_DELIVERY_LIMIT)
+    status_args = bounded(work, STATUS_QUEUE_MAX_LENGTH, STATUS_QUEUE_MAX_BYTES)
+    fetch_args = bounded(work, FETCH_QUEUE_MAX_LENGTH, STATUS_QUEUE_MAX_BYTES)
     return (
-        # The end of the line: no DLX of its own, quorum so dead letters survive a node loss.
-        QueueSpec(DEAD_QUEUE, {"x-queue-type": "quorum"}, DEAD_LETTER_EXCHANGE, ""),
+        QueueSpec(DEAD_QUEUE, dead_letter_arguments(), DEAD_LETTER_EXCHANGE, ""),
         QueueSpec(STATUS_QUEUE, status_args, STATUS_EXCHANGE, STATUS_ROUTING_KEY),
-        QueueSpec(FETCH_QUEUE, status_args, STATUS_EXCHANGE, FETCH_ROUTING_KEY),
+        QueueSpec(FETCH_QUEUE, fetch_args, STATUS_EXCHANGE, FETCH_ROUTING_KEY),
         QueueSpec(WAKE_QUEUE, wake_arguments(), STATUS_EXCHANGE, WAKE_ROUTING_KEY),
         QueueSpec(
             HEARTBEAT_QUEUE, heartbeat_arguments(), HEARTBEAT_EXCHANGE, HEARTBEAT_ROUTING_KEY
@@ -165,10 +210,12 @@ def worker_queue_templates() -> tuple[QueueSpec, QueueSpec]:
 
 
 def _worker_specs(worker_id: str) -> tuple[QueueSpec, QueueSpec]:
-    args = quorum_arguments(TASK_DELIVERY_LIMIT)
+    work = quorum_arguments(TASK_DELIVERY_LIMIT)
+    tasks = bounded(work, TASK_QUEUE_MAX_LENGTH, WORKER_QUEUE_MAX_BYTES)
+    control = bounded(work, CONTROL_QUEUE_MAX_LENGTH, WORKER_QUEUE_MAX_BYTES)
     return (
-        QueueSpec(WORKER_QUEUE_PREFIX + worker_id, args, TASKS_EXCHANGE, worker_id),
-        QueueSpec(CONTROL_QUEUE_PREFIX + worker_id, args, CONTROL_EXCHANGE, worker_id),
+        QueueSpec(WORKER_QUEUE_PREFIX + worker_id, tasks, TASKS_EXCHANGE, worker_id),
+        QueueSpec(CONTROL_QUEUE_PREFIX + worker_id, control, CONTROL_EXCHANGE, worker_id),
     )
 
 
@@ -182,6 +229,8 @@ class Direction(StrEnum):
 
     MASTER_TO_WORKER = "master->worker"
     WORKER_TO_MASTER = "worker->master"
+    MASTER_TO_MASTER = "master->master"
+    """``master.read_marker``: a master's marker in its own queues."""
     CLIENT_TO_MASTER = "client->master"
     """``dispatch.wake``: the operator's CLI or API nudging the master's dispatcher."""
 
@@ -200,8 +249,9 @@ class Route:
     def user_id_checked(self) -> bool:
         """Whether the consumer refuses the message unless its ``user_id`` is the expected
         sender: the master's user on a worker, the body's ``worker_id`` on the master."""
-        # A wake carries no facts, so its consumer takes it from anyone.
-        return self.direction is not Direction.CLIENT_TO_MASTER
+        # A wake carries no facts, so its consumer takes it from anyone; a marker's proof
+        # is its token, which only the master that sent it knows.
+        return self.direction in (Direction.MASTER_TO_WORKER, Direction.WORKER_TO_MASTER)
 
 
 def _type(model: type[BaseModel]) -> str:
@@ -215,10 +265,16 @@ def routes() -> tuple[Route, ...]:
     return (
         Route(_type(TaskAssign), WORKER_QUEUE_TEMPLATE, to_worker),
         Route(_type(TaskCancel), CONTROL_QUEUE_TEMPLATE, to_worker),
+        Route(_type(TaskRefused), CONTROL_QUEUE_TEMPLATE, to_worker),
         Route(_type(ProjectArchive), CONTROL_QUEUE_TEMPLATE, to_worker),
         *(Route(_type(report), STATUS_QUEUE, to_master) for report in reports),
         Route(_type(AgentHeartbeat), HEARTBEAT_QUEUE, to_master),
         Route(_type(ProjectFetch), FETCH_QUEUE, to_master),
+        # Transient: a marker lost in a broker restart only defers one expiry sweep.
+        *(
+            Route(_type(ReadMarker), queue, Direction.MASTER_TO_MASTER, DELIVERY_MODE_TRANSIENT)
+            for queue in (STATUS_QUEUE, HEARTBEAT_QUEUE)
+        ),
         # Losing a wake costs one dispatch poll, so it is not worth a disk write.
         Route(_type(DispatchWake), WAKE_QUEUE, Direction.CLIENT_TO_MASTER, DELIVERY_MODE_TRANSIENT),
     )

@@ -107,7 +107,8 @@ def discard() -> Refusals:
 
 _WHY = {
     "stale": "an older attempt, or a state the task has moved past",
-    "forged_sender": "an attempt this worker does not hold",
+    "not_holder": "an attempt this worker does not hold",
+    "unknown_attempt": "an attempt the master never dispatched",
     "unknown_task": "a task the catalog does not know",
 }
 

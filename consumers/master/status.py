@@ -4,7 +4,9 @@ A batch of deliveries becomes one catalog transaction (``apply_status_reports``)
 deliveries are acked only after it commits (the Consumer applies the verdicts we return).
 A report the catalog refuses (stale attempt, a worker reporting another's attempt,
 unknown task) is counted, acked and changes nothing: redelivering it would change nothing
-either. Bodies that are not valid reports are dead-lettered with their reason.
+either; its sender is told with a ``task.refused`` (consumers.master.replies). Bodies that
+are not valid reports are dead-lettered with their reason. The master's own read markers
+(dispatcher.horizon) are reported read once the reports before them are committed.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from typing import Protocol
 
 from consumers.master.identity import SenderCheck
 from consumers.master.refusals import Refusals, discard, forged_detail, report_detail
+from consumers.master.replies import RefusalReplies
 from consumers.master.verdicts import dead_letter, decode_as
 from dispatcher import metrics
 from dispatcher.broker import ACK, Delivery, Verdict
 from dispatcher.broker.topology import STATUS_QUEUE
 from dispatcher.catalog.records import ReportOutcome, ReportResult
+from dispatcher.horizon import ignore_markers
 from schemas.messages import (
     DecodeReason,
+    ReadMarker,
     StatusReport,
     TaskFinished,
     TaskLog,
@@ -33,6 +38,7 @@ from schemas.messages import (
 logger = logging.getLogger(__name__)
 
 _REPORT_TYPES = (TaskStarted, TaskProgress, TaskLog, TaskFinished)
+_ACCEPTED_TYPES = (*_REPORT_TYPES, ReadMarker)
 
 
 class ReportSink(Protocol):
@@ -51,29 +57,38 @@ class StatusHandler:
         senders: SenderCheck,
         on_capacity: Callable[[], None] = lambda: None,
         refusals: Refusals | None = None,
+        replies: RefusalReplies | None = None,
+        markers_seen: Callable[[str, ReadMarker], None] | None = None,
     ) -> None:
         self._catalog = catalog
         self._senders = senders
         self._on_capacity = on_capacity
         self._refusals = refusals or discard()
+        self._replies = replies
+        self._markers_seen = markers_seen or ignore_markers()
 
     def __call__(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
         verdicts: list[Verdict | None] = [None] * len(deliveries)
         accepted: list[tuple[int, StatusReport, str]] = []
+        markers: list[ReadMarker] = []
         for index, delivery in enumerate(deliveries):
             checked = self._check(delivery)
             if isinstance(checked, Verdict):
                 verdicts[index] = checked
+            elif isinstance(checked, ReadMarker):
+                markers.append(checked)
             else:
                 accepted.append((index, *checked))
         if accepted:
             self._apply(accepted)
+        for marker in markers:  # after the commit of every report queued before it
+            self._markers_seen(STATUS_QUEUE, marker)
         self._refusals.flush()
         return [ACK if verdict is None else verdict for verdict in verdicts]
 
-    def _check(self, delivery: Delivery) -> tuple[StatusReport, str] | Verdict:
-        report = decode_as(STATUS_QUEUE, delivery, _REPORT_TYPES)
-        if isinstance(report, Verdict):
+    def _check(self, delivery: Delivery) -> tuple[StatusReport, str] | ReadMarker | Verdict:
+        report = decode_as(STATUS_QUEUE, delivery, _ACCEPTED_TYPES)
+        if isinstance(report, Verdict | ReadMarker):
             return report
         assert isinstance(report, _REPORT_TYPES)  # narrows the common base to the union
         sender = self._senders.sender(delivery, report.worker_id)
@@ -90,6 +105,7 @@ class StatusHandler:
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         metrics.RECONCILE_SIZE.observe(len(accepted))
         freed = False
+        refused: list[tuple[StatusReport, str, ReportOutcome]] = []
         for (_, report, sender), result in zip(accepted, results, strict=True):
             metrics.REPORTS.labels(type=report.type, outcome=result.outcome.value).inc()
             if result.dispatch_latency_s is not None:
@@ -104,6 +120,9 @@ class StatusHandler:
                 outcome = result.outcome.value
                 detail = report_detail(report.type, report.execution_id, report.attempt, outcome)
                 self._refusals.note(sender, outcome, detail)
+                refused.append((report, sender, result.outcome))
+        if refused and self._replies is not None:
+            self._replies.send(refused)
         if freed:
             # Dispatch now rather than at the next poll: without this a busy cluster runs
             # at MaxTaskCount per poll interval (the benchmark's first finding).

@@ -1,4 +1,5 @@
-"""The control queue's handler: cancels and project archive replies from the master.
+"""The control queue's handler: cancels, refused reports and project archive replies
+from the master.
 
 Both must come from the master's RabbitMQ user (the AMQP ``user_id``, which the broker
 checks against the sender's login); anything else is dead-lettered as forged.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from dispatcher import metrics
 from dispatcher.broker import ACK, Delivery, Disposition, Verdict
 from schemas.messages import (
     MAX_ARCHIVE_BODY_BYTES,
@@ -16,6 +18,7 @@ from schemas.messages import (
     ProjectArchive,
     TaskCancel,
     TaskOutcome,
+    TaskRefused,
     decode,
 )
 
@@ -46,6 +49,8 @@ class ControlHandler:
             return _refuse(exc.reason.value, exc.detail)
         if isinstance(message, TaskCancel):
             self._cancel(message)
+        elif isinstance(message, TaskRefused):
+            self._refused(message)
         elif isinstance(message, ProjectArchive):
             self._projects.deliver(message)
         else:
@@ -66,6 +71,29 @@ class ControlHandler:
             logger.info("task.cancel_waiting: %s/%d dropped before it started", *key)
             return
         logger.info("task.cancel_ignored: %s/%d is not running here", *key)
+
+
+    def _refused(self, refused: TaskRefused) -> None:
+        """The master did not record a report of ours: the catalog does not hold this
+        attempt for us, so running it on would be work nobody waits for."""
+        metrics.WORKER_REPORTS_REFUSED.labels(reason=refused.reason.value).inc()
+        key = (refused.task_id, refused.attempt)
+        logger.warning(
+            "task.report_refused: %s/%d %s: %s",
+            *key,
+            refused.report_type,
+            refused.reason.value,
+            extra={"execution_id": refused.execution_id, "reason": refused.reason.value},
+        )
+        run = self._registry.run_of(key)
+        if run is not None:
+            run.stop(
+                TaskOutcome.CANCELED,
+                f"the master refused its {refused.report_type} ({refused.reason.value})",
+                cause=StopCause.REFUSED,
+            )
+        else:
+            self._registry.cancel_waiting(key)
 
 
 def _refuse(reason: str, detail: str) -> Verdict:

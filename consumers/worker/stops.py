@@ -11,6 +11,9 @@ from dispatcher import metrics
 class StopCause(StrEnum):
     CANCELED = "canceled"
     """A ``task.cancel`` from the master (a stop request, or an attempt it moved past)."""
+    REFUSED = "refused"
+    """A ``task.refused``: the master did not record a report of the attempt, because the
+    catalog holds it for another worker or for none."""
     LEASE_LOST = "lease_lost"
     """The lease ran out with no renewal confirmed: the master may have given the task to
     another worker (see :mod:`consumers.worker.leases`)."""

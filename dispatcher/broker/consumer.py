@@ -41,6 +41,9 @@ logger = logging.getLogger("dispatcher.broker")
 
 _POLL_S: Final = 0.2
 """How often each loop looks at the stop event; also bounds a batch's extra latency."""
+_KEEPALIVE_S: Final = 5.0
+"""How often the handler thread calls ``keepalive``: far below any AMQP heartbeat
+timeout, so a reply connection the handler rarely uses stays up."""
 _DRAIN_TIMEOUT_S: Final = 30.0
 """On stop, how long the current batch may take before the connection closes anyway
 (its unsettled deliveries are then redelivered by the broker)."""
@@ -99,6 +102,7 @@ class Consumer:
         prefetch: int = 100,
         batch_max: int = 1,
         declare: Callable[[BlockingChannel], None] | None = None,
+        keepalive: Callable[[], None] | None = None,
     ) -> None:
         if batch_max < 1 or prefetch < 1:
             msg = "prefetch and batch_max must be at least 1"
@@ -110,6 +114,7 @@ class Consumer:
         self._prefetch = prefetch
         self._batch_max = batch_max
         self._declare = declare
+        self._keepalive = keepalive
         self._inbox: queue_lib.SimpleQueue[tuple[int, Delivery]] = queue_lib.SimpleQueue()
         self._generation = 0
         self._connected = threading.Event()
@@ -277,10 +282,23 @@ class Consumer:
     # --- the handler thread ---------------------------------------------------------
 
     def _handle_loop(self, stop: threading.Event, finished: threading.Event) -> None:
+        serviced = time.monotonic()
         while not (stop.is_set() or finished.is_set()):
             batch = self._next_batch()
             if batch is not None:
                 self._handle(batch)
+            if self._keepalive is not None and time.monotonic() - serviced >= _KEEPALIVE_S:
+                # The handler's own connections (a reply publisher) need servicing too, and
+                # a busy queue does not mean they are busy: heartbeats rarely need a reply.
+                self._service()
+                serviced = time.monotonic()
+
+    def _service(self) -> None:
+        assert self._keepalive is not None
+        try:
+            self._keepalive()
+        except Exception:
+            logger.exception("consumer.keepalive_failed", extra={"queue": self._queue})
 
     def _next_batch(self) -> _Batch | None:
         """Whatever has arrived, up to batch_max, without waiting for a full batch; only

@@ -28,6 +28,7 @@ from dispatcher.broker.connection import (
     CONNECTION_ERRORS,
     address,
     close_quietly,
+    describe,
     is_permanent,
     open_connection,
     reply_code,
@@ -121,6 +122,28 @@ class Publisher:
         except CONNECTION_ERRORS as exc:
             raise translate(exc, f"declare via {self._where}") from exc
         self._extra_declarations.append(declaration)
+
+    def keepalive(self) -> None:
+        """Service the idle connection: send and check AMQP heartbeats.
+
+        A BlockingConnection does heartbeats only inside its own calls, so a publisher that
+        sits idle longer than two heartbeat intervals is closed by the broker ("missed
+        heartbeats from client") and its next publish first waits for a reconnect. Owners
+        call this from their own thread whenever they are idle. A dead connection is only
+        dropped here: the next publish reconnects (with its retries)."""
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            connection.process_data_events(time_limit=0)
+        except CONNECTION_ERRORS as exc:
+            logger.info(
+                "publisher.idle_connection_lost: %s: %s",
+                self._where,
+                describe(exc),
+                extra={"publisher": self._name},
+            )
+            self._drop()
 
     def close(self) -> None:
         self._drop()

@@ -8,6 +8,10 @@ declares their queues, and a worker only consumes them.
 
 from __future__ import annotations
 
+import logging
+from typing import Final
+
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from schemas.topology import (
@@ -75,9 +79,43 @@ __all__ = [
 ]
 
 
+logger = logging.getLogger("dispatcher.broker")
+
+_PRECONDITION_FAILED: Final = 406
+
+
 def _declare(channel: BlockingChannel, spec: QueueSpec) -> None:
-    channel.queue_declare(spec.name, durable=True, arguments=spec.arguments)
+    """Declare ``spec`` on a channel of its own: a queue an older version declared with
+    other arguments (a bound added since) makes the broker close the channel with 406,
+    and RabbitMQ cannot change a queue's arguments. That queue is kept as it is, with a
+    warning saying how to take the new arguments; the caller's channel stays usable."""
+    connection = channel.connection
+    probe = connection.channel()
+    try:
+        probe.queue_declare(spec.name, durable=True, arguments=spec.arguments)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != _PRECONDITION_FAILED:
+            raise
+        _keep_older(connection.channel(), spec, exc.reply_text)
+    else:
+        probe.close()
     channel.queue_bind(spec.name, spec.exchange, routing_key=spec.routing_key)
+
+
+def _keep_older(channel: BlockingChannel, spec: QueueSpec, reply: str) -> None:
+    channel.queue_declare(spec.name, passive=True)
+    channel.close()
+    logger.warning(
+        "topology.queue_arguments_differ: %s",
+        spec.name,
+        extra={
+            "queue": spec.name,
+            "broker_says": reply,
+            "hint": "the queue was declared by an older scaleout with other arguments; it is "
+            "used as it is. To take the new bounds, drain it and delete it "
+            f"(rabbitmqctl delete_queue {spec.name}), or apply them with a policy",
+        },
+    )
 
 
 def declare_master_topology(channel: BlockingChannel) -> None:

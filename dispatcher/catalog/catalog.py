@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TypeVar
 
 from dispatcher.catalog import (
@@ -307,8 +308,12 @@ class Catalog:
     def mark_cancels_sent(self, orders: Sequence[CancelOrder]) -> None:
         self._run(lambda tx: leases.mark_cancels_sent(tx, orders))
 
-    def expire_leases(self) -> list[ExpiredAttempt]:
-        return self._run(leases.expire_leases)
+    def expire_leases(self, as_of: datetime | None = None) -> list[ExpiredAttempt]:
+        return self._run(lambda tx: leases.expire_leases(tx, as_of))
+
+    def database_now(self) -> datetime:
+        """The database's clock, which every lease is written and judged by."""
+        return self._run(lambda tx: tx.now)
 
     def record_refusals(self, refusals: Sequence[Refusal]) -> None:
         """The latest refused message of each worker, on its row (one transaction)."""

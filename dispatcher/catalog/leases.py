@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -172,14 +172,17 @@ def _expiry_values(tx: Tx, event: TaskEvent) -> dict[str, Any]:
     return {"expires_at": None, "cancel_sent": True}
 
 
-def expire_leases(tx: Tx) -> list[ExpiredAttempt]:
-    """Requeue, end (status 6) or cancel every attempt whose lease lapsed."""
+def expire_leases(tx: Tx, as_of: datetime | None = None) -> list[ExpiredAttempt]:
+    """Requeue, end (status 6) or cancel every attempt whose lease lapsed by ``as_of``
+    (the database's clock; now if None): the sweep passes the moment up to which it knows
+    it has read every report and heartbeat (dispatcher.horizon)."""
     tasks = tx.t.tasks
+    cutoff = tx.now if as_of is None else min(tx.now, as_of)
     query = select_tasks(
-        tx, in_states(tasks.c.status, LEASED_TASK_STATES), tasks.c.expires_at <= tx.now, names=True
+        tx, in_states(tasks.c.status, LEASED_TASK_STATES), tasks.c.expires_at <= cutoff, names=True
     ).order_by(tasks.c.task_id)
     rows = fetch_rows(tx, locked(query, tasks, skip_locked=True))
-    expired = [attempt for row in rows if (attempt := _expire(tx, row)) is not None]
+    expired = [attempt for row in rows if (attempt := _expire(tx, row, cutoff)) is not None]
     _suspend_silent_workers(tx, {a.worker_id for a in expired if a.worker_id})
     return expired
 
@@ -204,9 +207,9 @@ SILENT_WORKER = "a lease of its lapsed: it gets tasks again after its next heart
 """The ``not_accepting`` the expiry sweep stores on a worker it suspends."""
 
 
-def _expire(tx: Tx, row: TaskRow) -> ExpiredAttempt | None:
+def _expire(tx: Tx, row: TaskRow, cutoff: datetime) -> ExpiredAttempt | None:
     event = _expiry_event(row)
-    still_expired = tx.t.tasks.c.expires_at <= tx.now
+    still_expired = tx.t.tasks.c.expires_at <= cutoff
     values = _expiry_values(tx, event)
     if not move_task(tx, event, row.task_id, row.attempt, values, still_expired):
         return None

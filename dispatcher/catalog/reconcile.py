@@ -212,9 +212,9 @@ def _lease_intervals(tx: Tx, senders: set[str]) -> dict[str, float]:
 def _apply(batch: Batch, report: StatusReport, sender: str) -> ReportResult:
     refused = _check_sender(batch, report, sender)
     if refused is not None:
-        if refused is ReportOutcome.FORGED_SENDER:
+        if refused is ReportOutcome.NOT_HOLDER:
             logger.warning(
-                "catalog.report_forged",
+                "catalog.report_not_holder",
                 extra={"task_id": str(report.task_id), "attempt": report.attempt, "sender": sender},
             )
         return ReportResult(refused)
@@ -233,12 +233,14 @@ def _apply(batch: Batch, report: StatusReport, sender: str) -> ReportResult:
 
 
 def _check_sender(batch: Batch, report: StatusReport, sender: str) -> ReportOutcome | None:
-    """UNKNOWN_TASK or FORGED_SENDER when the report cannot be about a real attempt."""
+    """Why the report cannot be about an attempt the sender held, or None if it can."""
     if report.task_id not in batch.tasks:
         return ReportOutcome.UNKNOWN_TASK
     info = batch.attempts.get((report.task_id, report.attempt))
-    if info is None or info.worker_agent_id != sender:
-        return ReportOutcome.FORGED_SENDER
+    if info is None:
+        return ReportOutcome.UNKNOWN_ATTEMPT
+    if info.worker_agent_id != sender:
+        return ReportOutcome.NOT_HOLDER
     return None
 
 

@@ -47,8 +47,11 @@ class ReportOutcome(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"  # the same attempt already reached this state: harmless
     STALE = "stale"  # an older attempt, or a state the task has moved past
-    FORGED_SENDER = "forged_sender"  # the sender is not the worker holding the attempt
+    NOT_HOLDER = "not_holder"  # the attempt exists, but the sender does not hold it
+    UNKNOWN_ATTEMPT = "unknown_attempt"  # the task exists; this attempt was never dispatched
     UNKNOWN_TASK = "unknown_task"
+    # ``forged_sender`` (a body naming another worker than its AMQP user_id) is refused by
+    # the consumer before the catalog sees it: schemas.messages.DecodeReason.
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,8 +35,9 @@ def test_a_forged_report_over_the_broker_is_dropped_and_counted(
     one_worker: tuple[Cluster, Catalog], tls_broker: TlsBroker, vhost: str
 ) -> None:
     """w2, with its own valid certificate, reports w1's running attempt as succeeded,
-    once in its own name and once in w1's: the master counts both as forged, the
-    execution keeps running on w1 and ends with w1's real outcome."""
+    once in its own name and once in w1's: the master refuses the first as not w2's
+    attempt (not_holder) and dead-letters the second as forged, the execution keeps
+    running on w1 and ends with w1's real outcome."""
     cluster, catalog = one_worker
     execution_id = start_execution(catalog, Plan("Work", 6.0, 0))
     row = wait_for(
@@ -47,7 +48,7 @@ def test_a_forged_report_over_the_broker_is_dropped_and_counted(
     assert row.worker_agent_id == "w1"
     assert row.task_id is not None
     forged_in_own_name = _counter(
-        cluster, "scaleout_status_reports_total", type="task.finished", outcome="forged_sender"
+        cluster, "scaleout_status_reports_total", type="task.finished", outcome="not_holder"
     )
     forged_body = _counter(
         cluster, "scaleout_dead_letters_total", queue=STATUS_QUEUE, reason="forged_sender"
@@ -83,12 +84,12 @@ def test_a_forged_report_over_the_broker_is_dropped_and_counted(
                 cluster,
                 "scaleout_status_reports_total",
                 type="task.finished",
-                outcome="forged_sender",
+                outcome="not_holder",
             )
             == forged_in_own_name + 1
         ),
         30,
-        "the master to count w2's report on w1's attempt as forged",
+        "the master to count w2's report on w1's attempt as not_holder",
     )
     wait_for(
         lambda: (

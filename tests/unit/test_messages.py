@@ -22,6 +22,8 @@ from schemas.messages import (
     ParameterValue,
     ProjectArchive,
     ProjectFetch,
+    ReadMarker,
+    RefusalReason,
     RunningAttempt,
     TaskAssign,
     TaskCancel,
@@ -29,6 +31,7 @@ from schemas.messages import (
     TaskLog,
     TaskOutcome,
     TaskProgress,
+    TaskRefused,
     TaskStarted,
     decode,
     encode,
@@ -56,6 +59,7 @@ def sample_messages() -> list[BaseModel]:
             lease_expires_at=NOW + timedelta(minutes=5),
         ),
         TaskCancel(**ABOUT, reason=CancelReason.STOP_REQUESTED),
+        TaskRefused(**ABOUT, report_type="task.finished", reason=RefusalReason.NOT_HOLDER),
         ProjectArchive(project_hash=HASH, found=True, archive_b64="UEsDBA=="),
         TaskStarted(**ABOUT, worker_id="w1", machine_name="host-1", pid=4242),
         TaskProgress(**ABOUT, worker_id="w1", percent=42.5, message="halfway"),
@@ -72,6 +76,7 @@ def sample_messages() -> list[BaseModel]:
             free_memory_mb=2048.0,
         ),
         ProjectFetch(worker_id="w1", project_hash=HASH),
+        ReadMarker(master="host-1:4242", token=uuid.uuid4()),
         DispatchWake(execution_id=7),
     ]
 

@@ -95,7 +95,7 @@ def test_stale_and_forged_progress_stores_nothing(catalog: Catalog) -> None:
     catalog.apply_status_reports([(finished(b), "w1")])
     [after_end] = catalog.apply_status_reports([(report(b, 88, "after the end"), "w1")])
 
-    assert [r.outcome for r in results] == [ReportOutcome.STALE, ReportOutcome.FORGED_SENDER]
+    assert [r.outcome for r in results] == [ReportOutcome.STALE, ReportOutcome.NOT_HOLDER]
     assert after_end.outcome is ReportOutcome.STALE
     assert stored(catalog, a) == (30.0, "first try", True)
     assert stored(catalog, b) == (None, "", False)

@@ -151,21 +151,31 @@ def test_stale_reports_change_nothing(catalog: Catalog, catalog_url: str) -> Non
     assert catalog.get_execution(a.execution_id).status is ExecutionStatus.SUCCEEDED
 
 
-def test_forged_sender_and_unknown_task(catalog: Catalog) -> None:
-    """A report from another worker is FORGED_SENDER; an unknown task is UNKNOWN_TASK."""
+def test_not_holder_unknown_attempt_and_unknown_task(catalog: Catalog) -> None:
+    """A report from another worker is NOT_HOLDER; an attempt never dispatched is
+    UNKNOWN_ATTEMPT; an unknown task is UNKNOWN_TASK. None is counted as forged: that
+    label is the consumer's, for a body that names another worker than its sender."""
     a = claim_one(catalog)
     online_worker(catalog, "w2")
     ghost = TaskStarted(task_id=uuid.uuid4(), attempt=1, execution_id=1, worker_id="w1")
+    future = started(a).model_copy(update={"attempt": a.attempt + 5})
 
     results = catalog.apply_status_reports(
-        [(started(a, worker="w2"), "w2"), (started(a), "w2"), (log(a, 1), "w2"), (ghost, "w1")]
+        [
+            (started(a, worker="w2"), "w2"),
+            (started(a), "w2"),
+            (log(a, 1), "w2"),
+            (ghost, "w1"),
+            (future, "w1"),
+        ]
     )
 
     assert [r.outcome for r in results] == [
-        ReportOutcome.FORGED_SENDER,
-        ReportOutcome.FORGED_SENDER,
-        ReportOutcome.FORGED_SENDER,
+        ReportOutcome.NOT_HOLDER,
+        ReportOutcome.NOT_HOLDER,
+        ReportOutcome.NOT_HOLDER,
         ReportOutcome.UNKNOWN_TASK,
+        ReportOutcome.UNKNOWN_ATTEMPT,
     ]
     assert catalog.get_execution(a.execution_id).task_state is TaskState.DISPATCHED
 
@@ -328,7 +338,7 @@ def test_a_finished_report_stores_the_lines_it_carries(catalog: Catalog) -> None
     again = catalog.apply_status_reports([(report, "w1")])
     lines = [m for m in catalog.execution_messages(a.execution_id) if m.attempt == 1 and m.source]
 
-    assert [r.outcome for r in forged] == [ReportOutcome.FORGED_SENDER]
+    assert [r.outcome for r in forged] == [ReportOutcome.NOT_HOLDER]
     assert [r.outcome for r in results + again] == [
         ReportOutcome.APPLIED,
         ReportOutcome.DUPLICATE,

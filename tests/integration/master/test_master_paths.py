@@ -296,7 +296,7 @@ def test_forged_unknown_and_malformed_reports_change_nothing(
     w1, w2 = workers["w1"], workers["w2"]
     forged = (
         "scaleout_status_reports_total",
-        {"type": "task.finished", "outcome": "forged_sender"},
+        {"type": "task.finished", "outcome": "not_holder"},
     )
     unknown = (
         "scaleout_status_reports_total",

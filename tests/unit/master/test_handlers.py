@@ -119,10 +119,15 @@ def test_a_report_without_a_user_id_is_dead_lettered_as_forged() -> None:
     assert catalog.report_batches == []
 
 
-@pytest.mark.parametrize(
-    "outcome",
-    [ReportOutcome.STALE, ReportOutcome.FORGED_SENDER, ReportOutcome.UNKNOWN_TASK],
-)
+REFUSED_OUTCOMES = [
+    ReportOutcome.STALE,
+    ReportOutcome.NOT_HOLDER,
+    ReportOutcome.UNKNOWN_ATTEMPT,
+    ReportOutcome.UNKNOWN_TASK,
+]
+
+
+@pytest.mark.parametrize("outcome", REFUSED_OUTCOMES)
 def test_a_report_the_catalog_refuses_is_acked_and_counted_with_its_outcome(
     outcome: ReportOutcome,
 ) -> None:

@@ -5,6 +5,7 @@ names, and a finished attempt's run time is observed; nothing else is."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -112,8 +113,11 @@ class _Expiring:
 
     def master_heartbeat(self, properties: object) -> None: ...
 
-    def expire_leases(self) -> list[ExpiredAttempt]:
+    def expire_leases(self, as_of: datetime | None = None) -> list[ExpiredAttempt]:
         return self._expired
+
+    def database_now(self) -> datetime:
+        return datetime.now(UTC)
 
     def cleanup_completed_jobs(self, minutes_to_keep: int = 60) -> CleanupResult:
         raise NotImplementedError

@@ -123,7 +123,7 @@ def test_reports_the_catalog_refuses_are_noted_on_the_sender() -> None:
     catalog = FakeCatalog()
     stale, forged = uuid.uuid4(), uuid.uuid4()
     catalog.script_report(stale, 1, ReportOutcome.STALE)
-    catalog.script_report(forged, 1, ReportOutcome.FORGED_SENDER)
+    catalog.script_report(forged, 1, ReportOutcome.NOT_HOLDER)
     handler = StatusHandler(
         catalog, senders=SenderCheck("user_id"), refusals=Refusals(sink, interval_s=0.0)
     )
@@ -143,6 +143,6 @@ def test_reports_the_catalog_refuses_are_noted_on_the_sender() -> None:
             "task.finished of execution 7 attempt 1: an older attempt, or a state the task "
             "has moved past",
         ),
-        ("w2", "forged_sender", "task.finished of execution 7 attempt 1: an attempt this "
+        ("w2", "not_holder", "task.finished of execution 7 attempt 1: an attempt this "
          "worker does not hold"),
     ]  # fmt: skip
