@@ -184,6 +184,12 @@ PACKAGE_ATTEMPT_SECONDS = Histogram(
 )
 
 # --- both -------------------------------------------------------------------------------
+CONSUMER_BATCHES_HELD = Counter(
+    "scaleout_consumer_batches_held_total",
+    "Handler retries of a batch held unacked while the catalog is unavailable",
+    ["queue"],
+    registry=MASTER,
+)
 BROKER_RECONNECTS = Counter(
     "scaleout_broker_reconnects_total",
     "Broker reconnections, by connection",

@@ -29,7 +29,7 @@ from dispatcher.broker import Consumer, Delivery, Verdict, topology
 from dispatcher.catalog import Catalog
 from dispatcher.catalog.collector import CatalogCollector
 from dispatcher.dispatch import Dispatcher
-from dispatcher.errors import BrokerError, CatalogNotInitialised
+from dispatcher.errors import BrokerError, CatalogNotInitialised, CatalogUnavailable
 from dispatcher.horizon import ReadHorizon
 from dispatcher.outbound import Outbound
 from dispatcher.settings import MasterSettings, resolve_identity
@@ -158,6 +158,7 @@ class MasterService:
             batch_max=batch_max,
             declare=topology.declare_master_topology,
             keepalive=self.outbound.keepalive,
+            hold_on=(CatalogUnavailable,),
         )
         return _Loop(f"consume-{queue.rsplit('.', 1)[-1]}", consumer.run), consumer
 

@@ -72,7 +72,6 @@ class ControlHandler:
             return
         logger.info("task.cancel_ignored: %s/%d is not running here", *key)
 
-
     def _refused(self, refused: TaskRefused) -> None:
         """The master did not record a report of ours: the catalog does not hold this
         attempt for us, so running it on would be work nobody waits for."""

@@ -41,12 +41,19 @@ logger = logging.getLogger("dispatcher.broker")
 
 _POLL_S: Final = 0.2
 """How often each loop looks at the stop event; also bounds a batch's extra latency."""
+_HOLD_FIRST_S: Final = 0.2
+_HOLD_MAX_S: Final = 5.0
+"""Backoff of a held batch (see ``hold_on``): from a blink to a restart of the database."""
 _KEEPALIVE_S: Final = 5.0
 """How often the handler thread calls ``keepalive``: far below any AMQP heartbeat
 timeout, so a reply connection the handler rarely uses stays up."""
 _DRAIN_TIMEOUT_S: Final = 30.0
 """On stop, how long the current batch may take before the connection closes anyway
 (its unsettled deliveries are then redelivered by the broker)."""
+
+
+class _Abandoned(Exception):
+    """A held batch that is no longer worth retrying: stopping, or its channel is gone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +110,7 @@ class Consumer:
         batch_max: int = 1,
         declare: Callable[[BlockingChannel], None] | None = None,
         keepalive: Callable[[], None] | None = None,
+        hold_on: tuple[type[Exception], ...] = (),
     ) -> None:
         if batch_max < 1 or prefetch < 1:
             msg = "prefetch and batch_max must be at least 1"
@@ -115,6 +123,11 @@ class Consumer:
         self._batch_max = batch_max
         self._declare = declare
         self._keepalive = keepalive
+        self._hold_on = hold_on
+        """Handler errors that mean "not now" (the catalog is down): the batch is held and
+        retried with backoff instead of requeued. A requeue at once would spin through the
+        queue's delivery limit in a second and dead-letter reports that are merely early."""
+        self._stop: threading.Event | None = None
         self._inbox: queue_lib.SimpleQueue[tuple[int, Delivery]] = queue_lib.SimpleQueue()
         self._generation = 0
         self._connected = threading.Event()
@@ -140,6 +153,7 @@ class Consumer:
         # The handler thread gets its own event: a fatal error must end this consumer
         # without setting the caller's event, which may stop other parts too.
         finished = threading.Event()
+        self._stop = stop
         handler_thread = threading.Thread(
             target=self._handle_loop,
             args=(stop, finished),
@@ -300,6 +314,36 @@ class Consumer:
         except Exception:
             logger.exception("consumer.keepalive_failed", extra={"queue": self._queue})
 
+    def _verdicts(self, batch: _Batch) -> list[Verdict]:
+        delay = _HOLD_FIRST_S
+        while True:
+            try:
+                verdicts = list(self._handler(batch.deliveries))
+            except self._hold_on as exc:
+                self._held(batch, exc, delay)
+                delay = min(delay * 2, _HOLD_MAX_S)
+                continue
+            if len(verdicts) != len(batch.deliveries):
+                msg = f"{len(verdicts)} verdicts for {len(batch.deliveries)} deliveries"
+                raise ValueError(msg)
+            return verdicts
+
+    def _held(self, batch: _Batch, exc: Exception, delay: float) -> None:
+        logger.warning(
+            "consumer.batch_held: %s: %s; %d deliveries kept, retrying in %.1f s",
+            self._queue,
+            exc,
+            len(batch.deliveries),
+            delay,
+            extra={"queue": self._queue, "consumer": self._name},
+        )
+        metrics.CONSUMER_BATCHES_HELD.labels(queue=self._queue).inc()
+        stop = self._stop
+        if (stop is not None and stop.wait(delay)) or batch.generation != self._generation:
+            raise _Abandoned
+        if self._keepalive is not None:
+            self._service()  # a long outage must not cost the reply connections too
+
     def _next_batch(self) -> _Batch | None:
         """Whatever has arrived, up to batch_max, without waiting for a full batch; only
         deliveries of the current connection (older tags cannot be settled)."""
@@ -322,10 +366,9 @@ class Consumer:
 
     def _handle(self, batch: _Batch) -> None:
         try:
-            verdicts = list(self._handler(batch.deliveries))
-            if len(verdicts) != len(batch.deliveries):
-                msg = f"{len(verdicts)} verdicts for {len(batch.deliveries)} deliveries"
-                raise ValueError(msg)
+            verdicts = self._verdicts(batch)
+        except _Abandoned:
+            return  # stopping, or the connection that delivered the batch is gone
         except Exception as exc:
             logger.exception(
                 "consumer.handler_error: %s: %s; requeueing %d deliveries",

@@ -80,7 +80,7 @@ def test_the_horizon_is_reached_only_when_both_handlers_have_read_their_marker()
     waiter = threading.Thread(target=lambda: result.append(handlers.horizon.reached()))
     waiter.start()
     assert handlers.sent.wait(5)
-    queue, marker = handlers.published[0]
+    _queue, marker = handlers.published[0]
     handlers.status([make_delivery(marker, user_id="scaleout-master")])  # one of two
     assert waiter.is_alive()
     handlers.heartbeat([make_delivery(handlers.published[1][1], user_id="x")])
