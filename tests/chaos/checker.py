@@ -21,6 +21,9 @@ Figures (one line, :meth:`Verdict.line`):
   killed worker after 3 s (a supervisor's restart), and the master may give the requeued
   attempt back to it (the dead worker still looks online: see test_outages.py), so the
   later attempt runs elsewhere or on the restarted worker.
+- ``<fault>_s`` (e.g. ``master_paused_s``, ``catalog_restarted_s``): for each kind of
+  fault, the longest time from the nemesis undoing it to the first package begun after
+  (on that worker, for a worker fault): how long the cluster took to work again.
 
 What "allowed" means. The DESIGN promises that two attempts of one task never both
 report success, and the catalog enforces it with fenced writes; a package, though, is its
@@ -84,6 +87,18 @@ class Kill:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Undone:
+    """When the nemesis undid a fault: a worker fault's worker back, the master resumed,
+    the broker or the catalog up again. Recovery runs from here to the first package begun
+    after it (on that worker, for a worker fault): the cluster doing work again. Unlike a
+    :class:`Fault` it excuses nothing: a master pause must not cost any execution."""
+
+    kind: str
+    at: float
+    worker: str | None = None
+
+
 @dataclass
 class Verdict:
     executions: int = 0
@@ -94,6 +109,8 @@ class Verdict:
     requeued: int = 0
     max_recovery_s: float = 0.0
     recoveries: list[float] = field(default_factory=list)
+    fault_recovery_s: dict[str, float] = field(default_factory=dict)
+    """Per fault kind, the longest time from its undoing to work begun again."""
     zombie_effects: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     by_status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     problems: list[str] = field(default_factory=list)
@@ -104,6 +121,7 @@ class Verdict:
             f"duplicated_effect={self.duplicated_effect} wrong_status={self.wrong_status} "
             f"stale_fenced={self.stale_fenced} requeued={self.requeued} "
             f"max_recovery_s={self.max_recovery_s:.1f}"
+            + "".join(f" {k}_s={v:.1f}" for k, v in sorted(self.fault_recovery_s.items()))
         )
 
     def details(self) -> str:
@@ -145,6 +163,7 @@ class Checker:
     kills: Sequence[Kill]
     grace_s: float
     """How long after an effect its report may still be cut off: lease + sweep + margin."""
+    undone: Sequence[Undone] = ()
 
     def check(
         self,
@@ -164,6 +183,7 @@ class Checker:
             verdict.by_status[row.status.label.replace(" ", "_")] += 1
             self._one(row, by_task.get(str(row.task_id), []), verdict)
         self._recovery(rows, records, verdict)
+        self._fault_recovery(records, verdict)
         return verdict
 
     # -- one execution ---------------------------------------------------------------------
@@ -253,6 +273,22 @@ class Checker:
                 if later:
                     verdict.recoveries.append(min(later) - kill.at)
         verdict.max_recovery_s = max(verdict.recoveries, default=0.0)
+
+    def _fault_recovery(self, records: Sequence[Record], verdict: Verdict) -> None:
+        for undone in self.undone:
+            begun = [
+                r.t
+                for r in records
+                if r.kind == "begin"
+                and r.t >= undone.at
+                and (undone.worker is None or r.worker == undone.worker)
+            ]
+            if not begun:
+                continue  # nothing was left to run: no recovery to measure
+            took = min(begun) - undone.at
+            verdict.fault_recovery_s[undone.kind] = max(
+                took, verdict.fault_recovery_s.get(undone.kind, 0.0)
+            )
 
 
 def _running_at(records: Sequence[Record], kill: Kill) -> set[tuple[str, int]]:

@@ -10,6 +10,9 @@ Schedule (seconds after the feeder starts; every fault is undone before the next
  34   cut w3's connections at its TCP proxy (silent, nothing closed) for 6 s, restore
  46   restart the RabbitMQ node's app (every connection drops)
  56   ``kill -9`` w4 while it runs a package; restart it 3 s later
+ 66   ``SIGSTOP`` the master for 2 leases + 1 s, then ``SIGCONT`` (it must end no live
+      work: the pause excuses nothing in the checker)
+ 76   PostgreSQL catalogs only: stop the catalog's server for 3 s, then start it
 ====  =========================================================================
 """
 
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 
 from dispatcher.catalog import Catalog
 from dispatcher.errors import CatalogUnavailable
-from tests.chaos.checker import Fault, Kill, read_records
+from tests.chaos.checker import Fault, Kill, Undone, read_records
 from tests.chaos.cluster import FOLDER, PROJECT, Cluster, reconnected
 
 logger = logging.getLogger(__name__)
@@ -117,8 +120,11 @@ class Run:
     catalog: Catalog
     restart_broker: Callable[[], None]
     rng: random.Random
+    catalog_outage: Callable[[float], None] | None = None
+    """Stops the catalog's server for that many seconds (a private PostgreSQL cluster)."""
     faults: list[Fault] = field(default_factory=list)
     kills: list[Kill] = field(default_factory=list)
+    undone: list[Undone] = field(default_factory=list)
     execution_ids: list[int] = field(default_factory=list)
     plans: dict[int, Plan] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
@@ -202,6 +208,11 @@ class Run:
         self.restart_broker_app()
         self._at(56)
         self.kill_worker("w4", down_s=3)
+        self._at(66)
+        self.pause_master(2 * lease + 1)
+        if self.catalog_outage is not None:
+            self._at(76)
+            self.stop_catalog(3)
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -233,6 +244,7 @@ class Run:
         self.kills.append(Kill(worker, at))
         time.sleep(down_s)
         service.start()
+        self.undone.append(Undone("worker_killed", time.time(), worker))
         self.faults.append(Fault("worker_killed", at, time.time() + 3, worker))
 
     def pause_worker(self, worker: str, seconds: float) -> None:
@@ -241,6 +253,7 @@ class Run:
         service.pause()
         time.sleep(seconds)
         service.resume()
+        self.undone.append(Undone("worker_stopped", time.time(), worker))
         self.faults.append(Fault("worker_stopped", start, time.time() + 1, worker))
 
     def kill_master(self, down_s: float) -> None:
@@ -251,6 +264,7 @@ class Run:
         time.sleep(down_s)
         master.start()
         back = reconnected(self.cluster, at, workers=False)
+        self.undone.append(Undone("master_killed", back))
         self.faults.append(Fault("master_killed", at, back + 1))
         self.judging_from = back + self.cluster.timing.expiry_grace_s
 
@@ -260,11 +274,30 @@ class Run:
         proxy.cut()
         time.sleep(seconds)
         proxy.restore()
+        self.undone.append(Undone("worker_cut", time.time(), worker))
         self.faults.append(Fault("worker_cut", start, time.time() + 2, worker))
 
     def restart_broker_app(self) -> None:
         start = time.time()
         self.restart_broker()
         back = reconnected(self.cluster, start)
+        self.undone.append(Undone("broker_restarted", back))
         self.faults.append(Fault("broker_restarted", start, back + 1))
         self.judging_from = back + self.cluster.timing.expiry_grace_s
+
+    def pause_master(self, seconds: float) -> None:
+        """No Fault: a paused master has every report waiting for it in its queues, so
+        nothing it does after resuming may cost an execution (dispatcher.horizon)."""
+        master = self.cluster.master
+        assert master is not None
+        master.pause()
+        time.sleep(seconds)
+        master.resume()
+        self.undone.append(Undone("master_paused", time.time()))
+
+    def stop_catalog(self, seconds: float) -> None:
+        """No Fault either: the master holds what it cannot write (consumer hold_on) and
+        every committed transition survives the restart (fsync on)."""
+        assert self.catalog_outage is not None
+        self.catalog_outage(seconds)
+        self.undone.append(Undone("catalog_restarted", time.time()))

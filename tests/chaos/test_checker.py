@@ -6,9 +6,11 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from dispatcher.catalog.records import ExecutionRow
 from schemas.states import ExecutionStatus
-from tests.chaos.checker import Checker, Fault, Kill, Record, read_records
+from tests.chaos.checker import Checker, Fault, Kill, Record, Undone, read_records
 
 T0 = 1_000.0
 
@@ -157,3 +159,40 @@ def test_torn_lines_are_skipped(tmp_path: Path) -> None:
         '{"kind": "eff'
     )
     assert [r.kind for r in read_records(path)] == ["effect"]
+
+
+def test_each_fault_recovers_when_work_begins_again_after_it_was_undone() -> None:
+    """The master resumed at 3 s and the next package began at 4.2 s (1.2 s); w2 came
+    back at 5 s and began again at 9 s (4 s), though w1 began at 6 s; a fault after
+    which nothing began has no figure. An undone fault excuses nothing."""
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    records = [
+        *ran(a, 1, "w1", 1, 4.2, 4.5),
+        *ran(b, 1, "w1", 2, 6, 6.5),
+        *ran(c, 1, "w2", 3, 9, 9.5),
+    ]
+    undone = (
+        Undone("master_paused", T0 + 3),
+        Undone("worker_stopped", T0 + 5, "w2"),
+        Undone("catalog_restarted", T0 + 20),
+    )
+    checker = Checker(faults=(), kills=(), grace_s=5, undone=undone)
+    rows = [
+        row(1, ExecutionStatus.SUCCEEDED, a),
+        row(2, ExecutionStatus.SUCCEEDED, b),
+        row(3, ExecutionStatus.SUCCEEDED, c, worker="w2"),
+    ]
+    verdict = checker.check(rows, records)
+    assert verdict.fault_recovery_s == pytest.approx({"master_paused": 1.2, "worker_stopped": 4.0})
+    assert verdict.line().endswith("master_paused_s=1.2 worker_stopped_s=4.0")
+
+
+def test_an_execution_ended_by_a_master_pause_is_wrong() -> None:
+    """A package that succeeded while the master was paused, recorded ended unexpectedly:
+    the pause is no excuse (it is an Undone, not a Fault)."""
+    a = uuid.uuid4()
+    checker = Checker(faults=(), kills=(), grace_s=5, undone=(Undone("master_paused", T0 + 3),))
+    verdict = checker.check(
+        [row(1, ExecutionStatus.ENDED_UNEXPECTEDLY, a)], ran(a, 1, "w1", 1, 0, 2)
+    )
+    assert verdict.wrong_status == 1

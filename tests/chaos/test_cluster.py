@@ -1,13 +1,18 @@
 """The fault-injection run: a real master and four workers, a few hundred executions,
-a nemesis that kills, freezes and cuts off workers, kills the master and restarts the
-broker; then the checker compares the catalog with what the packages recorded."""
+a nemesis that kills, freezes and cuts off workers, kills and pauses the master, restarts
+the broker and (on PostgreSQL) stops the catalog's server; then the checker compares the
+catalog with what the packages recorded.
+
+On PostgreSQL the catalog lives on a private cluster (tests/fixtures/postgres_cluster.py)
+so that stopping it touches no other test."""
 
 from __future__ import annotations
 
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,9 +25,10 @@ from tests.chaos.conftest import CHECKER_LINES
 from tests.chaos.nemesis import Run, make_plans
 from tests.fixtures.broker import TlsBroker
 from tests.fixtures.polling import wait_for
+from tests.fixtures.postgres_cluster import PgCluster
 
-EXECUTIONS = int(os.environ.get("SCALEOUT_TEST_CHAOS_EXECUTIONS", "240"))
-FEED_SECONDS = 60.0
+EXECUTIONS = int(os.environ.get("SCALEOUT_TEST_CHAOS_EXECUTIONS", "280"))
+FEED_SECONDS = 82.0
 SETTLE_TIMEOUT_S = 150.0
 RECOVERY_MARGIN_S = 7.0
 """On top of lease + one sweep: the requeue's dispatch, the worker's accept and the
@@ -35,6 +41,37 @@ def open_catalog(url: str, timing: Timing) -> Catalog:
         worker_offline_after_s=timing.worker_offline_after_s,
         initial_lease_s=timing.initial_lease_s,
     )
+
+
+@dataclass(frozen=True)
+class ChaosCatalog:
+    url: str
+    outage: Callable[[float], None] | None
+    """Stops the catalog's server for that long, then starts it (PostgreSQL only)."""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def chaos_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosCatalog]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ssisdb.sqlite3'}"
+        catalog = Catalog.open(url)
+        catalog.init()
+        catalog.close()
+        yield ChaosCatalog(url, None)
+        return
+    with PgCluster.started() as pg:
+
+        def outage(seconds: float) -> None:
+            pg.stop()
+            time.sleep(seconds)
+            pg.start()
+
+        yield ChaosCatalog(pg.create_database(), outage)
+
+
+@pytest.fixture
+def catalog_url(chaos_catalog: ChaosCatalog) -> str:
+    return chaos_catalog.url
 
 
 @pytest.fixture
@@ -74,18 +111,22 @@ def settle(catalog: Catalog, ids: set[int], timeout_s: float) -> None:
 @pytest.mark.chaos
 @pytest.mark.timeout(600)
 def test_nothing_lost_nothing_done_twice(
-    cluster: tuple[Cluster, Catalog], tls_broker: TlsBroker, catalog_url: str
+    cluster: tuple[Cluster, Catalog],
+    tls_broker: TlsBroker,
+    catalog_url: str,
+    chaos_catalog: ChaosCatalog,
 ) -> None:
-    """Under worker kills, a frozen worker, a master kill, a cut connection and a broker
-    restart, every execution ends, no effect is done twice, the catalog agrees with the
-    packages' records, and a killed worker's tasks run elsewhere within lease + sweep."""
+    """Under worker kills, a frozen worker, a master kill and a master pause, a cut
+    connection, a broker restart and a catalog server stopped, every execution ends, no
+    effect is done twice, the catalog agrees with the packages' records, and a killed
+    worker's tasks run elsewhere within lease + sweep."""
     running, catalog = cluster
     seed = int(
         os.environ.get("SCALEOUT_TEST_CHAOS_SEED", str(random.SystemRandom().randrange(10**6)))
     )
     rng = random.Random(seed)
     timing = running.timing
-    run = Run(running, catalog, tls_broker.restart_app, rng)
+    run = Run(running, catalog, tls_broker.restart_app, rng, chaos_catalog.outage)
     began = time.monotonic()
     try:
         run.play(make_plans(rng, EXECUTIONS, WORKERS), FEED_SECONDS)
@@ -99,7 +140,7 @@ def test_nothing_lost_nothing_done_twice(
         if r.execution_id in set(run.execution_ids)
     ]
     grace = timing.lease_interval_s + timing.sweep_interval_s + RECOVERY_MARGIN_S
-    checker = Checker(run.faults, run.kills, grace_s=grace)
+    checker = Checker(run.faults, run.kills, grace_s=grace, undone=run.undone)
     verdict = checker.check(
         rows,
         read_records(running.records_dir / "records.jsonl"),
