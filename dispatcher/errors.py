@@ -37,6 +37,13 @@ class CatalogUnavailable(CatalogError):
     pass
 
 
+class NotLeader(CatalogUnavailable):
+    """A write of the master's work by a master that does not hold the leader lease under
+    the epoch it believes in: it was paused or cut off and another master took over. A
+    kind of "not now" (CatalogUnavailable): the loops hold or skip their work, and the
+    leadership loop steps the master down."""
+
+
 class CatalogNotInitialised(CatalogError):
     pass
 

@@ -150,6 +150,22 @@ CATALOG_ERRORS = Counter(
     ["loop"],
     registry=MASTER,
 )
+MASTER_IS_LEADER = Gauge(
+    "scaleout_master_is_leader",
+    "1 while this master holds the leader lease, else 0 (a standby)",
+    registry=MASTER,
+)
+MASTER_EPOCH = Gauge(
+    "scaleout_master_epoch",
+    "The fencing epoch this master leads under (0 while a standby)",
+    registry=MASTER,
+)
+LEADERSHIP_CHANGES = Counter(
+    "scaleout_leadership_changes_total",
+    "This master's leadership changes: elected, deposed (lost the lease), released",
+    ["change"],
+    registry=MASTER,
+)
 MASTER_HEARTBEAT_AGE = Gauge(
     "scaleout_master_heartbeat_age_seconds",
     "Seconds since this master last wrote LAST_ONLINE_TIME",
@@ -345,6 +361,33 @@ def with_labels(registry: CollectorRegistry, **labels: str) -> CollectorRegistry
     served = CollectorRegistry(support_collectors_without_names=True)
     served.register(_Labelled(registry, labels))
     return served
+
+
+def serve_first_free(
+    port: int, host: str, registry: CollectorRegistry, *, tries: int = 10
+) -> int | None:
+    """:func:`serve` on ``port``, or, when another process has it (a second master on
+    this host), on the first free one of the next ``tries - 1``; the port it took, or None
+    when the endpoint is off. It never gives up the process for a port."""
+    if not port:
+        return None
+    for candidate in range(port, port + tries):
+        try:
+            start_http_server(candidate, addr=host, registry=registry)
+        except OSError:
+            continue
+        if candidate != port:
+            logger.warning(
+                "metrics.port_taken",
+                extra={"wanted": port, "port": candidate, "hint": "point Prometheus at it"},
+            )
+        logger.info("metrics.listening", extra={"host": host, "port": candidate})
+        return candidate
+    logger.error(
+        "metrics.no_free_port",
+        extra={"from": port, "to": port + tries - 1, "hint": "set metrics_port"},
+    )
+    return None
 
 
 def serve(port: int, host: str, registry: CollectorRegistry) -> None:

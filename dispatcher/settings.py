@@ -302,9 +302,34 @@ class MasterSettings(ScaleoutSettings):
             "auto: shared_user on plain amqp:// (loopback only), user_id on amqps://."
         ),
     )
-    metrics_port: int = Field(9540, ge=0, description="Prometheus /metrics port; 0 = off")
+    metrics_port: int = Field(
+        9540,
+        ge=0,
+        description=(
+            "Prometheus /metrics port; 0 = off. Taken by another process (a second master on "
+            "this host): the next free one of the following 9, logged and shown by "
+            "`scaleout masters list`"
+        ),
+    )
     metrics_host: str = Field("127.0.0.1", description="address the metrics server binds")
     log_folder: Path | None = Field(None, description="also write JSON logs here")
+    master_id: str = Field(
+        "auto",
+        min_length=1,
+        max_length=128,
+        description=(
+            "this master's name among several on one catalog; auto: <host>:<metrics port> "
+            "(<host>:<pid> with metrics off). Two masters must never share one"
+        ),
+    )
+    leader_lease_s: float = Field(
+        15.0,
+        gt=0,
+        description=(
+            "the leader lease (database clock), renewed every third of it; a standby takes "
+            "over once it lapses"
+        ),
+    )
 
 
 def settings_table(cls: type[ScaleoutSettings]) -> list[tuple[str, str, str, str]]:

@@ -17,6 +17,7 @@ from typing import TypeVar
 from dispatcher.catalog import (
     dispatching,
     history,
+    leadership,
     leases,
     migrate,
     pending,
@@ -37,6 +38,9 @@ from dispatcher.catalog.records import (
     ExecutionRow,
     ExpiredAttempt,
     HeartbeatResult,
+    LeaderLease,
+    MasterInstance,
+    MasterRow,
     MessageRow,
     PendingFacts,
     Refusal,
@@ -58,6 +62,9 @@ class Catalog:
     def __init__(self, url: str, *, connection_timeout_s: int, settings: Timing) -> None:
         self._engine = create(url, connection_timeout_s=connection_timeout_s)
         self._timing = settings
+        self._fence: tuple[str, int] | None = None
+        """(master_id, epoch) while this handle writes as the leader: every write
+        transaction checks it first (leadership.check_fence)."""
 
     @classmethod
     def open(
@@ -105,8 +112,43 @@ class Catalog:
 
     @contextmanager
     def _tx(self) -> Iterator[Tx]:
+        fence = self._fence
         with transaction(self._engine) as tx:
+            if fence is not None:
+                leadership.check_fence(tx, *fence)
             yield tx
+
+    def _unfenced(self, operation: Callable[[Tx], T]) -> T:
+        with transaction(self._engine) as tx:
+            return operation(tx)
+
+    # ---- several masters -------------------------------------------------------------
+
+    def fence(self, master_id: str, epoch: int | None) -> None:
+        """From now on every write of this handle is the leader's under ``epoch`` (None:
+        no longer the leader; writes then raise NotLeader until fenced again)."""
+        self._fence = (master_id, -1 if epoch is None else epoch)
+
+    def announce_master(self, me: MasterInstance) -> None:
+        self._unfenced(lambda tx: leadership.announce(tx, me))
+
+    def master_restarted(self, master_id: str) -> None:
+        self._unfenced(lambda tx: leadership.restarted(tx, master_id))
+
+    def acquire_leadership(self, master_id: str, lease_s: float) -> int | None:
+        return self._unfenced(lambda tx: leadership.acquire(tx, master_id, lease_s))
+
+    def renew_leadership(self, master_id: str, epoch: int, lease_s: float) -> bool:
+        return self._unfenced(lambda tx: leadership.renew(tx, master_id, epoch, lease_s))
+
+    def release_leadership(self, master_id: str, epoch: int) -> None:
+        self._unfenced(lambda tx: leadership.release(tx, master_id, epoch))
+
+    def leader_lease(self) -> LeaderLease:
+        return self._read(leadership.leader_lease)
+
+    def list_masters(self, heartbeat_interval_s: float = 30.0) -> list[MasterRow]:
+        return self._read(lambda tx: leadership.list_masters(tx, heartbeat_interval_s))
 
     def _run(self, operation: Callable[[Tx], T]) -> T:
         with self._tx() as tx:

@@ -254,3 +254,46 @@ class CatalogCounts:
     workers_enabled: int = 0
     workers_online: int = 0
     oldest_pending_age_s: float = 0.0
+
+
+class MasterRole(StrEnum):
+    LEADER = "leader"
+    STANDBY = "standby"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class MasterInstance:
+    """What a master says of itself in its heartbeat (``internal.masters``)."""
+
+    master_id: str
+    machine_name: str
+    machine_ip: str
+    metrics_port: int | None
+    role: MasterRole
+    epoch: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MasterRow:
+    master_id: str
+    machine_name: str
+    machine_ip: str
+    metrics_port: int | None
+    role: MasterRole
+    epoch: int | None
+    started_time: datetime
+    last_online_time: datetime
+    is_online: bool
+    """Its last heartbeat is younger than three of its heartbeat intervals."""
+    holds_lease: bool
+    """It is the lease's holder and the lease has not lapsed (database clock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderLease:
+    holder: str | None
+    epoch: int
+    expires_at: datetime | None
+    acquired_at: datetime | None
+    lapsed: bool

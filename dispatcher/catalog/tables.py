@@ -48,6 +48,7 @@ Blob = sa.LargeBinary().with_variant(
     "mssql",
 )
 SCHEMAS = ("internal", "catalog")
+MASTER_ID_CHARS = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,8 @@ class Tables:
     task_attempts: sa.Table
     worker_agents: sa.Table
     master_properties: sa.Table
+    masters: sa.Table
+    master_lease: sa.Table
     catalog_properties: sa.Table
     operation_messages: sa.Table
     tasks_history: sa.Table
@@ -332,6 +335,26 @@ def _agents_and_properties(n: _Namer) -> dict[str, sa.Table]:
         sa.Column("property_name", sa.Unicode(256), primary_key=True),
         sa.Column("property_value", LongText, nullable=False),
     )
+    # Revision 0006: every master instance, and the one leader lease with its fencing epoch.
+    masters = n.table(
+        "masters",
+        sa.Column("master_id", sa.String(MASTER_ID_CHARS), primary_key=True),
+        sa.Column("machine_name", sa.Unicode(256), nullable=False, default=""),
+        sa.Column("machine_ip", sa.String(64), nullable=False, default=""),
+        sa.Column("metrics_port", sa.Integer, nullable=True),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("epoch", sa.BigInteger, nullable=True),
+        sa.Column("started_time", Stamp, nullable=False),
+        sa.Column("last_online_time", Stamp, nullable=False),
+    )
+    lease = n.table(
+        "master_lease",
+        sa.Column("lease_name", sa.String(32), primary_key=True),
+        sa.Column("holder", sa.String(MASTER_ID_CHARS), nullable=True),
+        sa.Column("epoch", sa.BigInteger, nullable=False),
+        sa.Column("expires_at", Stamp, nullable=True),
+        sa.Column("acquired_at", Stamp, nullable=True),
+    )
     catalog = n.table(
         "catalog_properties",
         sa.Column("property_name", sa.Unicode(255), primary_key=True),
@@ -375,6 +398,8 @@ def _agents_and_properties(n: _Namer) -> dict[str, sa.Table]:
     return {
         "worker_agents": workers,
         "master_properties": master,
+        "masters": masters,
+        "master_lease": lease,
         "catalog_properties": catalog,
         "operation_messages": messages,
     }

@@ -56,7 +56,7 @@ def test_init_is_idempotent_and_reports_the_revision(catalog: Catalog) -> None:
     """init on a migrated catalog changes nothing and the revision is the head."""
     catalog.init()
 
-    assert catalog.schema_revision() == "0004"
+    assert catalog.schema_revision() == "0006"
 
 
 def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
         fresh.create_folder("Finance")
     assert "scaleout catalog init" in info.value.hint
     fresh.init()
-    assert fresh.schema_revision() == "0004"
+    assert fresh.schema_revision() == "0006"
     fresh.close()
 
 
@@ -81,7 +81,7 @@ def test_fresh_postgresql_database_is_not_initialised(pg_template: str) -> None:
         with pytest.raises(CatalogNotInitialised):
             fresh.list_worker_agents()
         fresh.init()
-        assert fresh.schema_revision() == "0004"
+        assert fresh.schema_revision() == "0006"
     finally:
         fresh.close()
         drop_database(name)
@@ -129,7 +129,7 @@ def test_a_0001_catalog_upgrades_in_place(tmp_path: Path) -> None:
         }
     engine.dispose()
 
-    assert old.schema_revision() == "0004"
+    assert old.schema_revision() == "0006"
     assert {"ix_internal_tasks_cancels", "ix_internal_jobs_execution"} <= indexes
     assert old.get_execution(execution_id).execution_id == execution_id
     old.close()
@@ -191,7 +191,7 @@ def test_a_0002_catalog_upgrades_to_attempt_progress(empty_url: str) -> None:
     engine.dispose()
     [result] = old.apply_status_reports([(progress(assignment), "w1")])
 
-    assert old.schema_revision() == "0004"
+    assert old.schema_revision() == "0006"
     progress_columns = {"progress_percent", "progress_message", "progress_time"}
     assert all(progress_columns <= names for names in columns.values())
     assert result.outcome is ReportOutcome.APPLIED
