@@ -33,6 +33,8 @@ from dispatcher.catalog import Catalog
 from dispatcher.catalog.records import (
     DeployResult,
     ExecutionRow,
+    LeaderLease,
+    MasterRow,
     MessageRow,
     PendingFacts,
     WorkerAgentRow,
@@ -395,6 +397,16 @@ class ScaleOut:
 
     def master_properties(self) -> dict[str, str]:
         return self.catalog.master_properties()
+
+    def masters(self) -> list[MasterRow]:
+        """Every master instance on this catalog; online means a heartbeat within three
+        of the leader's MASTER_HEARTBEAT_INTERVALINMS (30 s when none is recorded)."""
+        interval = self.catalog.master_properties().get("MASTER_HEARTBEAT_INTERVALINMS", "")
+        interval_s = int(interval) / 1000 if interval.isdigit() and int(interval) else 30.0
+        return self.catalog.list_masters(interval_s)
+
+    def leader_lease(self) -> LeaderLease:
+        return self.catalog.leader_lease()
 
     # -- the broker, best effort -----------------------------------------------------------
 

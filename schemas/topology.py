@@ -135,6 +135,7 @@ def heartbeat_arguments() -> dict[str, object]:
         "x-queue-type": "classic",
         "x-max-length": HEARTBEAT_QUEUE_MAX_LENGTH,
         "x-overflow": "drop-head",
+        "x-single-active-consumer": True,
     }
 
 
@@ -186,7 +187,10 @@ def exchange_specs() -> tuple[tuple[str, str], ...]:
 def master_queue_specs() -> tuple[QueueSpec, ...]:
     """The dead-letter queue and the master's queues."""
     work = quorum_arguments(STATUS_DELIVERY_LIMIT)
-    status_args = bounded(work, STATUS_QUEUE_MAX_LENGTH, STATUS_QUEUE_MAX_BYTES)
+    # One reader at a time, in order, however many masters consume: the expiry sweep's
+    # read markers (dispatcher.horizon) prove something only about the one reader.
+    single = {**work, "x-single-active-consumer": True}
+    status_args = bounded(single, STATUS_QUEUE_MAX_LENGTH, STATUS_QUEUE_MAX_BYTES)
     fetch_args = bounded(work, FETCH_QUEUE_MAX_LENGTH, STATUS_QUEUE_MAX_BYTES)
     return (
         QueueSpec(DEAD_QUEUE, dead_letter_arguments(), DEAD_LETTER_EXCHANGE, ""),

@@ -23,7 +23,13 @@ from rich.padding import PaddingDimensions
 from rich.table import Table
 from rich.text import Text
 
-from dispatcher.catalog.records import ExecutionRow, MessageRow, WorkerAgentRow
+from dispatcher.catalog.records import (
+    ExecutionRow,
+    MasterRole,
+    MasterRow,
+    MessageRow,
+    WorkerAgentRow,
+)
 from schemas.states import ExecutionStatus, TaskState
 
 STATUS_STYLE = {
@@ -456,3 +462,41 @@ def demo_table(verdicts: Iterable[tuple[ExecutionRow, bool, str]]) -> Table:
             Text(f"yes: {note}", style="green") if ok else Text("NO", style="bold red"),
         )
     return table
+
+
+def masters_table(rows: Iterable[MasterRow]) -> Fitted:
+    columns = (
+        Col("id", kind=ID),
+        Col("role"),
+        Col("epoch", "right"),
+        Col("state"),
+        Col("machine", kind=FLEX),
+        Col("metrics", "right"),
+        Col("started"),
+        Col("last seen"),
+    )
+    now = datetime.now(UTC)
+    cells = [
+        (
+            row.master_id,
+            master_role(row),
+            str(row.epoch) if row.epoch is not None else "-",
+            "online" if row.is_online else Text("offline", style="yellow"),
+            row.machine_name or "-",
+            str(row.metrics_port) if row.metrics_port else "-",
+            ago(row.started_time, now),
+            ago(row.last_online_time, now),
+        )
+        for row in rows
+    ]
+    return Fitted("Masters", columns, cells)
+
+
+def master_role(row: MasterRow) -> Text:
+    """leader (holding the lease), standby, stopped; a leader row whose lease lapsed is
+    shown as such: that master is gone or paused, and a standby is about to take over."""
+    if row.holds_lease:
+        return Text("leader", style="bold green")
+    if row.role is MasterRole.LEADER:
+        return Text("leader, lease lapsed", style="red")
+    return Text(row.role.value)

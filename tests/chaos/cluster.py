@@ -52,6 +52,9 @@ class Timing:
     expiry_grace_s: float = 8.0
     """After the master starts or its heartbeat consumer reconnects, leases are judged
     only after this long: the workers' own reconnect backoff (up to ~5 s) plus a beat."""
+    leader_lease_s: float = 3.0
+    """The leader lease of several masters: a standby takes over this long after the
+    leader's last renewal (plus up to a third of it, its next try)."""
 
 
 def free_port() -> int:
@@ -156,6 +159,7 @@ class Cluster:
     workers: dict[str, Service] = field(default_factory=dict)
     proxies: dict[str, Proxy] = field(default_factory=dict)
     metrics_port: int = 0
+    standbys: list[Service] = field(default_factory=list)
 
     @property
     def records_dir(self) -> Path:
@@ -172,9 +176,17 @@ class Cluster:
             self.workers[worker_id] = self._worker_service(worker_id, proxy)
         return self
 
-    def _master_service(self) -> Service:
+    def add_standby(self, name: str = "master2") -> Service:
+        """Another master on the same catalog and broker (started by :meth:`start`)."""
+        service = self._master_service(name)
+        self.standbys.append(service)
+        return service
+
+    def _master_service(self, name: str = "master") -> Service:
         t = self.timing
-        self.metrics_port = free_port()
+        port = free_port()
+        if name == "master":
+            self.metrics_port = port
         broker = self.tls.settings_for("scaleout-master", self.vhost, heartbeat_s=5)
         settings = {
             "master": {
@@ -186,15 +198,17 @@ class Cluster:
                 "expiry_grace_s": t.expiry_grace_s,
                 "dispatch_poll_interval_ms": 200,
                 "republish_after_s": 2.0,
-                "metrics_port": self.metrics_port,
+                "metrics_port": port,
+                "master_id": name,
+                "leader_lease_s": t.leader_lease_s,
                 "broker": broker_table(broker),
                 "catalog": {"url": self.catalog_url},
             }
         }
-        path = self.root / "master.toml"
+        path = self.root / f"{name}.toml"
         path.write_text(toml(settings))
         argv = [sys.executable, "-m", "dispatcher.cli", "--config", str(path), "master"]
-        return Service("master", argv, _clean_env(), self.root / "master.log")
+        return Service(name, argv, _clean_env(), self.root / f"{name}.log")
 
     def _worker_service(self, worker_id: str, proxy: Proxy) -> Service:
         t = self.timing
@@ -239,6 +253,8 @@ class Cluster:
     def start(self) -> None:
         assert self.master is not None
         self.master.start()
+        for standby in self.standbys:
+            standby.start()
         for worker in self.workers.values():
             worker.start()
 
@@ -247,13 +263,14 @@ class Cluster:
             proxy.restore()
         for worker in self.workers.values():
             worker.stop()
-        if self.master is not None:
-            self.master.stop()
+        for master in [self.master, *self.standbys]:
+            if master is not None:
+                master.stop()
         for proxy in self.proxies.values():
             proxy.close()
 
     def logs_tail(self, lines: int = 40) -> str:
-        services = [self.master, *self.workers.values()]
+        services = [self.master, *self.standbys, *self.workers.values()]
         parts = []
         for service in services:
             if service is not None:

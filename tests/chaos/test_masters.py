@@ -1,0 +1,158 @@
+"""Several masters on one catalog (issue 15): a standby takes over from a dead or paused
+leader within the lease plus one try, the old leader's stale authority is fenced, and
+the checker finds nothing lost, nothing done twice, no wrong status."""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from dispatcher.catalog import Catalog
+from dispatcher.catalog.records import MasterRole
+from schemas.states import ExecutionStatus
+from tests.chaos.checker import Checker, Fault, Undone, read_records
+from tests.chaos.cluster import Cluster, Service, small_cluster
+from tests.chaos.conftest import CHECKER_LINES
+from tests.chaos.nemesis import make_plans, start_execution
+from tests.fixtures.broker import TlsBroker
+from tests.fixtures.polling import wait_for
+
+EXECUTIONS = 60
+
+
+@pytest.fixture
+def two_masters(
+    tmp_path: Path, tls_broker: TlsBroker, vhost: str
+) -> Iterator[tuple[Cluster, Catalog]]:
+    """master (the leader: it starts first) and master2 (a standby), workers w1 and w2."""
+    cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, ("w1", "w2"))
+    try:
+        standby = cluster.add_standby()
+        standby.start()
+        wait_for(lambda: _roles(catalog) == {"master": "leader", "master2": "standby"}, 60)
+        yield cluster, catalog
+    finally:
+        cluster.stop()
+        catalog.close()
+
+
+def _roles(catalog: Catalog) -> dict[str, str]:
+    return {
+        m.master_id: ("leader" if m.holds_lease else m.role.value)
+        for m in catalog.list_masters(heartbeat_interval_s=1.0)
+    }
+
+
+def _elected_at(service: Service, after: float) -> float | None:
+    """When ``service`` logged leadership.elected after ``after`` (wall clock)."""
+    for line in service.log().splitlines():
+        if '"event": "leadership.elected"' not in line:
+            continue
+        found = re.search(r'"time": "([^"]+)"', line)
+        if found is None:
+            continue
+        at = datetime.fromisoformat(found.group(1)).timestamp()
+        if at >= after:
+            return at
+    return None
+
+
+def _run(cluster: Cluster, catalog: Catalog, fault: str) -> tuple[str, float]:
+    """Feed executions, act on the leader at 4 s, settle, check; the checker line and the
+    takeover time."""
+    rng = random.Random(7)
+    ids = []
+    began = time.monotonic()
+    plans = make_plans(rng, EXECUTIONS, ("w1", "w2"))
+    leader, standby = cluster.master, cluster.standbys[0]
+    assert leader is not None
+    faults: list[Fault] = []
+    undone: list[Undone] = []
+    took_over = 0.0
+    for n, plan in enumerate(plans):
+        ids.append(start_execution(catalog, plan))
+        time.sleep(0.1)
+        if n != 40:
+            continue
+        at = time.time()
+        if fault == "leader_killed":
+            leader.kill9()
+        else:
+            leader.pause()
+        wait_for(
+            lambda at=at: _elected_at(standby, at) is not None, 60, "the standby to take over"
+        )
+        took_over = (_elected_at(standby, at) or at) - at
+        if fault == "leader_paused":
+            leader.resume()
+            wait_for(
+                lambda: "leadership.deposed" in leader.log(), 30, "the old leader to step down"
+            )
+        back = time.time()
+        undone.append(Undone(fault, back))
+        if fault == "leader_killed":
+            faults.append(Fault("master_killed", at, back + 1))
+    wait_for(
+        lambda: all(catalog.get_execution(i).status.is_terminal for i in ids),
+        180,
+        "every execution to end",
+    )
+    rows = [r for r in catalog.list_executions(limit=EXECUTIONS + 10) if r.execution_id in ids]
+    timing = cluster.timing
+    grace = timing.lease_interval_s + timing.sweep_interval_s + 7
+    verdict = Checker(faults, (), grace_s=grace, undone=undone).check(
+        rows, read_records(cluster.records_dir / "records.jsonl")
+    )
+    line = f"{fault}: {verdict.line()} takeover_s={took_over:.1f}"
+    CHECKER_LINES.append(line)
+    print(f"\n{line} ({time.monotonic() - began:.0f} s)")
+    assert len(rows) == EXECUTIONS
+    assert (verdict.lost, verdict.duplicated_effect, verdict.wrong_status) == (0, 0, 0), (
+        "\n".join(verdict.problems[:20]) + "\n" + cluster.logs_tail()
+    )
+    return line, took_over
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(400)
+def test_a_standby_takes_over_from_a_killed_leader(two_masters: tuple[Cluster, Catalog]) -> None:
+    cluster, catalog = two_masters
+    _, took_over = _run(cluster, catalog, "leader_killed")
+
+    lease = cluster.timing.leader_lease_s
+    assert took_over <= lease + lease / 3 + 3  # a try every third of the lease; a margin
+    roles = _roles(catalog)
+    assert roles["master2"] == "leader"
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(400)
+def test_a_paused_leader_is_fenced_when_it_resumes_and_steps_down(
+    two_masters: tuple[Cluster, Catalog],
+) -> None:
+    """SIGSTOP of the leader past its lease: master2 takes over; on SIGCONT the old
+    leader's first writes are refused (NotLeader), it writes nothing under its old epoch
+    and steps down to standby."""
+    cluster, catalog = two_masters
+    _run(cluster, catalog, "leader_paused")
+
+    old = cluster.master
+    assert old is not None
+    wait_for(lambda: _roles(catalog) == {"master": "standby", "master2": "leader"}, 30)
+    lease = catalog.leader_lease()
+    assert (lease.holder, lease.epoch) == ("master2", 2)
+    statuses = {r.status for r in catalog.list_executions(limit=EXECUTIONS + 10)}
+    assert statuses <= {
+        ExecutionStatus.SUCCEEDED,
+        ExecutionStatus.FAILED,
+        ExecutionStatus.ENDED_UNEXPECTEDLY,
+    }
+    assert [m.role for m in catalog.list_masters(1.0) if m.master_id == "master"] == [
+        MasterRole.STANDBY
+    ]
