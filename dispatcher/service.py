@@ -241,6 +241,7 @@ class MasterService:
         epoch = leadership.epoch
         role = MasterRole.LEADER if epoch is not None else MasterRole.STANDBY
         self.catalog.announce_master(self._instance(role, epoch))
+        self.heartbeat_clock.beat()  # a standby's heartbeat is its row in masters
         if epoch is not None:
             timers.master_heartbeat(self.catalog, self._properties, self.heartbeat_clock)
             self.refusals.flush()

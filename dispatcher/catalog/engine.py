@@ -102,9 +102,20 @@ def _hint(name: str) -> str:
     return ODBC_HINT if name == "mssql" else "pip install the driver named in the URL"
 
 
+IDLE_IN_TRANSACTION_TIMEOUT_S = 10
+"""PostgreSQL ends a session idle inside a transaction this long. None of ours idles there
+but a process that was paused (SIGSTOP, a VM freeze): its open transaction would hold its
+row locks, the leader lease's among them, and keep a standby from taking over."""
+
+
 def _engine_options(name: str, timeout_s: int) -> dict[str, Any]:
     if name == "postgresql":
-        return {"connect_args": {"connect_timeout": timeout_s}, "pool_pre_ping": True}
+        idle_ms = IDLE_IN_TRANSACTION_TIMEOUT_S * 1000
+        connect_args = {
+            "connect_timeout": timeout_s,
+            "options": f"-c idle_in_transaction_session_timeout={idle_ms}",
+        }
+        return {"connect_args": connect_args, "pool_pre_ping": True}
     if name == "mssql":
         return {"connect_args": {"timeout": timeout_s}, "pool_pre_ping": True}
     return {"connect_args": {"timeout": timeout_s}}

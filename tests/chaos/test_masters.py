@@ -85,9 +85,7 @@ def _run(cluster: Cluster, catalog: Catalog, fault: str) -> tuple[str, float]:
             leader.kill9()
         else:
             leader.pause()
-        wait_for(
-            lambda at=at: _elected_at(standby, at) is not None, 60, "the standby to take over"
-        )
+        wait_for(lambda at=at: _elected_at(standby, at) is not None, 60, "the standby to take over")
         took_over = (_elected_at(standby, at) or at) - at
         if fault == "leader_paused":
             leader.resume()

@@ -20,6 +20,7 @@ EXPECTED_ALERTS = {
     "ScaleoutWorkerOffline",
     "ScaleoutMasterHeartbeatStale",
     "ScaleoutMasterAbsent",
+    "ScaleoutNoLeader",
     "ScaleoutLeasesExpiringFast",
     "ScaleoutDeadLetters",
     "ScaleoutExecutionPendingTooLong",
