@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from dispatcher.catalog import (
+    console,
     dispatching,
     history,
     leases,
@@ -260,6 +261,10 @@ class Catalog:
 
     def counts(self) -> CatalogCounts:
         return self._read(lambda tx: reads.counts(tx, self._timing))
+
+    def console(self) -> console.ConsoleReads:
+        """The web console's reads (:mod:`dispatcher.catalog.console`)."""
+        return console.ConsoleReads(self._read, self._timing)
 
     # ---- the master's operations ------------------------------------------------------
 
