@@ -151,7 +151,9 @@ def test_every_answer_has_the_secure_headers(admin: TestClient) -> None:
         assert headers["referrer-policy"] == "no-referrer"
 
 
-def test_the_session_cookie_is_http_only_and_same_site(app_client: Callable[..., TestClient]) -> None:
+def test_the_session_cookie_is_http_only_and_same_site(
+    app_client: Callable[..., TestClient],
+) -> None:
     client = app_client()
     cookie = client.get("/login").headers["set-cookie"].lower()
     assert "httponly" in cookie

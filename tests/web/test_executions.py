@@ -31,9 +31,7 @@ def _run_one(so: ScaleOut, outcome: str = "succeeded") -> int:
     """An execution that ran on w1 and ended with ``outcome``."""
     execution_id = started_execution(so.catalog)
     [assignment] = so.catalog.claim_tasks(10)
-    so.catalog.apply_status_reports(
-        [(started(assignment), "w1"), (log(assignment, 0, 1), "w1")]
-    )
+    so.catalog.apply_status_reports([(started(assignment), "w1"), (log(assignment, 0, 1), "w1")])
     so.catalog.apply_status_reports([(finished(assignment, outcome), "w1")])
     return execution_id
 
@@ -159,7 +157,9 @@ def test_why_pending_names_each_worker(admin: TestClient, so: ScaleOut) -> None:
     so.add_worker("w1")
     so.catalog.record_heartbeat(heartbeat("w2", max_task_count=1), "w2")
     so.enable_worker("w2")
-    so.catalog.record_heartbeat(heartbeat("w2", accepting=False, not_accepting="cpu 93% > 70%"), "w2")
+    so.catalog.record_heartbeat(
+        heartbeat("w2", accepting=False, not_accepting="cpu 93% > 70%"), "w2"
+    )
     execution_id = started_execution(so.catalog)
     page = html.unescape(admin.get(f"/executions/{execution_id}").text)
     assert 'id="why-pending"' in page

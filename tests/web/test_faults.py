@@ -129,7 +129,9 @@ def flat(text: str) -> str:
     return " ".join(text.replace("│", " ").split())
 
 
-def scaleout(*argv: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def scaleout(
+    *argv: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SCALEOUT_")}
     return subprocess.run(
         [sys.executable, "-m", "dispatcher.cli", *argv],
@@ -145,7 +147,14 @@ def scaleout(*argv: str, stdin: str = "", env: dict[str, str] | None = None) -> 
 def test_web_users_add_reads_the_password_from_stdin_never_argv(tmp_path: Path) -> None:
     path = tmp_path / "users.toml"
     done = scaleout(
-        "web", "users", "add", "ann", "--role", "admin", "--users-file", str(path),
+        "web",
+        "users",
+        "add",
+        "ann",
+        "--role",
+        "admin",
+        "--users-file",
+        str(path),
         stdin="a long password\n",
     )
     assert done.returncode == 0, done.stderr
@@ -163,7 +172,11 @@ def test_web_users_add_reads_the_password_from_stdin_never_argv(tmp_path: Path) 
 
 def test_web_refuses_to_listen_beyond_loopback_without_users(tmp_path: Path) -> None:
     done = scaleout(
-        "web", "--host", "0.0.0.0", "--users-file", str(tmp_path / "none.toml"),  # noqa: S104
+        "web",
+        "--host",
+        "0.0.0.0",
+        "--users-file",
+        str(tmp_path / "none.toml"),
     )
     assert done.returncode == 2
     assert "sign-in is required" in flat(done.stderr)
@@ -180,7 +193,7 @@ def test_sign_in_rules() -> None:
     missing = Path("/nonexistent/users.toml")
     assert not WebSettings(users_file=missing).sign_in_required()
     assert WebSettings(users_file=missing, sign_in="required").sign_in_required()
-    assert WebSettings(users_file=missing, host="0.0.0.0").sign_in_required()  # noqa: S104
+    assert WebSettings(users_file=missing, host="0.0.0.0").sign_in_required()
     assert WebSettings(users_file=Path(__file__)).sign_in_required()
     assert WebSettings(host="::1").loopback
     assert not WebSettings(host="192.0.2.1").loopback

@@ -154,7 +154,9 @@ def test_empty_charts_say_so(admin: TestClient) -> None:
     assert "no attempt in this window" in page
 
 
-@pytest.mark.parametrize(("hours", "message"), [("0", "1 or more"), ("99", "at most 48"), ("x", "whole")])
+@pytest.mark.parametrize(
+    ("hours", "message"), [("0", "1 or more"), ("99", "at most 48"), ("x", "whole")]
+)
 def test_a_bad_chart_window_says_why(admin: TestClient, hours: str, message: str) -> None:
     answer = admin.get(f"/charts?hours={hours}")
     assert answer.status_code == 400
