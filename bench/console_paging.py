@@ -155,9 +155,8 @@ def main() -> None:
         url = args.url or f"sqlite:///{Path(folder) / 'ssisdb.sqlite3'}"
         began = time.perf_counter()
         build(url, args.rows)
-        print(
-            f"built {args.rows} executions in {time.perf_counter() - began:.1f} s ({url.split(':')[0]})"
-        )
+        took = time.perf_counter() - began
+        print(f"built {args.rows} executions in {took:.1f} s ({url.split(':')[0]})")
         catalog = Catalog.open(url)
         reads = catalog.console()
         newest = reads.executions_page(ExecutionFilter(), limit=1).rows[0].execution_id
