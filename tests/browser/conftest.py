@@ -79,6 +79,9 @@ def cluster(module_tmp: Path, module_broker: str) -> Iterator[Cluster]:
     cli.ok("catalog", "init")
     cli.ok("deploy", str(EXAMPLE), "--folder", "F")
     with running_cluster(cli, module_tmp, module_broker) as running:
+        cli.ok("workers", "set", running.worker_id, "DisplayName", "ETL host 1")
+        cli.ok("workers", "set", running.worker_id, "Tags", "etl,eu")
+        cli.ok("workers", "add", "w2", "--display-name", "spare", "--max-task-count", "2")
         yield running
 
 

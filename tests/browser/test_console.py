@@ -73,6 +73,10 @@ def test_stop_a_running_execution(
 ) -> None:
     execution_id = run_and_wait_running(cluster, 120)
     browser = signed_in
+    browser.get(f"{console}/workers")
+    row = f'tr[data-worker="{enabled_worker}"]'
+    until(browser, lambda d: "1 / 4" in d.find_element(By.CSS_SELECTOR, row).text)
+    screenshot(browser, "workers-running")
     browser.get(f"{console}/executions/{execution_id}")
     until(browser, lambda d: text_of(d, "status") == "running")
     browser.find_element(By.ID, "stop").click()
