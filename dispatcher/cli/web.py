@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dispatcher.cli.common import Globals, err, opt, out, say
+from dispatcher.cli.services import LogFormatOpt, LogLevel
 
 web_app = typer.Typer(
     help="The web console: workers, executions, logs and charts in a browser.",
@@ -51,6 +52,8 @@ def web(  # noqa: PLR0917  # typer passes options by keyword
             help="auto: required unless on loopback with no users file; required; off (loopback)",
         ),
     ] = "auto",
+    log_level: LogLevel = "INFO",
+    log_format: LogFormatOpt = "auto",
 ) -> None:
     """Serve the console until Ctrl-C. Reads come from the catalog, so it works with the
     broker down; changes go through the same API as the CLI, in the user's name."""
@@ -59,6 +62,7 @@ def web(  # noqa: PLR0917  # typer passes options by keyword
     import uvicorn  # noqa: PLC0415  # keep `--help` fast
 
     from dispatcher.api import ScaleOut  # noqa: PLC0415
+    from dispatcher.logs import configure_logging  # noqa: PLC0415
     from dispatcher.web import WebSettings, create_app  # noqa: PLC0415
     from dispatcher.web.users import load  # noqa: PLC0415
 
@@ -67,6 +71,8 @@ def web(  # noqa: PLR0917  # typer passes options by keyword
         values["users_file"] = users_file
     settings = WebSettings(**values)
     _check(settings, len(load(settings.users_file)))
+    # web.change (who changed what), web.signed_in, web.sign_in_refused: stable names.
+    configure_logging(level=log_level, name="web", log_format=log_format)
     globals_: Globals = ctx.obj
     master = Globals(globals_.config, catalog or globals_.catalog_url, globals_.broker_url)
     with ScaleOut.open(master.master_settings()) as so:

@@ -99,7 +99,10 @@ class Console:
         turned into pages (404, a bad-input message, an outage banner), never a trace."""
 
         async def endpoint(request: Request) -> Response:
-            user = principal(request, self.users, required=self.required)
+            try:
+                user = principal(request, self.users, required=self.required)
+            except ScaleoutError as exc:  # a broken users file: say which, to everyone
+                return self.problem(request, None, 500, str(exc), exc.hint)
             if user is None:
                 return _to_login(request)
             form = await request.form() if request.method == "POST" else None

@@ -195,3 +195,10 @@ def test_sign_in_sign_in_helper_works_for_both_roles(app_client: Callable[..., T
 
 def _archive() -> bytes:
     return project_archive("Sales")
+
+
+def test_a_broken_users_file_is_named_on_the_page(admin: TestClient, users_file: Path) -> None:
+    users_file.write_text("[users.ann\n")
+    answer = admin.get("/workers")
+    assert answer.status_code == 500
+    assert f"{users_file} is not valid TOML" in answer.text

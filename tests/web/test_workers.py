@@ -148,3 +148,13 @@ def test_an_unknown_action_is_a_404_page(admin: TestClient, so: ScaleOut) -> Non
     answer = post(admin, "/workers/w1/explode")
     assert answer.status_code == 404
     assert so.worker("w1")
+
+
+def test_every_change_is_logged_with_who_made_it(
+    admin: TestClient, so: ScaleOut, caplog: pytest.LogCaptureFixture
+) -> None:
+    so.add_worker("w1")
+    with caplog.at_level("INFO", logger="dispatcher.web"):
+        post(admin, "/workers/w1/enable")
+    [record] = [r for r in caplog.records if r.getMessage() == "web.change"]
+    assert (record.user, record.action, record.target) == ("ann", "worker.enable", "w1")  # type: ignore[attr-defined]
