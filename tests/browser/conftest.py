@@ -145,6 +145,7 @@ def browser() -> Iterator[WebDriver]:
         "--hide-scrollbars",
     ):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see CSP reports
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     try:
         yield driver
