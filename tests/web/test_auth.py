@@ -202,3 +202,12 @@ def test_a_broken_users_file_is_named_on_the_page(admin: TestClient, users_file:
     answer = admin.get("/workers")
     assert answer.status_code == 500
     assert f"{users_file} is not valid TOML" in answer.text
+
+
+def test_the_root_opens_the_workers_page_and_static_files_are_served(admin: TestClient) -> None:
+    assert admin.get("/").headers["location"] == "/workers"
+    htmx = admin.get("/static/htmx-2.0.11.min.js")
+    assert htmx.status_code == 200
+    assert "javascript" in htmx.headers["content-type"]
+    assert "no-store" not in htmx.headers.get("cache-control", "")
+    assert admin.get("/workers").headers["cache-control"] == "no-store"
