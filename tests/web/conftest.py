@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from starlette.testclient import TestClient
 
 from dispatcher.api import ScaleOut
 from dispatcher.web import WebSettings, create_app
-from dispatcher.web.users import add
+from dispatcher.web.users import User, save
 from tests.fixtures.catalog import catalog_url, pg_catalog_url, pg_template
 
 __all__ = ["catalog_url", "pg_catalog_url", "pg_template"]
@@ -25,10 +26,15 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"|"X-CSRF-Token": "([^"]+)"')
 
 @pytest.fixture(scope="session")
 def users_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ann is an admin, vic a viewer (hashed once: argon2 is slow on purpose)."""
+    """ann is an admin, vic a viewer."""
     path = tmp_path_factory.mktemp("users") / "web-users.toml"
-    add(path, "ann", "admin", PASSWORDS["ann"])
-    add(path, "vic", "viewer", PASSWORDS["vic"])
+    # Cheap argon2 parameters (the hash carries them): sign-in is in nearly every test.
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    users = {
+        "ann": User("ann", "admin", cheap.hash(PASSWORDS["ann"])),
+        "vic": User("vic", "viewer", cheap.hash(PASSWORDS["vic"])),
+    }
+    save(path, users)
     return path
 
 
