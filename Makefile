@@ -5,7 +5,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration acceptance chaos bench deps services tls-node tools clean
+.PHONY: demo console test lint typecheck unit integration acceptance chaos bench deps services tls-node tools clean
 
 $(STAMP): pyproject.toml deploy/local/bootstrap.sh
 	bash deploy/local/bootstrap.sh $(VENV)
@@ -25,6 +25,10 @@ tools:
 
 demo: services
 	$(VENV)/bin/scaleout demo
+
+# The demo, then the web console on the catalog it leaves (demo-run/<newest>/ssisdb.sqlite3).
+console: demo
+	$(VENV)/bin/scaleout web --catalog "sqlite:///$$(ls -d $(CURDIR)/demo-run/*/ | sort | tail -1)ssisdb.sqlite3"
 
 lint: deps
 	$(VENV)/bin/ruff check .

@@ -6,7 +6,8 @@ set -euo pipefail
 venv="${1:-.venv}"
 
 need_apt=()
-for pkg in unixodbc openssl jq; do  # jq: the README session pipes into it
+# jq: the README session pipes into it; chromium + chromium-driver: the console's browser tests
+for pkg in unixodbc openssl jq chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from dispatcher.catalog import (
+    console,
     dispatching,
     history,
     leadership,
@@ -303,6 +304,10 @@ class Catalog:
 
     def counts(self) -> CatalogCounts:
         return self._read(lambda tx: reads.counts(tx, self._timing))
+
+    def console(self) -> console.ConsoleReads:
+        """The web console's reads (:mod:`dispatcher.catalog.console`)."""
+        return console.ConsoleReads(self._read, self._timing)
 
     # ---- the master's operations ------------------------------------------------------
 

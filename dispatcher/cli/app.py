@@ -22,6 +22,7 @@ from dispatcher.cli.catalog import catalog_app, deploy
 from dispatcher.cli.common import Globals, fail, one_line, opt
 from dispatcher.cli.executions import executions_app
 from dispatcher.cli.masters import masters_app
+from dispatcher.cli.web import web_app
 from dispatcher.cli.workers import workers_app
 from dispatcher.errors import ScaleoutError
 from dispatcher.settings import SettingsError
@@ -39,6 +40,7 @@ app.add_typer(executions_app, name="executions")
 app.add_typer(workers_app, name="workers")
 app.add_typer(masters_app, name="masters")
 app.add_typer(services.schemas_app, name="schemas")
+app.add_typer(web_app, name="web")
 
 
 app.command("deploy")(deploy)

@@ -53,6 +53,8 @@ def test_the_repository_keeps_every_contract() -> None:
         ("dispatcher/leak.py", "import pika", "pika only in the broker"),
         ("dispatcher/leak.py", "import dispatcher.cli.render", "Only the CLI renders"),
         ("consumers/master/leak.py", "import consumers.worker.tasks", "independent programs"),
+        ("dispatcher/leak.py", "import dispatcher.web", "Only the CLI starts the web console"),
+        ("dispatcher/web/leak.py", "import consumers.worker", "no part of the master's"),
     ],
 )
 def test_a_forbidden_import_breaks_its_contract(
