@@ -311,11 +311,14 @@ def masters(ctx: Ctx) -> Response:
     except ValueError:
         seen = None
     now = reads(ctx).now()
+    lease = ctx.so.leader_lease()
     return ctx.render(
         "masters.html",
         properties=sorted(properties.items()),
         last_seen=seen,
         silent_s=(now - seen).total_seconds() if seen else None,
+        instances=ctx.so.masters(),
+        no_leader=lease.holder is None or lease.lapsed,
         page="masters",
     )
 

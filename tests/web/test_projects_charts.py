@@ -9,6 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from dispatcher.api import ScaleOut
+from dispatcher.catalog.records import MasterInstance, MasterRole
 from tests.fixtures.catalog import finished, heartbeat, project_archive, started, started_execution
 from tests.web.conftest import post
 
@@ -161,3 +162,18 @@ def test_a_bad_chart_window_says_why(admin: TestClient, hours: str, message: str
     answer = admin.get(f"/charts?hours={hours}")
     assert answer.status_code == 400
     assert message in answer.text
+
+
+def test_masters_list_every_instance_and_say_when_none_leads(
+    admin: TestClient, so: ScaleOut
+) -> None:
+    assert 'id="no-leader"' in admin.get("/masters").text
+    epoch = so.catalog.acquire_leadership("m-a", lease_s=60)
+    so.catalog.announce_master(MasterInstance("m-a", "host-a", "", 9540, MasterRole.LEADER, epoch))
+    so.catalog.announce_master(MasterInstance("m-b", "host-b", "", 9541, MasterRole.STANDBY, None))
+
+    page = admin.get("/masters").text
+
+    assert 'id="no-leader"' not in page
+    assert "<td>m-a</td>\n<td><strong>leader</strong></td>" in page
+    assert "<td>m-b</td>\n<td>standby</td>" in page
