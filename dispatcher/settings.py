@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -62,6 +62,13 @@ class BrokerSettings(BaseModel):
         "amqp://guest:guest@127.0.0.1:5672/%2F",
         description="amqp:// (loopback only) or amqps:// broker URL",
     )
+    failover_urls: tuple[str, ...] = Field(
+        (),
+        description=(
+            "the other nodes of the broker's cluster, tried in order after url on every "
+            "(re)connect: same scheme, user and vhost"
+        ),
+    )
     ca_file: Path | None = Field(None, description="CA bundle that signed the broker's cert")
     cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
     key_file: Path | None = Field(None, description="client certificate's private key")
@@ -80,6 +87,21 @@ class BrokerSettings(BaseModel):
             msg = f"broker URL must start with amqp:// or amqps://, got {scheme or 'none'}://"
             raise ValueError(msg)
         return url
+
+    @field_validator("failover_urls")
+    @classmethod
+    def _same_scheme(cls, urls: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        main = urlsplit(str(info.data.get("url", ""))).scheme
+        for url in urls:
+            cls._known_scheme(url)
+            if urlsplit(url).scheme != main:
+                msg = f"every broker node needs the scheme of url ({main}://): {url!r}"
+                raise ValueError(msg)
+        return urls
+
+    def nodes(self) -> list[BrokerSettings]:
+        """These settings once per cluster node, ``url`` first."""
+        return [self, *(self.model_copy(update={"url": u}) for u in self.failover_urls)]
 
     @property
     def uses_tls(self) -> bool:

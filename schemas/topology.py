@@ -8,9 +8,11 @@ their queues, and a worker only consumes them.
 Every queue that holds work has a dead-letter exchange, an explicit delivery limit
 (RabbitMQ's docs: give every quorum queue a dead-letter configuration) and a bound that
 refuses new publishes when full, which every publisher of it retries. The dead-letter
-queue is bounded too and keeps the newest. The heartbeat queue is classic and bounded,
+queue is bounded too and keeps the newest. The heartbeat queue is bounded,
 dropping the oldest report (a heartbeat is only worth its latest value) without
-dead-lettering it. The wake queue holds at most one transient nudge.
+dead-lettering it. The wake queue holds at most one nudge. Every queue is a quorum queue,
+so a cluster that loses one node of three loses no queue: a classic queue lives on one
+node, and while that node is down it cannot even be declared.
 
 Every publish is mandatory and confirmed, with ``content_type`` :data:`CONTENT_TYPE`, the
 body's ``message_id`` and ``type`` copied into the properties of the same name, and
@@ -130,9 +132,11 @@ def quorum_arguments(delivery_limit: int) -> dict[str, object]:
 def heartbeat_arguments() -> dict[str, object]:
     """Bounded, dropping the oldest, and dead-lettering nothing: a heartbeat is only worth
     its latest value, and a flood dead-lettered would push real dead letters out of the
-    bounded dead-letter queue. The master counts and logs a heartbeat it refuses."""
+    bounded dead-letter queue. The master counts and logs a heartbeat it refuses. Quorum,
+    as every queue: a lease is renewed only through this queue, so it must outlive a
+    node."""
     return {
-        "x-queue-type": "classic",
+        "x-queue-type": "quorum",
         "x-max-length": HEARTBEAT_QUEUE_MAX_LENGTH,
         "x-overflow": "drop-head",
         "x-single-active-consumer": True,
@@ -165,7 +169,7 @@ def bounded(arguments: dict[str, object], max_length: int, max_bytes: int) -> di
 
 
 def wake_arguments() -> dict[str, object]:
-    return {"x-queue-type": "classic", "x-max-length": 1, "x-overflow": "drop-head"}
+    return {"x-queue-type": "quorum", "x-max-length": 1, "x-overflow": "drop-head"}
 
 
 @dataclass(frozen=True, slots=True)

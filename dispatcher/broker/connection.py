@@ -213,8 +213,10 @@ def retrying(what: str, stop_event: threading.Event | None = None) -> Retrying:
 
 
 def open_connection(settings: BrokerSettings, *, name: str) -> BlockingConnection:
-    """One connection attempt; raises the pika error (callers retry, then translate)."""
-    connection = BlockingConnection(connection_parameters(settings, name=name))
+    """One connection attempt per cluster node, ``url`` first, then each of
+    ``failover_urls``; raises the pika error of the last (callers retry, then translate)."""
+    nodes = [connection_parameters(node, name=name) for node in settings.nodes()]
+    connection = BlockingConnection(nodes if len(nodes) > 1 else nodes[0])
     logger.info(
         "broker.connected: %s as %s",
         settings.redacted_url,
