@@ -31,16 +31,17 @@ for i in $(seq 1 "$pool"); do ids+=("w$i"); done
 
 bash "$(dirname "$0")/../certs/make-certs.sh" "$ca" scaleout-master "${ids[@]}" >/dev/null
 
-# The broker's certificate names the compose service, which clients verify.
+# The brokers' one certificate names the three compose services (the cluster's nodes),
+# which clients verify.
 if ! openssl verify -CAfile "$ca/ca.pem" "$ca/broker.pem" >/dev/null 2>&1 ||
-  ! openssl x509 -in "$ca/broker.pem" -noout -ext subjectAltName | grep -q 'DNS:rabbitmq'; then
+  ! openssl x509 -in "$ca/broker.pem" -noout -ext subjectAltName | grep -q 'DNS:rabbitmq3'; then
   (
     umask 077
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$ca/broker.key" 2>/dev/null
     openssl req -new -key "$ca/broker.key" -subj "/O=scaleout/CN=rabbitmq" -out "$ca/broker.csr"
     printf '%s\n' "basicConstraints=critical,CA:FALSE" \
       "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
-      "subjectAltName=DNS:rabbitmq,DNS:localhost,IP:127.0.0.1" >"$ca/broker.ext"
+      "subjectAltName=DNS:rabbitmq,DNS:rabbitmq2,DNS:rabbitmq3,DNS:localhost,IP:127.0.0.1" >"$ca/broker.ext"
     openssl x509 -req -in "$ca/broker.csr" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" \
       -CAcreateserial -days 3650 -sha256 -extfile "$ca/broker.ext" -out "$ca/broker.pem" 2>/dev/null
     rm -f "$ca/broker.csr" "$ca/broker.ext"

@@ -4,6 +4,7 @@ agree with each other (ports, URLs, mounted files). No Docker engine is needed."
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -20,8 +21,19 @@ SECRETS = {
     "MSSQL_SA_PASSWORD": "Compose-Test-1",
     "RABBITMQ_ADMIN_PASSWORD": "compose-test",
     "GRAFANA_ADMIN_PASSWORD": "compose-test",
+    "RABBITMQ_ERLANG_COOKIE": "compose-test-cookie",
 }
-LONG_RUNNING = {"rabbitmq", "mssql", "master", "worker", "prometheus", "grafana"}
+LONG_RUNNING = {
+    "rabbitmq",
+    "rabbitmq2",
+    "rabbitmq3",
+    "mssql",
+    "master",
+    "master2",
+    "worker",
+    "prometheus",
+    "grafana",
+}
 ONE_SHOT = {"provision", "mssql-createdb", "catalog-init", "enroll"}
 
 
@@ -163,8 +175,32 @@ def test_broker_is_tls_only_with_certificate_logins(services: dict[str, Any]) ->
     plugins = (DEPLOY / "compose" / "enabled_plugins").read_text()
     assert "rabbitmq_management" in plugins
     assert "rabbitmq_prometheus" in plugins
-    for name in ("master", "worker"):
-        assert _env(services[name])["SCALEOUT_BROKER__URL"].startswith("amqps://rabbitmq:5671/")
+    for name in ("master", "master2", "worker"):
+        env = _env(services[name])
+        nodes = [env["SCALEOUT_BROKER__URL"], *json.loads(env["SCALEOUT_BROKER__FAILOVER_URLS"])]
+        assert sorted(nodes) == [
+            f"amqps://{n}:5671/%2F" for n in ("rabbitmq", "rabbitmq2", "rabbitmq3")
+        ]
+
+
+def test_three_rabbitmq_nodes_form_one_cluster_and_two_masters_share_the_catalog(
+    services: dict[str, Any],
+) -> None:
+    conf = (DEPLOY / "compose" / "rabbitmq.conf").read_text()
+    for node in ("rabbitmq", "rabbitmq2", "rabbitmq3"):
+        assert f"= rabbit@{node}" in conf
+        assert services[node]["hostname"] == node
+        assert _env(services[node])["RABBITMQ_ERLANG_COOKIE"] == SECRETS["RABBITMQ_ERLANG_COOKIE"]
+    data = {
+        str(volume)
+        for n in ("rabbitmq", "rabbitmq2", "rabbitmq3")
+        for volume in services[n]["volumes"]
+        if "/var/lib/rabbitmq" in str(volume)
+    }
+    assert len(data) == 3  # a data volume each
+    masters = [_env(services[m]) for m in ("master", "master2")]
+    assert [m["SCALEOUT_MASTER_ID"] for m in masters] == ["master", "master2"]
+    assert masters[0]["SCALEOUT_CATALOG__URL"] == masters[1]["SCALEOUT_CATALOG__URL"]
 
 
 def test_workers_scale_with_their_own_identity(services: dict[str, Any]) -> None:
@@ -187,6 +223,7 @@ def test_prometheus_scrapes_compose_services_on_their_metrics_ports(
     config = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
     ports = {
         "master": _env(services["master"])["SCALEOUT_METRICS_PORT"],
+        "master2": _env(services["master2"])["SCALEOUT_METRICS_PORT"],
         "worker": _env(services["worker"])["SCALEOUT_METRICS_PORT"],
         "rabbitmq": "15692",
         "localhost": "9090",
