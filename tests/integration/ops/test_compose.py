@@ -178,9 +178,9 @@ def test_broker_is_tls_only_with_certificate_logins(services: dict[str, Any]) ->
     for name in ("master", "master2", "worker"):
         env = _env(services[name])
         nodes = [env["SCALEOUT_BROKER__URL"], *json.loads(env["SCALEOUT_BROKER__FAILOVER_URLS"])]
-        assert sorted(nodes) == [
+        assert set(nodes) == {
             f"amqps://{n}:5671/%2F" for n in ("rabbitmq", "rabbitmq2", "rabbitmq3")
-        ]
+        }
 
 
 def test_three_rabbitmq_nodes_form_one_cluster_and_two_masters_share_the_catalog(
