@@ -4,8 +4,11 @@ the checker finds nothing lost, nothing done twice, no wrong status."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -47,6 +50,21 @@ def _roles(catalog: Catalog) -> dict[str, str]:
         m.master_id: ("leader" if m.holds_lease else m.role.value)
         for m in catalog.list_masters(heartbeat_interval_s=1.0)
     }
+
+
+def _masters_list(cluster: Cluster) -> str:
+    """What an operator sees: `scaleout masters list` on the cluster's catalog."""
+    argv = [sys.executable, "-m", "dispatcher.cli", "--catalog-url", cluster.catalog_url]
+    done = subprocess.run(
+        [*argv, "masters", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "160"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def _elected_at(service: Service, after: float) -> float | None:
@@ -127,6 +145,11 @@ def test_a_standby_takes_over_from_a_killed_leader(two_masters: tuple[Cluster, C
     assert took_over <= lease + lease / 3 + 3  # a try every third of the lease; a margin
     roles = _roles(catalog)
     assert roles["master2"] == "leader"
+    cluster.master.start()  # back as a standby
+    wait_for(lambda: _roles(catalog) == {"master": "standby", "master2": "leader"}, 60)
+    shown = _masters_list(cluster)
+    assert re.search(r"master2\s+│?\s*leader", shown), shown
+    assert re.search(r"master\s+│?\s*standby", shown), shown
 
 
 @pytest.mark.chaos
