@@ -16,7 +16,9 @@ instead of at its next poll. Errors are :class:`dispatcher.errors.ScaleoutError`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,6 +32,7 @@ from urllib.parse import urlsplit
 from dispatcher.broker import Publisher
 from dispatcher.broker.link import BrokerLink
 from dispatcher.catalog import Catalog
+from dispatcher.catalog.procedures import NewExecution
 from dispatcher.catalog.records import (
     DeployResult,
     ExecutionRow,
@@ -37,7 +40,8 @@ from dispatcher.catalog.records import (
     PendingFacts,
     WorkerAgentRow,
 )
-from dispatcher.errors import NotFound, OperationRefused, ScaleoutError
+from dispatcher.errors import OperationRefused, ScaleoutError
+from dispatcher.keys import CatalogKey, Keyring, new_key_text, write_key_file
 from dispatcher.outbound import declare_worker, publish_wake
 from dispatcher.pending import explain
 from dispatcher.projects import build_archive
@@ -191,34 +195,20 @@ class ScaleOut:
         caller_name: str | None = None,
     ) -> int:
         """A new execution (status 1 created) with its parameter values and, when
-        ``workers`` is given, restricted to those workers (SSIS ``add_execution_worker``)."""
-        execution_id = self.catalog.create_execution(
-            folder, project, package, useanyworker=not workers, caller_name=caller_name
+        ``workers`` is given, restricted to those workers (SSIS ``add_execution_worker``).
+        One transaction: an unknown parameter, a wrong type or an unknown worker leaves
+        nothing behind."""
+        request = _new_execution(
+            folder, project, package, parameters=parameters, workers=workers, caller=caller_name
         )
-        for name, value in (parameters or {}).items():
-            self.set_parameter(execution_id, name, value)
-        for worker in workers:
-            self.catalog.add_execution_worker(execution_id, worker)
-        return execution_id
+        return self.catalog.create_execution_with(request)
 
     def set_parameter(self, execution_id: int, name: str, value: ParameterScalar) -> None:
         """Set a parameter value. ``$Project::``, ``$Package::`` and ``$ServerOption::``
         say where it is declared; a bare name is tried as a package parameter, then as a
         project one."""
         object_type, bare = split_parameter(name)
-        if object_type is not None:
-            self.catalog.set_execution_parameter_value(execution_id, object_type, bare, value)
-            return
-        try:
-            self.catalog.set_execution_parameter_value(execution_id, PACKAGE_PARAMETER, bare, value)
-        except NotFound:
-            try:
-                self.catalog.set_execution_parameter_value(
-                    execution_id, PROJECT_PARAMETER, bare, value
-                )
-            except NotFound as exc:
-                msg = f"parameter {bare!r} is declared neither by the package nor the project"
-                raise NotFound(msg, hint="see the project's manifest.json") from exc
+        self.catalog.set_parameter_by_name(execution_id, object_type, bare, value)
 
     def start(self, execution_id: int, retry_count: int = 0, *, wake: bool = True) -> Started:
         """Start an execution (SSIS ``start_execution``; attempts = retry_count + 1) and
@@ -226,6 +216,9 @@ class ScaleOut:
         master's poll dispatches the execution anyway, and ``warning`` says so. Starting
         many at once, pass ``wake=False`` and call :meth:`wake` once after."""
         self.catalog.start_execution(execution_id, retry_count)
+        return self._woken(execution_id, wake=wake)
+
+    def _woken(self, execution_id: int, *, wake: bool = True) -> Started:
         warning = self.wake(execution_id) if wake else ""
         return Started(execution_id, woken=not warning, warning=warning)
 
@@ -240,16 +233,28 @@ class ScaleOut:
         retry_count: int = 0,
         caller_name: str | None = None,
     ) -> Started:
-        """Create and start an execution in one call."""
-        execution_id = self.create_execution(
-            folder,
-            project,
-            package,
-            parameters=parameters,
-            workers=workers,
-            caller_name=caller_name,
+        """Create and start an execution in one transaction (a refused start, such as a
+        missing required parameter, leaves no execution behind), then wake the master."""
+        request = _new_execution(
+            folder, project, package, parameters=parameters, workers=workers, caller=caller_name
         )
-        return self.start(execution_id, retry_count)
+        created = dataclasses.replace(request, start=True, retry_count=retry_count)
+        return self._woken(self.catalog.create_execution_with(created))
+
+    def rerun_execution(self, execution_id: int, *, caller: str | None = None) -> int:
+        """Run ``execution_id`` again: a new execution of the same package (its project's
+        current version) with the same parameter values, the same allowed workers and
+        the same retry count, created and started in one transaction, then the master is
+        woken. Sensitive values are copied encrypted. The new execution's id."""
+        new_id = self.catalog.rerun_execution(execution_id, caller_name=caller)
+        self.wake(new_id)
+        return new_id
+
+    def rotate_key(self, new_key_file: Path) -> int:
+        """``scaleout catalog rotate-key``: a new catalog key re-encrypts every sensitive
+        value in one transaction; the key file then holds only the new key. The number of
+        values re-encrypted."""
+        return rotate_catalog_key(self.catalog, new_key_file)
 
     def stop(self, execution_id: int, *, stopped_by: str | None = None) -> ExecutionRow:
         """Request a stop (SSIS ``stop_operation``); the execution as it is afterwards."""
@@ -430,6 +435,39 @@ class ScaleOut:
         if reason:
             logger.warning("api.broker_failed", extra={"error": reason})
         return reason
+
+
+def _new_execution(
+    folder: str,
+    project: str,
+    package: str,
+    *,
+    parameters: Mapping[str, ParameterScalar] | None,
+    workers: Sequence[str],
+    caller: str | None,
+) -> NewExecution:
+    values = [(*split_parameter(name), value) for name, value in (parameters or {}).items()]
+    return NewExecution(
+        folder, project, package, parameters=values, workers=tuple(workers),
+        caller_name=caller,
+    )  # fmt: skip
+
+
+def rotate_catalog_key(catalog: Catalog, key_file: Path) -> int:
+    """Write a new key beside ``key_file``, re-encrypt everything with it in one
+    transaction, then move it over ``key_file`` (atomic rename). A failure before the
+    commit leaves the old key file and the catalog as they were."""
+    pending = key_file.with_name(key_file.name + ".new")
+    text = new_key_text()
+    write_key_file(pending, [text], exclusive=False)
+    try:
+        rotated = catalog.rotate_key(Keyring([CatalogKey.parse(text, str(pending))]))
+    except BaseException:
+        pending.unlink(missing_ok=True)
+        raise
+    os.replace(pending, key_file)
+    logger.info("api.key_rotated", extra={"values": rotated, "key_file": str(key_file)})
+    return rotated
 
 
 def read_archive(source: Path | bytes) -> bytes:

@@ -23,9 +23,18 @@ from dispatcher.catalog import (
     projects,
     reads,
     reconcile,
+    sensitive,
     workers,
 )
-from dispatcher.catalog.engine import Timing, Tx, create, redact, transaction, translated
+from dispatcher.catalog.engine import (
+    Timing,
+    Tx,
+    create,
+    create_sqlite_file,
+    redact,
+    transaction,
+    translated,
+)
 from dispatcher.catalog.records import (
     Assignment,
     AttemptRow,
@@ -42,6 +51,7 @@ from dispatcher.catalog.records import (
     ReportResult,
     WorkerAgentRow,
 )
+from dispatcher.keys import Keyring
 from dispatcher.settings import MasterSettings
 from schemas.messages import AgentHeartbeat, ParameterScalar, StatusReport
 from schemas.states import ExecutionStatus
@@ -54,9 +64,17 @@ T = TypeVar("T")
 class Catalog:
     """The SSISDB catalog on SQLite, PostgreSQL or SQL Server."""
 
-    def __init__(self, url: str, *, connection_timeout_s: int, settings: Timing) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connection_timeout_s: int,
+        settings: Timing,
+        keyring: Keyring | None = None,
+    ) -> None:
         self._engine = create(url, connection_timeout_s=connection_timeout_s)
         self._timing = settings
+        self.keyring = keyring or Keyring(source="this catalog handle (opened without a key)")
 
     @classmethod
     def open(
@@ -66,10 +84,12 @@ class Catalog:
         connection_timeout_s: int = 15,
         worker_offline_after_s: float = 180.0,
         initial_lease_s: float = 300.0,
+        keyring: Keyring | None = None,
     ) -> Catalog:
-        """A catalog handle; connects lazily and creates nothing."""
+        """A catalog handle; connects lazily and creates nothing. ``keyring`` holds the
+        catalog key(s) for sensitive values (none needed for a catalog without them)."""
         timing = Timing(worker_offline_after_s, initial_lease_s)
-        return cls(url, connection_timeout_s=connection_timeout_s, settings=timing)
+        return cls(url, connection_timeout_s=connection_timeout_s, settings=timing, keyring=keyring)
 
     @classmethod
     def for_master(cls, settings: MasterSettings) -> Catalog:
@@ -80,6 +100,10 @@ class Catalog:
             connection_timeout_s=settings.catalog.connection_timeout_s,
             worker_offline_after_s=settings.worker_offline_after_s,
             initial_lease_s=settings.initial_lease_s,
+            keyring=Keyring.from_settings(
+                settings.catalog.key.get_secret_value() if settings.catalog.key else None,
+                settings.catalog.key_file,
+            ),
         )
 
     @property
@@ -87,7 +111,9 @@ class Catalog:
         return self._engine.dialect.name
 
     def init(self) -> None:
-        """Create or upgrade the catalog to the newest revision; idempotent."""
+        """Create or upgrade the catalog to the newest revision; idempotent. A SQLite
+        file is created here only: every other operation refuses a missing file."""
+        create_sqlite_file(self._engine)
         with translated(self._engine), self._engine.begin() as conn:
             migrate.upgrade(conn)
             revision = migrate.current_revision(conn)
@@ -162,9 +188,34 @@ class Catalog:
     ) -> None:
         self._run(
             lambda tx: procedures.set_execution_parameter_value(
-                tx, execution_id, object_type, parameter_name, parameter_value
+                tx, self.keyring, execution_id, object_type, parameter_name, parameter_value
             )
         )
+
+    def create_execution_with(self, request: procedures.NewExecution) -> int:
+        """An execution with its values and workers (and its start), in one transaction:
+        a refusal anywhere writes nothing."""
+        return self._run(lambda tx: procedures.create_execution_with(tx, self.keyring, request))
+
+    def set_parameter_by_name(
+        self, execution_id: int, object_type: int | None, name: str, value: ParameterScalar
+    ) -> None:
+        """``set_execution_parameter_value``; ``object_type`` None: package, then project."""
+        self._run(
+            lambda tx: procedures.set_parameter_by_name(
+                tx, self.keyring, execution_id, object_type, name, value
+            )
+        )
+
+    def rerun_execution(self, execution_id: int, *, caller_name: str | None = None) -> int:
+        """A started copy of an execution (same package, values, workers, retries)."""
+        return self._run(
+            lambda tx: procedures.rerun_execution(tx, self.keyring, execution_id, caller_name)
+        )
+
+    def rotate_key(self, new: Keyring) -> int:
+        """Re-encrypt every sensitive value with ``new``'s key (one transaction)."""
+        return self._run(lambda tx: sensitive.rotate_key(tx, self.keyring, new))
 
     def add_execution_worker(self, execution_id: int, workeragent_id: str) -> None:
         self._run(lambda tx: procedures.add_execution_worker(tx, execution_id, workeragent_id))
@@ -270,7 +321,7 @@ class Catalog:
 
         def claim(tx: Tx) -> list[Assignment]:
             dispatching.mark_published(tx, published)
-            return dispatching.claim_tasks(tx, self._timing, limit)
+            return dispatching.claim_tasks(tx, self._timing, limit, self.keyring)
 
         return self._run(claim)
 
@@ -278,7 +329,9 @@ class Catalog:
         self._run(lambda tx: dispatching.mark_published(tx, attempts))
 
     def unpublished_assignments(self, older_than_s: float) -> list[Assignment]:
-        return self._read(lambda tx: dispatching.unpublished_assignments(tx, older_than_s))
+        return self._read(
+            lambda tx: dispatching.unpublished_assignments(tx, self.keyring, older_than_s)
+        )
 
     def apply_status_reports(
         self, reports: Sequence[tuple[StatusReport, str]]

@@ -14,7 +14,13 @@ import sqlalchemy as sa
 from dispatcher.catalog.engine import Tx, new_id
 from dispatcher.catalog.records import DeployResult
 from dispatcher.errors import OperationRefused
-from schemas.project import ArchiveError, ProjectManifest, content_hash, read_manifest
+from schemas.project import (
+    ArchiveError,
+    ProjectManifest,
+    check_defaults,
+    content_hash,
+    read_manifest,
+)
 from schemas.states import ExecutionStatus
 
 OPERATION_DEPLOY = 101
@@ -53,6 +59,7 @@ def deploy_project(
     check_name("project", project_name)
     try:
         manifest = read_manifest(project_stream)
+        check_defaults(manifest)
     except ArchiveError as exc:
         raise OperationRefused(f"cannot deploy project {project_name!r}: {exc}") from exc
     digest = content_hash(project_stream)

@@ -79,15 +79,21 @@ def executions_create(  # noqa: PLR0917  # typer passes options by keyword
         msg = "--retry-count applies when the execution starts: add --start"
         raise typer.BadParameter(msg, param_hint="--retry-count")
     with session(ctx) as so:
-        execution_id = so.create_execution(
-            folder, project, package, parameters=params, workers=worker, caller_name="scaleout-cli"
-        )
         if not (start or wait):
+            execution_id = so.create_execution(
+                folder, project, package, parameters=params, workers=worker,
+                caller_name="scaleout-cli",
+            )  # fmt: skip
             hint = f"start it with `scaleout executions start {execution_id}`"
             _report(so, execution_id, as_json, f"created: {hint}")
             return
+        # Created and started in one transaction: a refused start leaves no execution.
+        started = so.run(
+            folder, project, package, parameters=params, workers=worker,
+            retry_count=retry_count, caller_name="scaleout-cli",
+        )  # fmt: skip
         how = Waiting(wait, timeout, quiet, created=True)
-        _start_and_maybe_wait(so, execution_id, how, as_json=as_json, retry_count=retry_count)
+        _after_start(so, started, how, as_json=as_json)
 
 
 def _report(so: ScaleOut, execution_id: int, as_json: bool, what: str) -> None:
@@ -109,7 +115,12 @@ class Waiting:
 def _start_and_maybe_wait(
     so: ScaleOut, execution_id: int, how: Waiting, *, as_json: bool, retry_count: int
 ) -> None:
-    _warn(so.start(execution_id, retry_count))
+    _after_start(so, so.start(execution_id, retry_count), how, as_json=as_json)
+
+
+def _after_start(so: ScaleOut, started: Started, how: Waiting, *, as_json: bool) -> None:
+    _warn(started)
+    execution_id = started.execution_id
     done = "created and started" if how.created else "started"
     if not how.wait:
         _report(so, execution_id, as_json, done)
@@ -239,6 +250,26 @@ def executions_start(  # noqa: PLR0917  # typer passes options by keyword
     how = Waiting(wait, timeout, quiet, created=False)
     with session(ctx) as so:
         _start_and_maybe_wait(so, execution_id, how, as_json=as_json, retry_count=retry_count)
+
+
+@executions_app.command("rerun")
+def executions_rerun(  # noqa: PLR0917  # typer passes options by keyword
+    ctx: typer.Context,
+    execution_id: ExecutionId,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 3600.0,
+    quiet: QuietOpt = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run an execution again: a new execution of the same package with the same values,
+    allowed workers and retry count, started now (sensitive values stay encrypted)."""
+    with session(ctx) as so:
+        new_id = so.rerun_execution(execution_id, caller="scaleout-cli")
+        how = Waiting(wait, timeout, quiet, created=True)
+        if not wait:
+            _report(so, new_id, as_json, f"created and started (a rerun of {execution_id})")
+            return
+        _after_start(so, Started(new_id, woken=True), how, as_json=as_json)
 
 
 @executions_app.command("stop")
