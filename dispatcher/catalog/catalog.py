@@ -32,6 +32,7 @@ from dispatcher.catalog.engine import (
     create,
     create_sqlite_file,
     redact,
+    sqlite_file,
     transaction,
     translated,
 )
@@ -122,6 +123,9 @@ class Catalog:
         )
 
     def schema_revision(self) -> str | None:
+        path = sqlite_file(self._engine.url)
+        if path is not None and not path.exists():
+            return None  # reading the revision must not create the file
         with translated(self._engine), self._engine.connect() as conn:
             return migrate.current_revision(conn)
 

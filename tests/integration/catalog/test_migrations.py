@@ -61,12 +61,15 @@ def test_init_is_idempotent_and_reports_the_revision(catalog: Catalog) -> None:
 
 def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
     """Before init the revision is None and operations say to run `scaleout catalog init`."""
-    fresh = Catalog.open(f"sqlite:///{tmp_path / 'new.sqlite3'}")
+    path = tmp_path / "new.sqlite3"
+    fresh = Catalog.open(f"sqlite:///{path}")
 
     assert fresh.schema_revision() is None
     with pytest.raises(CatalogNotInitialised) as info:
         fresh.create_folder("Finance")
     assert "scaleout catalog init" in info.value.hint
+    assert f"{path} does not exist" in str(info.value)
+    assert not path.exists()  # reading a missing catalog does not create it
     fresh.init()
     assert fresh.schema_revision() == "0004"
     fresh.close()
@@ -281,11 +284,16 @@ def test_pyodbc_is_imported_only_for_odbc_urls(tmp_path: Path) -> None:
 
 
 def test_unopenable_sqlite_file_is_unavailable() -> None:
-    """A SQLite path that cannot be opened -> CatalogUnavailable, not a driver traceback."""
+    """A SQLite path whose folder does not exist: reading says the file does not exist and
+    to run init; init says it cannot create it and to check the folder. No traceback."""
     missing = Catalog.open("sqlite:////nonexistent-dir/ssisdb.sqlite3")
 
-    with pytest.raises(CatalogUnavailable, match="unable to open database file"):
+    with pytest.raises(CatalogNotInitialised, match="does not exist") as info:
         missing.list_worker_agents()
+    assert "scaleout catalog init" in info.value.hint
+    with pytest.raises(CatalogUnavailable, match="cannot create the catalog file") as created:
+        missing.init()
+    assert "folder exists" in created.value.hint
     missing.close()
 
 
