@@ -1,0 +1,120 @@
+"""Sensitive values end to end, from the CLI, on a live master and worker: the value
+reaches the package, and its plain text is in no byte of the catalog nor in any output or
+log; a rerun and a key rotation (under the running master) keep it working. And every
+refused `executions create` leaves the catalog as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from tests.acceptance.conftest import Cli, Cluster
+
+SECRET = "tok-8c41f2e9d7"
+DIGEST = hashlib.sha256(SECRET.encode()).hexdigest()
+MANIFEST = {
+    "format": 1,
+    "name": "Vault",
+    "packages": [
+        {
+            "name": "Check",
+            "entry": {"argv": ["{python}", "check.py"]},
+            "parameters": [{"name": "Secret", "type": "string", "sensitive": True}],
+        }
+    ],
+}
+CHECK = """\
+import hashlib, os
+secret = os.environ["SSIS_PARAM_SECRET"]
+print("secret sha256", hashlib.sha256(secret.encode()).hexdigest(), flush=True)
+"""
+
+
+def vault_project(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps(MANIFEST))
+    (folder / "check.py").write_text(CHECK)
+    return folder
+
+
+def run_and_check(cli: Cli, *argv: str) -> int:
+    """Run an execution to its end; it succeeded and its package saw the secret."""
+    result = cli.ok(*argv, "--wait", "--timeout", "60", "--json", timeout=90)
+    row = result.json()
+    assert row["status_label"] == "succeeded", str(result)
+    logs = cli.ok("executions", "logs", str(row["execution_id"]))
+    assert f"secret sha256 {DIGEST}" in logs.stdout
+    for text in (result.stdout, result.stderr, logs.stdout, logs.stderr):
+        assert SECRET not in text
+    return int(row["execution_id"])
+
+
+def test_a_sensitive_value_reaches_the_package_and_nothing_holds_it_in_plain_text(
+    cluster: Cluster, tmp_path: Path, catalog_url: str
+) -> None:
+    cli = cluster.cli
+    cli.ok("deploy", str(vault_project(tmp_path / "vault")), "--folder", "F")
+    create = ("executions", "create", "--folder", "F", "--project", "Vault", "--package", "Check")
+
+    first = run_and_check(cli, *create, "--param", f"Secret={SECRET}")
+    again = run_and_check(cli, "executions", "rerun", str(first))
+    rotated = cli.ok("catalog", "rotate-key")
+    after_rotation = run_and_check(cli, "executions", "rerun", str(again))
+
+    assert "2 sensitive values re-encrypted" in rotated.stdout
+    assert len({first, again, after_rotation}) == 3
+    shown = cli.ok("executions", "show", str(first), "--json")
+    assert SECRET not in shown.stdout
+    catalog = Path(catalog_url.removeprefix("sqlite:///"))
+    files = sorted(catalog.parent.glob(f"{catalog.name}*"))
+    assert files
+    assert not [f for f in files if SECRET.encode() in f.read_bytes()]
+    for log in ("master.log", "worker.log"):
+        assert SECRET not in (tmp_path / log).read_text()
+
+
+def test_refused_creates_leave_no_execution(ready: Cli) -> None:
+    """Seven refused creates (the issue's count) and the catalog still holds none."""
+    ready.ok("workers", "add", "w1")
+    base = ("executions", "create", "--folder", "F", "--project", "SalesETL")
+    refused = [
+        (*base, "--package", "LoadSales", "--param", "Nope=1"),
+        (*base, "--package", "LoadSales", "--param", "FailOnPurpose=perhaps"),
+        (*base, "--package", "LoadSales", "--param", "$Package::Currency=USD"),
+        (*base, "--package", "LoadSales", "--param", "Currency=USD", "--worker", "ghost"),
+        (*base, "--package", "LoadSales", "--worker", "w1", "--worker", "ghost"),
+        (*base, "--package", "Sleep", "--param", "Interval=2", "--start"),
+        (*base, "--package", "Missing"),
+    ]
+    for argv in refused:
+        result = ready.run(*argv)
+        assert result.returncode == 1, str(result)
+        assert result.stderr.startswith("error: "), str(result)
+        assert "Traceback" not in result.stderr
+
+    assert ready.ok("executions", "list", "--json").json() == []
+    assert "it is a project parameter" in ready.run(*refused[2]).stderr
+    assert "Sleep lacks required parameters: Seconds" in ready.run(*refused[5]).stderr
+
+
+def test_reading_a_missing_catalog_file_creates_nothing(cli: Cli, tmp_path: Path) -> None:
+    result = cli.run("--catalog-url", "sqlite:///missing.sqlite3", "executions", "list")
+
+    assert result.returncode == 1, str(result)
+    assert "the catalog file missing.sqlite3 does not exist" in result.stderr
+    assert "scaleout catalog init" in result.stderr
+    assert not (tmp_path / "missing.sqlite3").exists()
+
+
+def test_catalog_init_writes_a_key_file_once(cli: Cli, tmp_path: Path) -> None:
+    key_file = tmp_path / "config" / "scaleout" / "catalog.key"
+
+    first = cli.ok("catalog", "init")
+    content = key_file.read_text()
+    second = cli.ok("catalog", "init")
+
+    assert f"wrote a new catalog key to {key_file}" in first.stderr
+    assert "wrote" not in second.stderr
+    assert key_file.read_text() == content
+    assert key_file.stat().st_mode & 0o777 == 0o600
