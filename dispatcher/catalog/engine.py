@@ -280,8 +280,9 @@ def classify(exc: sa_exc.DBAPIError, url: URL) -> CatalogError:
     if "can't open lib" in text or "data source name not found" in text:
         return _missing_odbc_driver(url)
     path = sqlite_file(url)
-    if path is not None and not path.exists():
-        return CatalogNotInitialised(f"the catalog file {path} does not exist", hint=INIT_HINT)
+    if path is not None and not path.exists() and path.absolute().parent.is_dir():
+        msg = f"the catalog file {path} does not exist: the catalog is not initialised"
+        return CatalogNotInitialised(msg, hint=INIT_HINT)
     if any(marker in text for marker in _MISSING_TABLE_MARKERS):
         return CatalogNotInitialised(
             f"the catalog at {redact(url)} is not initialised", hint=INIT_HINT
