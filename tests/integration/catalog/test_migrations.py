@@ -56,7 +56,7 @@ def test_init_is_idempotent_and_reports_the_revision(catalog: Catalog) -> None:
     """init on a migrated catalog changes nothing and the revision is the head."""
     catalog.init()
 
-    assert catalog.schema_revision() == "0004"
+    assert catalog.schema_revision() == "0005"
 
 
 def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
     assert f"{path} does not exist" in str(info.value)
     assert not path.exists()  # reading a missing catalog does not create it
     fresh.init()
-    assert fresh.schema_revision() == "0004"
+    assert fresh.schema_revision() == "0005"
     fresh.close()
 
 
@@ -84,7 +84,7 @@ def test_fresh_postgresql_database_is_not_initialised(pg_template: str) -> None:
         with pytest.raises(CatalogNotInitialised):
             fresh.list_worker_agents()
         fresh.init()
-        assert fresh.schema_revision() == "0004"
+        assert fresh.schema_revision() == "0005"
     finally:
         fresh.close()
         drop_database(name)
@@ -132,7 +132,7 @@ def test_a_0001_catalog_upgrades_in_place(tmp_path: Path) -> None:
         }
     engine.dispose()
 
-    assert old.schema_revision() == "0004"
+    assert old.schema_revision() == "0005"
     assert {"ix_internal_tasks_cancels", "ix_internal_jobs_execution"} <= indexes
     assert old.get_execution(execution_id).execution_id == execution_id
     old.close()
@@ -194,7 +194,7 @@ def test_a_0002_catalog_upgrades_to_attempt_progress(empty_url: str) -> None:
     engine.dispose()
     [result] = old.apply_status_reports([(progress(assignment), "w1")])
 
-    assert old.schema_revision() == "0004"
+    assert old.schema_revision() == "0005"
     progress_columns = {"progress_percent", "progress_message", "progress_time"}
     assert all(progress_columns <= names for names in columns.values())
     assert result.outcome is ReportOutcome.APPLIED
