@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from dispatcher.catalog import (
     dispatching,
+    environments,
     history,
     leases,
     migrate,
@@ -43,6 +44,8 @@ from dispatcher.catalog.records import (
     CatalogCounts,
     CleanupResult,
     DeployResult,
+    EnvironmentReferenceRow,
+    EnvironmentRow,
     ExecutionRow,
     ExpiredAttempt,
     HeartbeatResult,
@@ -172,6 +175,7 @@ class Catalog:
         return self._run(
             lambda tx: procedures.create_execution(
                 tx,
+                self.keyring,
                 folder_name=folder_name,
                 project_name=project_name,
                 package_name=package_name,
@@ -262,6 +266,144 @@ class Catalog:
 
     def configure_catalog(self, property_name: str, property_value: str) -> None:
         self._run(lambda tx: workers.configure_catalog(tx, property_name, property_value))
+
+    # ---- SSIS environments ------------------------------------------------------------
+
+    def create_environment(
+        self, folder_name: str, environment_name: str, environment_description: str = ""
+    ) -> int:
+        return self._run(
+            lambda tx: environments.create_environment(
+                tx, folder_name, environment_name, environment_description
+            )
+        )
+
+    def rename_environment(
+        self, folder_name: str, environment_name: str, new_environment_name: str
+    ) -> None:
+        self._run(
+            lambda tx: environments.rename_environment(
+                tx, folder_name, environment_name, new_environment_name
+            )
+        )
+
+    def delete_environment(self, folder_name: str, environment_name: str) -> None:
+        self._run(lambda tx: environments.delete_environment(tx, folder_name, environment_name))
+
+    def create_environment_variable(  # noqa: PLR0917  # SSIS's parameters, in SSIS's order
+        self,
+        folder_name: str,
+        environment_name: str,
+        variable_name: str,
+        data_type: str,
+        sensitive: bool,
+        value: ParameterScalar,
+        description: str = "",
+    ) -> None:
+        self._run(
+            lambda tx: environments.create_environment_variable(
+                tx,
+                self.keyring,
+                folder_name,
+                environment_name,
+                variable_name,
+                data_type,
+                sensitive,
+                value,
+                description,
+            )
+        )
+
+    def set_environment_variable_value(
+        self, folder_name: str, environment_name: str, variable_name: str, value: ParameterScalar
+    ) -> None:
+        self._run(
+            lambda tx: environments.set_environment_variable_value(
+                tx, self.keyring, folder_name, environment_name, variable_name, value
+            )
+        )
+
+    def delete_environment_variable(
+        self, folder_name: str, environment_name: str, variable_name: str
+    ) -> None:
+        self._run(
+            lambda tx: environments.delete_environment_variable(
+                tx, folder_name, environment_name, variable_name
+            )
+        )
+
+    def create_environment_reference(
+        self,
+        folder_name: str,
+        project_name: str,
+        environment_name: str,
+        reference_type: str,
+        environment_folder_name: str | None = None,
+    ) -> int:
+        return self._run(
+            lambda tx: environments.create_environment_reference(
+                tx,
+                folder_name,
+                project_name,
+                environment_name,
+                reference_type,
+                environment_folder_name,
+            )
+        )
+
+    def delete_environment_reference(self, reference_id: int) -> None:
+        self._run(lambda tx: environments.delete_environment_reference(tx, reference_id))
+
+    def set_object_parameter_value(  # noqa: PLR0917  # SSIS's parameters, in SSIS's order
+        self,
+        object_type: int,
+        folder_name: str,
+        project_name: str,
+        parameter_name: str,
+        parameter_value: ParameterScalar,
+        object_name: str | None = None,
+        value_type: str = "V",
+    ) -> None:
+        self._run(
+            lambda tx: environments.set_object_parameter_value(
+                tx,
+                self.keyring,
+                object_type,
+                folder_name,
+                project_name,
+                parameter_name,
+                parameter_value,
+                object_name,
+                value_type,
+            )
+        )
+
+    def clear_object_parameter_value(
+        self,
+        folder_name: str,
+        project_name: str,
+        object_type: int,
+        object_name: str | None,
+        parameter_name: str,
+    ) -> None:
+        self._run(
+            lambda tx: environments.clear_object_parameter_value(
+                tx, folder_name, project_name, object_type, object_name, parameter_name
+            )
+        )
+
+    def list_environments(self, folder_name: str | None = None) -> list[EnvironmentRow]:
+        return self._read(lambda tx: environments.list_environments(tx, folder_name))
+
+    def get_environment(self, folder_name: str, environment_name: str) -> EnvironmentRow:
+        return self._read(
+            lambda tx: environments.get_environment(tx, folder_name, environment_name)
+        )
+
+    def list_environment_references(
+        self, folder_name: str | None = None, project_name: str | None = None
+    ) -> list[EnvironmentReferenceRow]:
+        return self._read(lambda tx: environments.list_references(tx, folder_name, project_name))
 
     # ---- reads ------------------------------------------------------------------------
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from dispatcher.catalog.engine import Tx, locked, new_id
+from dispatcher.catalog.environments import resolve_values, unresolved_references
 from dispatcher.catalog.projects import folder_id, manifest_at, project_row
 from dispatcher.errors import NotFound, OperationRefused
 from dispatcher.keys import Keyring, is_sealed
@@ -44,6 +45,7 @@ SYSTEM_PARAMETERS = {
 
 def create_execution(
     tx: Tx,
+    keys: Keyring,
     *,
     folder_name: str,
     project_name: str,
@@ -55,10 +57,8 @@ def create_execution(
     caller_name: str | None,
 ) -> int:
     _require_scale_out(tx, runinscaleout)
-    if reference_id is not None:
-        raise NotFound(f"environment reference {reference_id} does not exist", code=27101)
-    project_id, lsn = _entry_point(tx, folder_name, project_name, package_name)
-    execution_id = _insert_operation(tx, project_id, project_name, caller_name)
+    project, lsn = _entry_point(tx, folder_name, project_name, package_name)
+    execution_id = _insert_operation(tx, int(project.project_id), project_name, caller_name)
     job_id = uuid.uuid4()
     tx.conn.execute(
         sa.insert(tx.t.executions).values(
@@ -66,6 +66,7 @@ def create_execution(
             folder_name=folder_name,
             project_name=project_name,
             package_name=package_name,
+            reference_id=reference_id,
             project_lsn=lsn,
             use32bitruntime=use32bitruntime,
             runinscaleout=True,
@@ -74,11 +75,12 @@ def create_execution(
         )
     )
     _insert_job(tx, job_id, execution_id, useanyworker, caller_name)
+    resolve_values(tx, keys, execution_id, project, lsn, package_name, reference_id)
     return execution_id
 
 
-def _entry_point(tx: Tx, folder_name: str, project_name: str, package: str) -> tuple[int, int]:
-    """The project id and current lsn that hold ``package``; NotFound otherwise."""
+def _entry_point(tx: Tx, folder_name: str, project_name: str, package: str) -> tuple[Any, int]:
+    """The project row and current lsn that hold ``package``; NotFound otherwise."""
     fid = folder_id(tx, folder_name)
     if fid is None:
         raise NotFound(f"folder {folder_name!r} does not exist")
@@ -88,7 +90,7 @@ def _entry_point(tx: Tx, folder_name: str, project_name: str, package: str) -> t
     lsn = int(project.object_version_lsn)
     if manifest_at(tx, lsn).package(package) is None:
         raise NotFound(f"package {package!r} does not exist in project {project_name!r}")
-    return int(project.project_id), lsn
+    return project, lsn
 
 
 def _insert_job(
@@ -176,7 +178,7 @@ class NewExecution:
     caller_name: str | None = None
     start: bool = False
     retry_count: int = 0
-    reference_id: int | None = field(default=None)
+    reference_id: int | None = None
 
 
 def create_execution_with(tx: Tx, keys: Keyring, request: NewExecution) -> int:
@@ -185,6 +187,7 @@ def create_execution_with(tx: Tx, keys: Keyring, request: NewExecution) -> int:
         raise OperationRefused(msg, code=27101)
     execution_id = create_execution(
         tx,
+        keys,
         folder_name=request.folder_name,
         project_name=request.project_name,
         package_name=request.package_name,
@@ -210,6 +213,7 @@ def rerun_execution(tx: Tx, keys: Keyring, execution_id: int, caller_name: str |
     workers = _allowed_of(tx, row)
     new_id = create_execution(
         tx,
+        keys,
         folder_name=row.folder_name,
         project_name=row.project_name,
         package_name=row.package_name,
@@ -272,8 +276,16 @@ def _copy_value(tx: Tx, keys: Keyring, execution_id: int, value: Any) -> None:
             tx, keys, execution_id, value.object_type, value.parameter_name, plain
         )
         return
+    values = tx.t.execution_parameter_values
     tx.conn.execute(
-        sa.insert(tx.t.execution_parameter_values).values(
+        sa.delete(values).where(
+            values.c.execution_id == execution_id,
+            values.c.object_type == value.object_type,
+            values.c.parameter_name == value.parameter_name,
+        )
+    )
+    tx.conn.execute(
+        sa.insert(values).values(
             execution_id=execution_id,
             object_type=value.object_type,
             parameter_name=value.parameter_name,
@@ -455,6 +467,14 @@ def _require_parameters(tx: Tx, row: Any, *, subject: str = "") -> None:
         for name, spec in _declared(manifest, row.package_name, object_type).items()
         if spec.required and spec.default is None and (object_type, name) not in given
     ]
+    referenced = unresolved_references(
+        tx, row.project_lsn, row.project_name, row.package_name, given
+    )
+    if referenced:
+        who = subject or f"execution {row.execution_id}"
+        msg = f"{who} takes {', '.join(referenced)} from an environment, and has no reference"
+        hint = "create it with --reference ID (`scaleout environments references`), or set them"
+        raise OperationRefused(msg, hint=hint, code=27100)
     if missing:
         who = subject or f"execution {row.execution_id}"
         msg = f"{who} lacks required parameters: {', '.join(missing)}"

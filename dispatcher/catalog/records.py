@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from schemas.messages import CancelReason, ParameterValue
+from schemas.messages import CancelReason, ParameterScalar, ParameterValue
 from schemas.states import ExecutionStatus, TaskState
 
 
@@ -251,3 +251,39 @@ class CatalogCounts:
     workers_enabled: int = 0
     workers_online: int = 0
     oldest_pending_age_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentVariableRow:
+    """A variable of an environment; ``value`` is None when it is sensitive (never shown)."""
+
+    name: str
+    type: str
+    sensitive: bool
+    value: ParameterScalar
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentReferenceRow:
+    """A project's reference to an environment: 'R' relative (the environment is in the
+    project's folder) or 'A' absolute (``environment_folder_name`` names the folder)."""
+
+    reference_id: int
+    folder_name: str
+    project_name: str
+    reference_type: str
+    environment_folder_name: str
+    environment_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentRow:
+    environment_id: int
+    folder_name: str
+    name: str
+    description: str
+    created_time: datetime
+    variables: tuple[EnvironmentVariableRow, ...] = ()
+    references: tuple[EnvironmentReferenceRow, ...] = ()
+    """The references that resolve to this environment."""
