@@ -35,6 +35,8 @@ from dispatcher.catalog import Catalog
 from dispatcher.catalog.procedures import NewExecution
 from dispatcher.catalog.records import (
     DeployResult,
+    EnvironmentReferenceRow,
+    EnvironmentRow,
     ExecutionRow,
     MessageRow,
     PendingFacts,
@@ -193,15 +195,20 @@ class ScaleOut:
         parameters: Mapping[str, ParameterScalar] | None = None,
         workers: Sequence[str] = (),
         caller_name: str | None = None,
+        reference_id: int | None = None,
     ) -> int:
         """A new execution (status 1 created) with its parameter values and, when
         ``workers`` is given, restricted to those workers (SSIS ``add_execution_worker``).
+        ``reference_id`` (an environment reference of the project) gives referenced
+        parameters their variables' values, as SSIS's ``create_execution @reference_id``.
         One transaction: an unknown parameter, a wrong type or an unknown worker leaves
         nothing behind."""
         request = _new_execution(
             folder, project, package, parameters=parameters, workers=workers, caller=caller_name
         )
-        return self.catalog.create_execution_with(request)
+        return self.catalog.create_execution_with(
+            dataclasses.replace(request, reference_id=reference_id)
+        )
 
     def set_parameter(self, execution_id: int, name: str, value: ParameterScalar) -> None:
         """Set a parameter value. ``$Project::``, ``$Package::`` and ``$ServerOption::``
@@ -232,13 +239,16 @@ class ScaleOut:
         workers: Sequence[str] = (),
         retry_count: int = 0,
         caller_name: str | None = None,
+        reference_id: int | None = None,
     ) -> Started:
         """Create and start an execution in one transaction (a refused start, such as a
         missing required parameter, leaves no execution behind), then wake the master."""
         request = _new_execution(
             folder, project, package, parameters=parameters, workers=workers, caller=caller_name
         )
-        created = dataclasses.replace(request, start=True, retry_count=retry_count)
+        created = dataclasses.replace(
+            request, start=True, retry_count=retry_count, reference_id=reference_id
+        )
         return self._woken(self.catalog.create_execution_with(created))
 
     def rerun_execution(self, execution_id: int, *, caller: str | None = None) -> int:
@@ -349,6 +359,93 @@ class ScaleOut:
         """Why the execution is still pending, with what to do; '' when it is not, or
         when nothing holds it back."""
         return explain(self.catalog.pending_facts(execution_id))
+
+    # -- environments (SSIS's procedure names and parameters) ------------------------------
+
+    def create_environment(self, folder: str, name: str, description: str = "") -> int:
+        return self.catalog.create_environment(folder, name, description)
+
+    def rename_environment(self, folder: str, name: str, new_name: str) -> None:
+        self.catalog.rename_environment(folder, name, new_name)
+
+    def delete_environment(self, folder: str, name: str) -> None:
+        self.catalog.delete_environment(folder, name)
+
+    def create_environment_variable(  # noqa: PLR0917  # SSIS's parameters, in SSIS's order
+        self,
+        folder: str,
+        environment: str,
+        name: str,
+        data_type: str,
+        sensitive: bool,
+        value: ParameterScalar,
+        description: str = "",
+    ) -> None:
+        """A typed variable (``string``, ``int``, ``float``, ``bool`` or SSIS's ``Int32``,
+        ``Double``, ...); a sensitive one is stored encrypted."""
+        self.catalog.create_environment_variable(
+            folder, environment, name, data_type, sensitive, value, description
+        )
+
+    def set_environment_variable_value(
+        self, folder: str, environment: str, name: str, value: ParameterScalar
+    ) -> None:
+        self.catalog.set_environment_variable_value(folder, environment, name, value)
+
+    def delete_environment_variable(self, folder: str, environment: str, name: str) -> None:
+        self.catalog.delete_environment_variable(folder, environment, name)
+
+    def create_environment_reference(
+        self,
+        folder: str,
+        project: str,
+        environment: str,
+        reference_type: str = "R",
+        environment_folder: str | None = None,
+    ) -> int:
+        """'R': the environment in the project's folder; 'A': in ``environment_folder``.
+        The reference's id, which ``create_execution(reference_id=...)`` takes."""
+        return self.catalog.create_environment_reference(
+            folder, project, environment, reference_type, environment_folder
+        )
+
+    def delete_environment_reference(self, reference_id: int) -> None:
+        self.catalog.delete_environment_reference(reference_id)
+
+    def set_object_parameter_value(  # noqa: PLR0917  # SSIS's parameters, in SSIS's order
+        self,
+        object_type: int,
+        folder: str,
+        project: str,
+        parameter: str,
+        value: ParameterScalar,
+        object_name: str | None = None,
+        value_type: str = "V",
+    ) -> None:
+        """A parameter's server value: ``value_type`` 'V', a literal; 'R', ``value`` is the
+        name of the environment variable that gives it (with a reference)."""
+        self.catalog.set_object_parameter_value(
+            object_type, folder, project, parameter, value, object_name, value_type
+        )
+
+    def clear_object_parameter_value(
+        self, folder: str, project: str, object_type: int, object_name: str | None, parameter: str
+    ) -> None:
+        self.catalog.clear_object_parameter_value(
+            folder, project, object_type, object_name, parameter
+        )
+
+    def environments(self, folder: str | None = None) -> list[EnvironmentRow]:
+        return self.catalog.list_environments(folder)
+
+    def environment(self, folder: str, name: str) -> EnvironmentRow:
+        """An environment with its variables (sensitive values None) and references."""
+        return self.catalog.get_environment(folder, name)
+
+    def environment_references(
+        self, folder: str | None = None, project: str | None = None
+    ) -> list[EnvironmentReferenceRow]:
+        return self.catalog.list_environment_references(folder, project)
 
     # -- worker agents -------------------------------------------------------------------
 

@@ -162,9 +162,9 @@ def _stored(keys: Keyring, spec: ParameterSpec, value: ParameterScalar, what: st
     refused sensitive value is not echoed."""
     try:
         coerced = spec.coerce(value)
-    except ValueError as exc:
-        said = f"{what} takes a {spec.type}, not that value" if spec.sensitive else str(exc)
-        raise OperationRefused(said, code=27159) from None
+    except ValueError:
+        shown = "that value" if spec.sensitive else repr(value)
+        raise OperationRefused(f"{what} takes a {spec.type}, not {shown}", code=27159) from None
     text = json.dumps(coerced)
     return keys.seal(text, what=what) if spec.sensitive else text
 
@@ -206,7 +206,7 @@ def create_environment_variable(  # noqa: PLR0917  # SSIS's parameters, in SSIS'
     )
 
 
-def set_environment_variable_value(
+def set_environment_variable_value(  # noqa: PLR0917  # SSIS's parameters, in SSIS's order
     tx: Tx,
     keys: Keyring,
     folder_name: str,
@@ -482,7 +482,7 @@ def set_object_parameter_value(  # noqa: PLR0917  # SSIS's parameters, in SSIS's
     )
 
 
-def clear_object_parameter_value(
+def clear_object_parameter_value(  # noqa: PLR0917  # SSIS's parameters, in SSIS's order
     tx: Tx,
     folder_name: str,
     project_name: str,

@@ -20,10 +20,12 @@ logger = logging.getLogger(__name__)
 
 def _sealed_columns(tx: Tx) -> list[tuple[sa.Table, sa.Column[str], str]]:
     """(table, column, what) of every column that may hold a sealed value."""
-    values, defaults = tx.t.execution_parameter_values, tx.t.object_parameters
+    values, params = tx.t.execution_parameter_values, tx.t.object_parameters
+    variables = tx.t.environment_variables
     return [
         (values, values.c.parameter_value, "execution parameter value"),
-        (defaults, defaults.c.default_value, "parameter default"),
+        (params, params.c.server_value, "parameter server value"),
+        (variables, variables.c.value, "environment variable"),
     ]
 
 

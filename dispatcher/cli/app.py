@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from dispatcher.cli import services
 from dispatcher.cli.catalog import catalog_app, deploy
 from dispatcher.cli.common import Globals, fail, one_line, opt
+from dispatcher.cli.environments import environments_app
 from dispatcher.cli.executions import executions_app
 from dispatcher.cli.workers import workers_app
 from dispatcher.errors import ScaleoutError
@@ -36,6 +37,7 @@ app = typer.Typer(
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(executions_app, name="executions")
 app.add_typer(workers_app, name="workers")
+app.add_typer(environments_app, name="environments")
 app.add_typer(services.schemas_app, name="schemas")
 
 

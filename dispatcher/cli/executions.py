@@ -67,6 +67,14 @@ def executions_create(  # noqa: PLR0917  # typer passes options by keyword
         opt("--worker", env="SCALEOUT_WORKERS", help="run only on this worker, repeatable"),
     ] = [],  # noqa: B006
     retry_count: RetryOpt = 0,
+    reference: Annotated[
+        int | None,
+        opt(
+            "--reference",
+            env="SCALEOUT_REFERENCE",
+            help="environment reference id: referenced parameters take its variables' values",
+        ),
+    ] = None,
     start: Annotated[bool, opt("--start", env="SCALEOUT_START", help="start it too")] = False,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
@@ -82,7 +90,7 @@ def executions_create(  # noqa: PLR0917  # typer passes options by keyword
         if not (start or wait):
             execution_id = so.create_execution(
                 folder, project, package, parameters=params, workers=worker,
-                caller_name="scaleout-cli",
+                caller_name="scaleout-cli", reference_id=reference,
             )  # fmt: skip
             hint = f"start it with `scaleout executions start {execution_id}`"
             _report(so, execution_id, as_json, f"created: {hint}")
@@ -90,7 +98,7 @@ def executions_create(  # noqa: PLR0917  # typer passes options by keyword
         # Created and started in one transaction: a refused start leaves no execution.
         started = so.run(
             folder, project, package, parameters=params, workers=worker,
-            retry_count=retry_count, caller_name="scaleout-cli",
+            retry_count=retry_count, caller_name="scaleout-cli", reference_id=reference,
         )  # fmt: skip
         how = Waiting(wait, timeout, quiet, created=True)
         _after_start(so, started, how, as_json=as_json)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mssql
 
 revision = "0005"
 down_revision = "0004"
@@ -32,8 +33,6 @@ ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def _long_text() -> sa.types.TypeEngine[str]:
-    from sqlalchemy.dialects import mssql
-
     return sa.UnicodeText().with_variant(mssql.NVARCHAR(), "mssql")
 
 
