@@ -534,11 +534,15 @@ def resolve_values(  # noqa: PLR0917  # the execution's identity, as create_exec
     lsn: int,
     package_name: str,
     reference_id: int | None,
+    given: set[tuple[int, str]],
 ) -> None:
-    """Write the value of every declared parameter that has one (see the module doc)."""
+    """Write the value of every declared parameter that has one (see the module doc),
+    except those in ``given``, which the caller sets itself."""
     environment = _reference_variables(tx, project, reference_id)
     rows = []
     for param in _declared_rows(tx, lsn, project.name, package_name):
+        if (param.object_type, param.parameter_name) in given:
+            continue
         stored = _resolved(keys, param, environment)
         if stored is not None:
             rows.append(

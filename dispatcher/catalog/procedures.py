@@ -55,7 +55,11 @@ def create_execution(
     runinscaleout: bool | None,
     useanyworker: bool,
     caller_name: str | None,
+    explicit: frozenset[tuple[int | None, str]] = frozenset(),
 ) -> int:
+    """SSIS's create_execution. Every declared parameter with a value gets it now (see
+    :mod:`dispatcher.catalog.environments`), except those in ``explicit``, which the
+    caller sets in the same transaction (so a reference need not cover them)."""
     _require_scale_out(tx, runinscaleout)
     project, lsn = _entry_point(tx, folder_name, project_name, package_name)
     execution_id = _insert_operation(tx, int(project.project_id), project_name, caller_name)
@@ -75,8 +79,21 @@ def create_execution(
         )
     )
     _insert_job(tx, job_id, execution_id, useanyworker, caller_name)
-    resolve_values(tx, keys, execution_id, project, lsn, package_name, reference_id)
+    manifest = manifest_at(tx, lsn)
+    given = {_where_declared(manifest, package_name, t, name) for t, name in explicit}
+    resolve_values(tx, keys, execution_id, project, lsn, package_name, reference_id, given)
     return execution_id
+
+
+def _where_declared(
+    manifest: ProjectManifest, package: str, object_type: int | None, name: str
+) -> tuple[int, str]:
+    """(object type, name) a dtexec-style name sets: unprefixed, the package's, else the
+    project's (an undeclared one is refused when it is set)."""
+    if object_type is None:
+        declared = _declared(manifest, package, OBJECT_PACKAGE)
+        object_type = OBJECT_PACKAGE if name in declared else OBJECT_PROJECT
+    return object_type, name
 
 
 def _entry_point(tx: Tx, folder_name: str, project_name: str, package: str) -> tuple[Any, int]:
@@ -196,6 +213,7 @@ def create_execution_with(tx: Tx, keys: Keyring, request: NewExecution) -> int:
         runinscaleout=True,
         useanyworker=not request.workers,
         caller_name=request.caller_name,
+        explicit=frozenset((t, name) for t, name, _ in request.parameters),
     )
     for object_type, name, value in request.parameters:
         set_parameter_by_name(tx, keys, execution_id, object_type, name, value)
