@@ -37,9 +37,14 @@ from dispatcher.catalog.records import (
     DeployResult,
     EnvironmentReferenceRow,
     EnvironmentRow,
+    ExecutionFilter,
     ExecutionRow,
+    ExecutionValueRow,
+    FolderRow,
     MessageRow,
+    PackageRow,
     PendingFacts,
+    ProjectRow,
     WorkerAgentRow,
 )
 from dispatcher.errors import OperationRefused, ScaleoutError
@@ -276,10 +281,42 @@ class ScaleOut:
         return self.catalog.get_execution(execution_id)
 
     def executions(
-        self, *, status: ExecutionStatus | None = None, limit: int = 100
+        self,
+        *,
+        status: ExecutionStatus | None = None,
+        limit: int = 100,
+        where: ExecutionFilter | None = None,
     ) -> list[ExecutionRow]:
-        """Executions, newest first."""
-        return self.catalog.list_executions(status=status, limit=limit)
+        """Executions, newest first; ``where`` narrows by folder, project, package and
+        created time."""
+        return self.catalog.list_executions(status=status, limit=limit, where=where)
+
+    def execution_values(self, execution_id: int) -> list[ExecutionValueRow]:
+        """The parameter values an execution runs with (sensitive ones None: never shown)."""
+        self.catalog.get_execution(execution_id)  # NotFound for an unknown id
+        return self.catalog.execution_values(execution_id)
+
+    # -- browsing the catalog ------------------------------------------------------------
+
+    def folders(self) -> list[FolderRow]:
+        return self.catalog.list_folders()
+
+    def folder(self, name: str) -> FolderRow:
+        return self.catalog.get_folder(name)
+
+    def projects(self, folder: str | None = None) -> list[ProjectRow]:
+        return self.catalog.list_projects(folder)
+
+    def project(self, folder: str, name: str) -> ProjectRow:
+        """A project with its versions (newest first) and its parameters."""
+        return self.catalog.get_project(folder, name)
+
+    def packages(self, folder: str | None = None, project: str | None = None) -> list[PackageRow]:
+        return self.catalog.list_packages(folder, project)
+
+    def package(self, folder: str, project: str, name: str) -> PackageRow:
+        """A package of the project's current version, with its parameters."""
+        return self.catalog.get_package(folder, project, name)
 
     def wait(
         self,

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from dispatcher.catalog import (
+    browse,
     dispatching,
     environments,
     history,
@@ -46,11 +47,16 @@ from dispatcher.catalog.records import (
     DeployResult,
     EnvironmentReferenceRow,
     EnvironmentRow,
+    ExecutionFilter,
     ExecutionRow,
+    ExecutionValueRow,
     ExpiredAttempt,
+    FolderRow,
     HeartbeatResult,
     MessageRow,
+    PackageRow,
     PendingFacts,
+    ProjectRow,
     Refusal,
     ReportResult,
     WorkerAgentRow,
@@ -411,9 +417,39 @@ class Catalog:
         return self._read(lambda tx: reads.get_execution(tx, execution_id))
 
     def list_executions(
-        self, *, status: ExecutionStatus | None = None, limit: int = 100
+        self,
+        *,
+        status: ExecutionStatus | None = None,
+        limit: int = 100,
+        where: ExecutionFilter | None = None,
     ) -> list[ExecutionRow]:
-        return self._read(lambda tx: reads.list_executions(tx, status, limit))
+        return self._read(lambda tx: reads.list_executions(tx, status, limit, where))
+
+    def execution_values(self, execution_id: int) -> list[ExecutionValueRow]:
+        """The values an execution runs with; sensitive ones as None."""
+        return self._read(lambda tx: browse.execution_values(tx, execution_id))
+
+    def list_folders(self) -> list[FolderRow]:
+        return self._read(browse.list_folders)
+
+    def get_folder(self, folder_name: str) -> FolderRow:
+        return self._read(lambda tx: browse.get_folder(tx, folder_name))
+
+    def list_projects(self, folder_name: str | None = None) -> list[ProjectRow]:
+        return self._read(lambda tx: browse.list_projects(tx, folder_name))
+
+    def get_project(self, folder_name: str, project_name: str) -> ProjectRow:
+        return self._read(lambda tx: browse.get_project(tx, folder_name, project_name))
+
+    def list_packages(
+        self, folder_name: str | None = None, project_name: str | None = None
+    ) -> list[PackageRow]:
+        return self._read(lambda tx: browse.list_packages(tx, folder_name, project_name))
+
+    def get_package(self, folder_name: str, project_name: str, package_name: str) -> PackageRow:
+        return self._read(
+            lambda tx: browse.get_package(tx, folder_name, project_name, package_name)
+        )
 
     def get_worker_agent(self, worker_agent_id: str) -> WorkerAgentRow:
         return self._read(lambda tx: reads.get_worker_agent(tx, self._timing, worker_agent_id))

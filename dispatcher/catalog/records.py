@@ -287,3 +287,87 @@ class EnvironmentRow:
     variables: tuple[EnvironmentVariableRow, ...] = ()
     references: tuple[EnvironmentReferenceRow, ...] = ()
     """The references that resolve to this environment."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterRow:
+    """A declared parameter of a project version, with where its value comes from:
+    ``source`` is ``default`` (the manifest's), ``server`` (set_object_parameter_value
+    'V'), ``environment`` (a variable, ``referenced_variable_name``) or ``none``. Values
+    of sensitive parameters are None (never shown)."""
+
+    object_type: int
+    object_name: str
+    name: str
+    data_type: str
+    required: bool
+    sensitive: bool
+    design_default_value: ParameterScalar
+    server_value: ParameterScalar
+    source: str
+    referenced_variable_name: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectVersionRow:
+    project_lsn: int
+    content_hash: str
+    created_time: datetime
+    current: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PackageRow:
+    folder_name: str
+    project_name: str
+    name: str
+    description: str
+    project_lsn: int
+    parameters: tuple[ParameterRow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRow:
+    project_id: int
+    folder_name: str
+    name: str
+    description: str
+    project_lsn: int | None
+    created_time: datetime
+    last_deployed_time: datetime
+    packages: tuple[str, ...] = ()
+    versions: tuple[ProjectVersionRow, ...] = ()
+    parameters: tuple[ParameterRow, ...] = ()
+    """The project's own parameters (its packages' are on each PackageRow)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FolderRow:
+    folder_id: int
+    name: str
+    description: str
+    created_time: datetime
+    projects: int = 0
+    environments: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionValueRow:
+    """A value an execution runs with; ``value`` is None when it is sensitive."""
+
+    object_type: int
+    name: str
+    value: ParameterScalar
+    sensitive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFilter:
+    """What ``executions list`` narrows to; None leaves a field open. Times are aware."""
+
+    folder: str | None = None
+    project: str | None = None
+    package: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None

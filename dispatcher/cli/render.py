@@ -225,6 +225,7 @@ def executions_table(rows: Iterable[ExecutionRow], *, title: str = "Executions")
         Col("worker", kind=ID),
         Col("attempts", "right"),
         Col("status"),
+        Col("created"),
         Col("started"),
         Col("duration", "right"),
     )
@@ -236,6 +237,7 @@ def executions_table(rows: Iterable[ExecutionRow], *, title: str = "Executions")
             row.worker_agent_id or "-",
             attempts(row),
             status_text(row.status),
+            as_utc(row.created_time).strftime("%m-%d %H:%M:%S"),
             as_utc(row.start_time).strftime("%m-%d %H:%M:%S") if row.start_time else "-",
             duration(row),
         )
