@@ -134,6 +134,7 @@ def _execution_row(
         caller_name=row.caller_name,
         stopped_by_name=row.stopped_by_name,
         allowed_workers=allowed.get(row.execution_id, ()),
+        reference_id=row.reference_id,
         task_id=row.task_id,
         task_state=None if row.task_status is None else TaskState(row.task_status),
         attempt=row.attempt or 0,

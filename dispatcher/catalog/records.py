@@ -138,6 +138,8 @@ class ExecutionRow:
     holder: str | None = None
     """The worker of the task's current attempt, dispatched or later (``worker_agent_id``
     is set only once it started)."""
+    reference_id: int | None = None
+    """The environment reference it was created with (SSIS ``@reference_id``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.acceptance.conftest import Cli, Cluster
@@ -53,19 +55,44 @@ def run_and_check(cli: Cli, *argv: str) -> int:
 def test_a_sensitive_value_reaches_the_package_and_nothing_holds_it_in_plain_text(
     cluster: Cluster, tmp_path: Path, catalog_url: str
 ) -> None:
+    """Given with --param, then through an environment reference (the variable read from
+    stdin), rerun, and run again after a key rotation under the running master."""
     cli = cluster.cli
     cli.ok("deploy", str(vault_project(tmp_path / "vault")), "--folder", "F")
     create = ("executions", "create", "--folder", "F", "--project", "Vault", "--package", "Check")
-
     first = run_and_check(cli, *create, "--param", f"Secret={SECRET}")
-    again = run_and_check(cli, "executions", "rerun", str(first))
+    cli.ok("environments", "create", "PROD", "--folder", "F")
+    stdin = subprocess.run(
+        [sys.executable, "-m", "dispatcher.cli", "environments", "variables", "create", "PROD",
+         "Token", "-", "--sensitive", "--folder", "F"],
+        input=f"{SECRET}\n", capture_output=True, text=True, env=cli.environment(), cwd=cli.cwd,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert stdin.returncode == 0, stdin.stderr
+    made = cli.ok("environments", "references", "create", "PROD", "--folder", "F",
+                  "--project", "Vault", "--json")  # fmt: skip
+    reference = str(made.json()["reference_id"])
+    cli.ok("projects", "set-parameter", "Secret", "Token", "--reference", "--folder", "F",
+           "--project", "Vault", "--package", "Check")  # fmt: skip
+
+    referenced = run_and_check(cli, *create, "--reference", reference)
+    again = run_and_check(cli, "executions", "rerun", str(referenced))
     rotated = cli.ok("catalog", "rotate-key")
     after_rotation = run_and_check(cli, "executions", "rerun", str(again))
 
-    assert "2 sensitive values re-encrypted" in rotated.stdout
-    assert len({first, again, after_rotation}) == 3
-    shown = cli.ok("executions", "show", str(first), "--json")
-    assert SECRET not in shown.stdout
+    assert "4 sensitive values re-encrypted" in rotated.stdout  # 3 executions, 1 variable
+    assert len({first, referenced, again, after_rotation}) == 4
+    for argv in (
+        ("executions", "show", str(referenced), "--json"),
+        ("executions", "show", str(referenced)),
+        ("environments", "show", "PROD", "--folder", "F", "--json"),
+        ("environments", "show", "PROD", "--folder", "F"),
+        ("packages", "show", "Check", "--folder", "F", "--project", "Vault"),
+    ):
+        shown = cli.ok(*argv)
+        assert SECRET not in shown.stdout + shown.stderr
+    values = cli.ok("executions", "show", str(referenced), "--json").json()["parameters"]
+    assert values == [{"object_type": 30, "name": "Secret", "value": None, "sensitive": True}]
     catalog = Path(catalog_url.removeprefix("sqlite:///"))
     files = sorted(catalog.parent.glob(f"{catalog.name}*"))
     assert files
