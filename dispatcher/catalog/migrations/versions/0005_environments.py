@@ -22,6 +22,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mssql
 
+from dispatcher.catalog.migrations import procedures_0005, tsql_0005
+
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
@@ -134,9 +136,24 @@ def upgrade() -> None:
     )
     for name, select in VIEWS.items():
         op.execute(f"CREATE VIEW {catalog}{name} AS {select.format(i=internal, true=_true())}")
+    for statement in _procedures()[0]:
+        op.execute(statement)
+
+
+def _procedures() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """SSIS's procedures callable from SQL (created, dropped) on this dialect: PL/pgSQL
+    functions on PostgreSQL, T-SQL procedures on SQL Server, none on SQLite."""
+    name = op.get_context().dialect.name
+    if name == "postgresql":
+        return procedures_0005.POSTGRESQL, procedures_0005.POSTGRESQL_DROPS
+    if name == "mssql":
+        return tsql_0005.PROCEDURES, tsql_0005.DROPS
+    return (), ()
 
 
 def downgrade() -> None:
+    for statement in _procedures()[1]:
+        op.execute(statement)
     _internal, catalog, schema = _names()
     for name in reversed(VIEWS):
         op.execute(f"DROP VIEW {catalog}{name}")
