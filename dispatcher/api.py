@@ -143,9 +143,17 @@ class ScaleOut:
         return cls(Catalog.for_master(settings), settings.broker)
 
     @classmethod
-    def connect(cls, catalog_url: str, broker: BrokerSettings | None = None) -> ScaleOut:
-        """A session on ``catalog_url``; without ``broker``, starts do not wake the master."""
-        return cls(Catalog.open(catalog_url), broker)
+    def connect(
+        cls,
+        catalog_url: str,
+        broker: BrokerSettings | None = None,
+        *,
+        keyring: Keyring | None = None,
+    ) -> ScaleOut:
+        """A session on ``catalog_url``; without ``broker``, starts do not wake the master.
+        ``keyring`` defaults to the catalog key file ``catalog init`` writes, if any."""
+        keys = keyring or Keyring.from_settings(None, None)
+        return cls(Catalog.open(catalog_url, keyring=keys), broker)
 
     def close(self) -> None:
         if self._link is not None:
