@@ -225,8 +225,7 @@ def executions_table(rows: Iterable[ExecutionRow], *, title: str = "Executions")
         Col("worker", kind=ID),
         Col("attempts", "right"),
         Col("status"),
-        Col("created"),
-        Col("started"),
+        Col("created"),  # when it was created (list filters by it); show has the start
         Col("duration", "right"),
     )
     cells = [
@@ -238,7 +237,6 @@ def executions_table(rows: Iterable[ExecutionRow], *, title: str = "Executions")
             attempts(row),
             status_text(row.status),
             as_utc(row.created_time).strftime("%m-%d %H:%M:%S"),
-            as_utc(row.start_time).strftime("%m-%d %H:%M:%S") if row.start_time else "-",
             duration(row),
         )
         for row in rows
