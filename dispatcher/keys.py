@@ -81,10 +81,17 @@ class Keyring:
     """The keys this process holds: the first seals, any opens."""
 
     def __init__(
-        self, keys: Sequence[CatalogKey] = (), *, file: Path | None = None, source: str = ""
+        self,
+        keys: Sequence[CatalogKey] = (),
+        *,
+        file: Path | None = None,
+        source: str = "",
+        optional: bool = False,
     ) -> None:
         self._keys = tuple(keys)
         self._file = file
+        self._optional = optional
+        """A missing ``file`` means no key yet (the default file, before `catalog init`)."""
         self._loaded = file is None
         self._lock = threading.Lock()
         self.source = source or (f"the key file {file}" if file else "the given keys")
@@ -100,9 +107,9 @@ class Keyring:
         if key_file is not None:
             return cls(file=key_file)
         default = default_key_file()
-        if default.is_file():
-            return cls(file=default)
-        return cls(source=f"this process (no key configured and no {default})")
+        # Read when needed, not now: a master started before `catalog init` wrote the
+        # file still finds it.
+        return cls(file=default, optional=True, source=f"the default key file {default}")
 
     @classmethod
     def generate(cls) -> Keyring:
@@ -110,6 +117,8 @@ class Keyring:
         return cls([CatalogKey.parse(new_key_text(), "a new key")], source="a new key")
 
     def _held(self, *, reload: bool = False) -> tuple[CatalogKey, ...]:
+        if self._file is not None and self._optional and not self._file.exists():
+            return ()
         if self._file is not None and (reload or not self._loaded):
             with self._lock:
                 self._keys = read_key_file(self._file)
@@ -164,11 +173,12 @@ class Keyring:
         return found
 
     def _held_or_refuse(self, what: str, action: str) -> tuple[CatalogKey, ...]:
-        keys = () if self._file is not None and not self._file.exists() else self._held()
+        missing = self._file is not None and not self._file.exists()
+        keys = () if missing else self._held()
         if not keys:
+            lacks = "does not exist" if missing else "has no catalog key"
             msg = (
-                f"cannot {action} {what}: sensitive values are encrypted, and {self.source} "
-                "has no catalog key"
+                f"cannot {action} {what}: sensitive values are encrypted, and {self.source} {lacks}"
             )
             hint = (
                 f"run `scaleout catalog init` (it writes {default_key_file()}) or set "
