@@ -80,6 +80,12 @@ def catalog_rotate_key(
         count = so.rotate_key(target)
     done = f"catalog key rotated: {count} sensitive values re-encrypted"
     out.print(Text(f"{done}; the new key is in {target}"))
+    if settings.key is not None:
+        say(
+            "the old key came from SCALEOUT_CATALOG__KEY: give every master and CLI the new "
+            f"file instead (SCALEOUT_CATALOG__KEY_FILE={target}, and unset the variable)",
+            "yellow",
+        )
 
 
 @catalog_app.command("upgrade")
