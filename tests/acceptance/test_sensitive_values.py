@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dispatcher.keys import new_key_text
 from tests.acceptance.conftest import Cli, Cluster
 
 SECRET = "tok-8c41f2e9d7"
@@ -145,3 +146,27 @@ def test_catalog_init_writes_a_key_file_once(cli: Cli, tmp_path: Path) -> None:
     assert "wrote" not in second.stderr
     assert key_file.read_text() == content
     assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_rotating_a_key_given_in_the_environment(ready: Cli, tmp_path: Path) -> None:
+    """The old key comes from SCALEOUT_CATALOG__KEY: rotate-key needs --key-file, writes
+    the new key there, and says to switch to it; the old key then opens nothing."""
+    old = new_key_text()
+    env: dict[str, str | None] = {"SCALEOUT_CATALOG__KEY": old}
+    create = ("executions", "create", "--folder", "F", "--project", "SalesETL", "--package")
+    ready.ok(*create, "LoadSales", "--param", f"ApiToken={SECRET}", env=env)
+    new_file = tmp_path / "new.key"
+
+    usage = ready.run("catalog", "rotate-key", env=env)
+    rotated = ready.ok("catalog", "rotate-key", "--key-file", str(new_file), env=env)
+
+    assert usage.returncode == 2
+    assert "--key-file" in usage.stderr
+    assert "1 sensitive values re-encrypted" in rotated.stdout
+    assert f"SCALEOUT_CATALOG__KEY_FILE={new_file}" in rotated.stderr
+    again = ready.run("catalog", "rotate-key", "--key-file", str(tmp_path / "x.key"), env=env)
+    assert again.returncode == 1
+    assert "cannot decrypt a sealed execution parameter value" in again.stderr
+    assert not (tmp_path / "x.key").exists()
+    with_file = {"SCALEOUT_CATALOG__KEY": None, "SCALEOUT_CATALOG__KEY_FILE": str(new_file)}
+    ready.ok("catalog", "rotate-key", env=with_file)
