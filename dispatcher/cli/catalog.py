@@ -20,7 +20,10 @@ from dispatcher.cli.common import (
 )
 from dispatcher.keys import default_key_file, new_key_text, write_key_file
 
-catalog_app = typer.Typer(help="Create or upgrade the SSISDB catalog.", no_args_is_help=True)
+catalog_app = typer.Typer(
+    help="Create or upgrade the SSISDB catalog; rotate the key of its sensitive values.",
+    no_args_is_help=True,
+)
 
 
 # -- catalog -------------------------------------------------------------------------------
