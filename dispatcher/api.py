@@ -16,7 +16,9 @@ instead of at its next poll. Errors are :class:`dispatcher.errors.ScaleoutError`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,16 +32,25 @@ from urllib.parse import urlsplit
 from dispatcher.broker import Publisher
 from dispatcher.broker.link import BrokerLink
 from dispatcher.catalog import Catalog
+from dispatcher.catalog.procedures import NewExecution
 from dispatcher.catalog.records import (
     DeployResult,
+    EnvironmentReferenceRow,
+    EnvironmentRow,
+    ExecutionFilter,
     ExecutionRow,
+    ExecutionValueRow,
+    FolderRow,
     LeaderLease,
     MasterRow,
     MessageRow,
+    PackageRow,
     PendingFacts,
+    ProjectRow,
     WorkerAgentRow,
 )
-from dispatcher.errors import NotFound, OperationRefused, ScaleoutError
+from dispatcher.errors import OperationRefused, ScaleoutError
+from dispatcher.keys import CatalogKey, Keyring, new_key_text, write_key_file
 from dispatcher.outbound import declare_worker, publish_wake
 from dispatcher.pending import explain
 from dispatcher.projects import build_archive
@@ -134,9 +145,17 @@ class ScaleOut:
         return cls(Catalog.for_master(settings), settings.broker)
 
     @classmethod
-    def connect(cls, catalog_url: str, broker: BrokerSettings | None = None) -> ScaleOut:
-        """A session on ``catalog_url``; without ``broker``, starts do not wake the master."""
-        return cls(Catalog.open(catalog_url), broker)
+    def connect(
+        cls,
+        catalog_url: str,
+        broker: BrokerSettings | None = None,
+        *,
+        keyring: Keyring | None = None,
+    ) -> ScaleOut:
+        """A session on ``catalog_url``; without ``broker``, starts do not wake the master.
+        ``keyring`` defaults to the catalog key file ``catalog init`` writes, if any."""
+        keys = keyring or Keyring.from_settings(None, None)
+        return cls(Catalog.open(catalog_url, keyring=keys), broker)
 
     def close(self) -> None:
         if self._link is not None:
@@ -191,36 +210,27 @@ class ScaleOut:
         parameters: Mapping[str, ParameterScalar] | None = None,
         workers: Sequence[str] = (),
         caller_name: str | None = None,
+        reference_id: int | None = None,
     ) -> int:
         """A new execution (status 1 created) with its parameter values and, when
-        ``workers`` is given, restricted to those workers (SSIS ``add_execution_worker``)."""
-        execution_id = self.catalog.create_execution(
-            folder, project, package, useanyworker=not workers, caller_name=caller_name
+        ``workers`` is given, restricted to those workers (SSIS ``add_execution_worker``).
+        ``reference_id`` (an environment reference of the project) gives referenced
+        parameters their variables' values, as SSIS's ``create_execution @reference_id``.
+        One transaction: an unknown parameter, a wrong type or an unknown worker leaves
+        nothing behind."""
+        request = _new_execution(
+            folder, project, package, parameters=parameters, workers=workers, caller=caller_name
         )
-        for name, value in (parameters or {}).items():
-            self.set_parameter(execution_id, name, value)
-        for worker in workers:
-            self.catalog.add_execution_worker(execution_id, worker)
-        return execution_id
+        return self.catalog.create_execution_with(
+            dataclasses.replace(request, reference_id=reference_id)
+        )
 
     def set_parameter(self, execution_id: int, name: str, value: ParameterScalar) -> None:
         """Set a parameter value. ``$Project::``, ``$Package::`` and ``$ServerOption::``
         say where it is declared; a bare name is tried as a package parameter, then as a
         project one."""
         object_type, bare = split_parameter(name)
-        if object_type is not None:
-            self.catalog.set_execution_parameter_value(execution_id, object_type, bare, value)
-            return
-        try:
-            self.catalog.set_execution_parameter_value(execution_id, PACKAGE_PARAMETER, bare, value)
-        except NotFound:
-            try:
-                self.catalog.set_execution_parameter_value(
-                    execution_id, PROJECT_PARAMETER, bare, value
-                )
-            except NotFound as exc:
-                msg = f"parameter {bare!r} is declared neither by the package nor the project"
-                raise NotFound(msg, hint="see the project's manifest.json") from exc
+        self.catalog.set_parameter_by_name(execution_id, object_type, bare, value)
 
     def start(self, execution_id: int, retry_count: int = 0, *, wake: bool = True) -> Started:
         """Start an execution (SSIS ``start_execution``; attempts = retry_count + 1) and
@@ -228,6 +238,9 @@ class ScaleOut:
         master's poll dispatches the execution anyway, and ``warning`` says so. Starting
         many at once, pass ``wake=False`` and call :meth:`wake` once after."""
         self.catalog.start_execution(execution_id, retry_count)
+        return self._woken(execution_id, wake=wake)
+
+    def _woken(self, execution_id: int, *, wake: bool = True) -> Started:
         warning = self.wake(execution_id) if wake else ""
         return Started(execution_id, woken=not warning, warning=warning)
 
@@ -241,17 +254,32 @@ class ScaleOut:
         workers: Sequence[str] = (),
         retry_count: int = 0,
         caller_name: str | None = None,
+        reference_id: int | None = None,
     ) -> Started:
-        """Create and start an execution in one call."""
-        execution_id = self.create_execution(
-            folder,
-            project,
-            package,
-            parameters=parameters,
-            workers=workers,
-            caller_name=caller_name,
+        """Create and start an execution in one transaction (a refused start, such as a
+        missing required parameter, leaves no execution behind), then wake the master."""
+        request = _new_execution(
+            folder, project, package, parameters=parameters, workers=workers, caller=caller_name
         )
-        return self.start(execution_id, retry_count)
+        created = dataclasses.replace(
+            request, start=True, retry_count=retry_count, reference_id=reference_id
+        )
+        return self._woken(self.catalog.create_execution_with(created))
+
+    def rerun_execution(self, execution_id: int, *, caller: str | None = None) -> int:
+        """Run ``execution_id`` again: a new execution of the same package (its project's
+        current version) with the same parameter values, the same allowed workers and
+        the same retry count, created and started in one transaction, then the master is
+        woken. Sensitive values are copied encrypted. The new execution's id."""
+        new_id = self.catalog.rerun_execution(execution_id, caller_name=caller)
+        self.wake(new_id)
+        return new_id
+
+    def rotate_key(self, new_key_file: Path) -> int:
+        """``scaleout catalog rotate-key``: a new catalog key re-encrypts every sensitive
+        value in one transaction; the key file then holds only the new key. The number of
+        values re-encrypted."""
+        return rotate_catalog_key(self.catalog, new_key_file)
 
     def stop(self, execution_id: int, *, stopped_by: str | None = None) -> ExecutionRow:
         """Request a stop (SSIS ``stop_operation``); the execution as it is afterwards."""
@@ -263,10 +291,42 @@ class ScaleOut:
         return self.catalog.get_execution(execution_id)
 
     def executions(
-        self, *, status: ExecutionStatus | None = None, limit: int = 100
+        self,
+        *,
+        status: ExecutionStatus | None = None,
+        limit: int = 100,
+        where: ExecutionFilter | None = None,
     ) -> list[ExecutionRow]:
-        """Executions, newest first."""
-        return self.catalog.list_executions(status=status, limit=limit)
+        """Executions, newest first; ``where`` narrows by folder, project, package and
+        created time."""
+        return self.catalog.list_executions(status=status, limit=limit, where=where)
+
+    def execution_values(self, execution_id: int) -> list[ExecutionValueRow]:
+        """The parameter values an execution runs with (sensitive ones None: never shown)."""
+        self.catalog.get_execution(execution_id)  # NotFound for an unknown id
+        return self.catalog.execution_values(execution_id)
+
+    # -- browsing the catalog ------------------------------------------------------------
+
+    def folders(self) -> list[FolderRow]:
+        return self.catalog.list_folders()
+
+    def folder(self, name: str) -> FolderRow:
+        return self.catalog.get_folder(name)
+
+    def projects(self, folder: str | None = None) -> list[ProjectRow]:
+        return self.catalog.list_projects(folder)
+
+    def project(self, folder: str, name: str) -> ProjectRow:
+        """A project with its versions (newest first) and its parameters."""
+        return self.catalog.get_project(folder, name)
+
+    def packages(self, folder: str | None = None, project: str | None = None) -> list[PackageRow]:
+        return self.catalog.list_packages(folder, project)
+
+    def package(self, folder: str, project: str, name: str) -> PackageRow:
+        """A package of the project's current version, with its parameters."""
+        return self.catalog.get_package(folder, project, name)
 
     def wait(
         self,
@@ -346,6 +406,93 @@ class ScaleOut:
         """Why the execution is still pending, with what to do; '' when it is not, or
         when nothing holds it back."""
         return explain(self.catalog.pending_facts(execution_id))
+
+    # -- environments (SSIS's procedure names and parameters) ------------------------------
+
+    def create_environment(self, folder: str, name: str, description: str = "") -> int:
+        return self.catalog.create_environment(folder, name, description)
+
+    def rename_environment(self, folder: str, name: str, new_name: str) -> None:
+        self.catalog.rename_environment(folder, name, new_name)
+
+    def delete_environment(self, folder: str, name: str) -> None:
+        self.catalog.delete_environment(folder, name)
+
+    def create_environment_variable(  # noqa: PLR0917  # SSIS's parameters, in SSIS's order
+        self,
+        folder: str,
+        environment: str,
+        name: str,
+        data_type: str,
+        sensitive: bool,
+        value: ParameterScalar,
+        description: str = "",
+    ) -> None:
+        """A typed variable (``string``, ``int``, ``float``, ``bool`` or SSIS's ``Int32``,
+        ``Double``, ...); a sensitive one is stored encrypted."""
+        self.catalog.create_environment_variable(
+            folder, environment, name, data_type, sensitive, value, description
+        )
+
+    def set_environment_variable_value(
+        self, folder: str, environment: str, name: str, value: ParameterScalar
+    ) -> None:
+        self.catalog.set_environment_variable_value(folder, environment, name, value)
+
+    def delete_environment_variable(self, folder: str, environment: str, name: str) -> None:
+        self.catalog.delete_environment_variable(folder, environment, name)
+
+    def create_environment_reference(
+        self,
+        folder: str,
+        project: str,
+        environment: str,
+        reference_type: str = "R",
+        environment_folder: str | None = None,
+    ) -> int:
+        """'R': the environment in the project's folder; 'A': in ``environment_folder``.
+        The reference's id, which ``create_execution(reference_id=...)`` takes."""
+        return self.catalog.create_environment_reference(
+            folder, project, environment, reference_type, environment_folder
+        )
+
+    def delete_environment_reference(self, reference_id: int) -> None:
+        self.catalog.delete_environment_reference(reference_id)
+
+    def set_object_parameter_value(  # noqa: PLR0917  # SSIS's parameters, in SSIS's order
+        self,
+        object_type: int,
+        folder: str,
+        project: str,
+        parameter: str,
+        value: ParameterScalar,
+        object_name: str | None = None,
+        value_type: str = "V",
+    ) -> None:
+        """A parameter's server value: ``value_type`` 'V', a literal; 'R', ``value`` is the
+        name of the environment variable that gives it (with a reference)."""
+        self.catalog.set_object_parameter_value(
+            object_type, folder, project, parameter, value, object_name, value_type
+        )
+
+    def clear_object_parameter_value(
+        self, folder: str, project: str, object_type: int, object_name: str | None, parameter: str
+    ) -> None:
+        self.catalog.clear_object_parameter_value(
+            folder, project, object_type, object_name, parameter
+        )
+
+    def environments(self, folder: str | None = None) -> list[EnvironmentRow]:
+        return self.catalog.list_environments(folder)
+
+    def environment(self, folder: str, name: str) -> EnvironmentRow:
+        """An environment with its variables (sensitive values None) and references."""
+        return self.catalog.get_environment(folder, name)
+
+    def environment_references(
+        self, folder: str | None = None, project: str | None = None
+    ) -> list[EnvironmentReferenceRow]:
+        return self.catalog.list_environment_references(folder, project)
 
     # -- worker agents -------------------------------------------------------------------
 
@@ -442,6 +589,39 @@ class ScaleOut:
         if reason:
             logger.warning("api.broker_failed", extra={"error": reason})
         return reason
+
+
+def _new_execution(
+    folder: str,
+    project: str,
+    package: str,
+    *,
+    parameters: Mapping[str, ParameterScalar] | None,
+    workers: Sequence[str],
+    caller: str | None,
+) -> NewExecution:
+    values = [(*split_parameter(name), value) for name, value in (parameters or {}).items()]
+    return NewExecution(
+        folder, project, package, parameters=values, workers=tuple(workers),
+        caller_name=caller,
+    )  # fmt: skip
+
+
+def rotate_catalog_key(catalog: Catalog, key_file: Path) -> int:
+    """Write a new key beside ``key_file``, re-encrypt everything with it in one
+    transaction, then move it over ``key_file`` (atomic rename). A failure before the
+    commit leaves the old key file and the catalog as they were."""
+    pending = key_file.with_name(key_file.name + ".new")
+    text = new_key_text()
+    write_key_file(pending, [text], exclusive=False)
+    try:
+        rotated = catalog.rotate_key(Keyring([CatalogKey.parse(text, str(pending))]))
+    except BaseException:
+        pending.unlink(missing_ok=True)
+        raise
+    os.replace(pending, key_file)
+    logger.info("api.key_rotated", extra={"values": rotated, "key_file": str(key_file)})
+    return rotated
 
 
 def read_archive(source: Path | bytes) -> bytes:

@@ -8,6 +8,7 @@ these at the adapter edge, with ``raise ... from exc``, so callers never import 
     │   ├── CatalogUnavailable       cannot reach the database (retry later)
     │   ├── CatalogNotInitialised    the schema is missing or old: run `scaleout catalog init`
     │   ├── MissingDriver            an ODBC URL without unixODBC/pyodbc installed
+    │   ├── CatalogKeyMissing        a sensitive value needs the catalog key this process lacks
     │   └── OperationRefused         an SSIS procedure's refusal (unknown id, wrong state, ...)
     │       └── NotFound             the folder, project, package, execution or worker is unknown
     └── BrokerError                  RabbitMQ refused or failed
@@ -49,6 +50,10 @@ class CatalogNotInitialised(CatalogError):
 
 
 class MissingDriver(CatalogError):
+    pass
+
+
+class CatalogKeyMissing(CatalogError):
     pass
 
 

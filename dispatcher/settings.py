@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -144,6 +144,24 @@ class CatalogSettings(BaseModel):
     )
     connection_timeout_s: int = Field(
         15, ge=1, **ssis("SqlConnectionTimeoutInSecs", "timeout to connect to the catalog")
+    )
+    # SSISDB encrypts sensitive values with its database master key (catalog property
+    # ENCRYPTION_ALGORITHM, AES_256 by default); ours is AES-256-GCM with a key kept out of
+    # the catalog: here, in a file, or (neither set) the file `catalog init` writes.
+    key: SecretStr | None = Field(
+        None,
+        **ssis(
+            "database master key",
+            "catalog key(s) for sensitive values, base64; several: comma-separated, first "
+            "encrypts (prefer key_file)",
+        ),
+    )
+    key_file: Path | None = Field(
+        None,
+        description=(
+            "file of catalog keys, one a line, the first encrypts; `catalog init` writes it "
+            "when missing; unset: $XDG_CONFIG_HOME/scaleout/catalog.key (~/.config/...)"
+        ),
     )
 
     @property

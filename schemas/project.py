@@ -189,7 +189,35 @@ def read_manifest(archive: bytes) -> ProjectManifest:
         msg = f"archive has no {MANIFEST_NAME} at its root"
         raise ArchiveError(msg) from None
     try:
-        return ProjectManifest.model_validate(json.loads(raw))
+        manifest = ProjectManifest.model_validate(json.loads(raw))
     except ValueError as exc:
         msg = f"{MANIFEST_NAME} is invalid: {exc}"
         raise ArchiveError(msg) from None
+    return manifest
+
+
+def check_defaults(manifest: ProjectManifest) -> None:
+    """Refuse a default that does not fit its parameter's type (every run would fail on
+    the worker), and a sensitive parameter's default: it would sit in plain text in the
+    archive, which the catalog stores and every worker caches. Deploy checks it; a worker
+    does not, so versions deployed before still run."""
+    owners = [(f"project {manifest.name}", manifest.parameters)]
+    owners += [(f"package {p.name}", p.parameters) for p in manifest.packages]
+    for owner, specs in owners:
+        for spec in specs:
+            if spec.default is None:
+                continue
+            if spec.sensitive:
+                msg = (
+                    f"{MANIFEST_NAME}: {owner}: sensitive parameter {spec.name} has a default; "
+                    "give its value per execution (--param) instead"
+                )
+                raise ArchiveError(msg)
+            try:
+                spec.coerce(spec.default)
+            except ValueError:
+                msg = (
+                    f"{MANIFEST_NAME}: {owner}: parameter {spec.name} is a {spec.type}, and its "
+                    f"default {spec.default!r} is not"
+                )
+                raise ArchiveError(msg) from None

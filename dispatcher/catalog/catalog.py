@@ -15,8 +15,10 @@ from datetime import datetime
 from typing import TypeVar
 
 from dispatcher.catalog import (
+    browse,
     console,
     dispatching,
+    environments,
     history,
     leadership,
     leases,
@@ -26,9 +28,19 @@ from dispatcher.catalog import (
     projects,
     reads,
     reconcile,
+    sensitive,
     workers,
 )
-from dispatcher.catalog.engine import Timing, Tx, create, redact, transaction, translated
+from dispatcher.catalog.engine import (
+    Timing,
+    Tx,
+    create,
+    create_sqlite_file,
+    redact,
+    sqlite_file,
+    transaction,
+    translated,
+)
 from dispatcher.catalog.records import (
     Assignment,
     AttemptRow,
@@ -36,18 +48,26 @@ from dispatcher.catalog.records import (
     CatalogCounts,
     CleanupResult,
     DeployResult,
+    EnvironmentReferenceRow,
+    EnvironmentRow,
+    ExecutionFilter,
     ExecutionRow,
+    ExecutionValueRow,
     ExpiredAttempt,
+    FolderRow,
     HeartbeatResult,
     LeaderLease,
     MasterInstance,
     MasterRow,
     MessageRow,
+    PackageRow,
     PendingFacts,
+    ProjectRow,
     Refusal,
     ReportResult,
     WorkerAgentRow,
 )
+from dispatcher.keys import Keyring
 from dispatcher.settings import MasterSettings
 from schemas.messages import AgentHeartbeat, ParameterScalar, StatusReport
 from schemas.states import ExecutionStatus
@@ -60,12 +80,20 @@ T = TypeVar("T")
 class Catalog:
     """The SSISDB catalog on SQLite, PostgreSQL or SQL Server."""
 
-    def __init__(self, url: str, *, connection_timeout_s: int, settings: Timing) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connection_timeout_s: int,
+        settings: Timing,
+        keyring: Keyring | None = None,
+    ) -> None:
         self._engine = create(url, connection_timeout_s=connection_timeout_s)
         self._timing = settings
         self._fence: tuple[str, int] | None = None
         """(master_id, epoch) while this handle writes as the leader: every write
         transaction checks it first (leadership.check_fence)."""
+        self.keyring = keyring or Keyring(source="this catalog handle (opened without a key)")
 
     @classmethod
     def open(
@@ -75,10 +103,12 @@ class Catalog:
         connection_timeout_s: int = 15,
         worker_offline_after_s: float = 180.0,
         initial_lease_s: float = 300.0,
+        keyring: Keyring | None = None,
     ) -> Catalog:
-        """A catalog handle; connects lazily and creates nothing."""
+        """A catalog handle; connects lazily and creates nothing. ``keyring`` holds the
+        catalog key(s) for sensitive values (none needed for a catalog without them)."""
         timing = Timing(worker_offline_after_s, initial_lease_s)
-        return cls(url, connection_timeout_s=connection_timeout_s, settings=timing)
+        return cls(url, connection_timeout_s=connection_timeout_s, settings=timing, keyring=keyring)
 
     @classmethod
     def for_master(cls, settings: MasterSettings) -> Catalog:
@@ -89,6 +119,10 @@ class Catalog:
             connection_timeout_s=settings.catalog.connection_timeout_s,
             worker_offline_after_s=settings.worker_offline_after_s,
             initial_lease_s=settings.initial_lease_s,
+            keyring=Keyring.from_settings(
+                settings.catalog.key.get_secret_value() if settings.catalog.key else None,
+                settings.catalog.key_file,
+            ),
         )
 
     @property
@@ -96,7 +130,9 @@ class Catalog:
         return self._engine.dialect.name
 
     def init(self) -> None:
-        """Create or upgrade the catalog to the newest revision; idempotent."""
+        """Create or upgrade the catalog to the newest revision; idempotent. A SQLite
+        file is created here only: every other operation refuses a missing file."""
+        create_sqlite_file(self._engine)
         with translated(self._engine), self._engine.begin() as conn:
             migrate.upgrade(conn)
             revision = migrate.current_revision(conn)
@@ -105,6 +141,9 @@ class Catalog:
         )
 
     def schema_revision(self) -> str | None:
+        path = sqlite_file(self._engine.url)
+        if path is not None and not path.exists():
+            return None  # reading the revision must not create the file
         with translated(self._engine), self._engine.connect() as conn:
             return migrate.current_revision(conn)
 
@@ -186,6 +225,7 @@ class Catalog:
         return self._run(
             lambda tx: procedures.create_execution(
                 tx,
+                self.keyring,
                 folder_name=folder_name,
                 project_name=project_name,
                 package_name=package_name,
@@ -206,9 +246,34 @@ class Catalog:
     ) -> None:
         self._run(
             lambda tx: procedures.set_execution_parameter_value(
-                tx, execution_id, object_type, parameter_name, parameter_value
+                tx, self.keyring, execution_id, object_type, parameter_name, parameter_value
             )
         )
+
+    def create_execution_with(self, request: procedures.NewExecution) -> int:
+        """An execution with its values and workers (and its start), in one transaction:
+        a refusal anywhere writes nothing."""
+        return self._run(lambda tx: procedures.create_execution_with(tx, self.keyring, request))
+
+    def set_parameter_by_name(
+        self, execution_id: int, object_type: int | None, name: str, value: ParameterScalar
+    ) -> None:
+        """``set_execution_parameter_value``; ``object_type`` None: package, then project."""
+        self._run(
+            lambda tx: procedures.set_parameter_by_name(
+                tx, self.keyring, execution_id, object_type, name, value
+            )
+        )
+
+    def rerun_execution(self, execution_id: int, *, caller_name: str | None = None) -> int:
+        """A started copy of an execution (same package, values, workers, retries)."""
+        return self._run(
+            lambda tx: procedures.rerun_execution(tx, self.keyring, execution_id, caller_name)
+        )
+
+    def rotate_key(self, new: Keyring) -> int:
+        """Re-encrypt every sensitive value with ``new``'s key (one transaction)."""
+        return self._run(lambda tx: sensitive.rotate_key(tx, self.keyring, new))
 
     def add_execution_worker(self, execution_id: int, workeragent_id: str) -> None:
         self._run(lambda tx: procedures.add_execution_worker(tx, execution_id, workeragent_id))
@@ -252,15 +317,183 @@ class Catalog:
     def configure_catalog(self, property_name: str, property_value: str) -> None:
         self._run(lambda tx: workers.configure_catalog(tx, property_name, property_value))
 
+    # ---- SSIS environments ------------------------------------------------------------
+
+    def create_environment(
+        self, folder_name: str, environment_name: str, environment_description: str = ""
+    ) -> int:
+        return self._run(
+            lambda tx: environments.create_environment(
+                tx, folder_name, environment_name, environment_description
+            )
+        )
+
+    def rename_environment(
+        self, folder_name: str, environment_name: str, new_environment_name: str
+    ) -> None:
+        self._run(
+            lambda tx: environments.rename_environment(
+                tx, folder_name, environment_name, new_environment_name
+            )
+        )
+
+    def delete_environment(self, folder_name: str, environment_name: str) -> None:
+        self._run(lambda tx: environments.delete_environment(tx, folder_name, environment_name))
+
+    def create_environment_variable(  # noqa: PLR0917  # SSIS's parameters, in SSIS's order
+        self,
+        folder_name: str,
+        environment_name: str,
+        variable_name: str,
+        data_type: str,
+        sensitive: bool,
+        value: ParameterScalar,
+        description: str = "",
+    ) -> None:
+        self._run(
+            lambda tx: environments.create_environment_variable(
+                tx,
+                self.keyring,
+                folder_name,
+                environment_name,
+                variable_name,
+                data_type,
+                sensitive,
+                value,
+                description,
+            )
+        )
+
+    def set_environment_variable_value(
+        self, folder_name: str, environment_name: str, variable_name: str, value: ParameterScalar
+    ) -> None:
+        self._run(
+            lambda tx: environments.set_environment_variable_value(
+                tx, self.keyring, folder_name, environment_name, variable_name, value
+            )
+        )
+
+    def delete_environment_variable(
+        self, folder_name: str, environment_name: str, variable_name: str
+    ) -> None:
+        self._run(
+            lambda tx: environments.delete_environment_variable(
+                tx, folder_name, environment_name, variable_name
+            )
+        )
+
+    def create_environment_reference(
+        self,
+        folder_name: str,
+        project_name: str,
+        environment_name: str,
+        reference_type: str,
+        environment_folder_name: str | None = None,
+    ) -> int:
+        return self._run(
+            lambda tx: environments.create_environment_reference(
+                tx,
+                folder_name,
+                project_name,
+                environment_name,
+                reference_type,
+                environment_folder_name,
+            )
+        )
+
+    def delete_environment_reference(self, reference_id: int) -> None:
+        self._run(lambda tx: environments.delete_environment_reference(tx, reference_id))
+
+    def set_object_parameter_value(  # noqa: PLR0917  # SSIS's parameters, in SSIS's order
+        self,
+        object_type: int,
+        folder_name: str,
+        project_name: str,
+        parameter_name: str,
+        parameter_value: ParameterScalar,
+        object_name: str | None = None,
+        value_type: str = "V",
+    ) -> None:
+        self._run(
+            lambda tx: environments.set_object_parameter_value(
+                tx,
+                self.keyring,
+                object_type,
+                folder_name,
+                project_name,
+                parameter_name,
+                parameter_value,
+                object_name,
+                value_type,
+            )
+        )
+
+    def clear_object_parameter_value(
+        self,
+        folder_name: str,
+        project_name: str,
+        object_type: int,
+        object_name: str | None,
+        parameter_name: str,
+    ) -> None:
+        self._run(
+            lambda tx: environments.clear_object_parameter_value(
+                tx, folder_name, project_name, object_type, object_name, parameter_name
+            )
+        )
+
+    def list_environments(self, folder_name: str | None = None) -> list[EnvironmentRow]:
+        return self._read(lambda tx: environments.list_environments(tx, folder_name))
+
+    def get_environment(self, folder_name: str, environment_name: str) -> EnvironmentRow:
+        return self._read(
+            lambda tx: environments.get_environment(tx, folder_name, environment_name)
+        )
+
+    def list_environment_references(
+        self, folder_name: str | None = None, project_name: str | None = None
+    ) -> list[EnvironmentReferenceRow]:
+        return self._read(lambda tx: environments.list_references(tx, folder_name, project_name))
+
     # ---- reads ------------------------------------------------------------------------
 
     def get_execution(self, execution_id: int) -> ExecutionRow:
         return self._read(lambda tx: reads.get_execution(tx, execution_id))
 
     def list_executions(
-        self, *, status: ExecutionStatus | None = None, limit: int = 100
+        self,
+        *,
+        status: ExecutionStatus | None = None,
+        limit: int = 100,
+        where: ExecutionFilter | None = None,
     ) -> list[ExecutionRow]:
-        return self._read(lambda tx: reads.list_executions(tx, status, limit))
+        return self._read(lambda tx: reads.list_executions(tx, status, limit, where))
+
+    def execution_values(self, execution_id: int) -> list[ExecutionValueRow]:
+        """The values an execution runs with; sensitive ones as None."""
+        return self._read(lambda tx: browse.execution_values(tx, execution_id))
+
+    def list_folders(self) -> list[FolderRow]:
+        return self._read(browse.list_folders)
+
+    def get_folder(self, folder_name: str) -> FolderRow:
+        return self._read(lambda tx: browse.get_folder(tx, folder_name))
+
+    def list_projects(self, folder_name: str | None = None) -> list[ProjectRow]:
+        return self._read(lambda tx: browse.list_projects(tx, folder_name))
+
+    def get_project(self, folder_name: str, project_name: str) -> ProjectRow:
+        return self._read(lambda tx: browse.get_project(tx, folder_name, project_name))
+
+    def list_packages(
+        self, folder_name: str | None = None, project_name: str | None = None
+    ) -> list[PackageRow]:
+        return self._read(lambda tx: browse.list_packages(tx, folder_name, project_name))
+
+    def get_package(self, folder_name: str, project_name: str, package_name: str) -> PackageRow:
+        return self._read(
+            lambda tx: browse.get_package(tx, folder_name, project_name, package_name)
+        )
 
     def get_worker_agent(self, worker_agent_id: str) -> WorkerAgentRow:
         return self._read(lambda tx: reads.get_worker_agent(tx, self._timing, worker_agent_id))
@@ -318,7 +551,7 @@ class Catalog:
 
         def claim(tx: Tx) -> list[Assignment]:
             dispatching.mark_published(tx, published)
-            return dispatching.claim_tasks(tx, self._timing, limit)
+            return dispatching.claim_tasks(tx, self._timing, limit, self.keyring)
 
         return self._run(claim)
 
@@ -326,7 +559,9 @@ class Catalog:
         self._run(lambda tx: dispatching.mark_published(tx, attempts))
 
     def unpublished_assignments(self, older_than_s: float) -> list[Assignment]:
-        return self._read(lambda tx: dispatching.unpublished_assignments(tx, older_than_s))
+        return self._read(
+            lambda tx: dispatching.unpublished_assignments(tx, self.keyring, older_than_s)
+        )
 
     def apply_status_reports(
         self, reports: Sequence[tuple[StatusReport, str]]

@@ -9,6 +9,7 @@ DISPATCH updates (one executemany), so two masters can never both win one task.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 
 from dispatcher.catalog.engine import Timing, Tx, locked, utc
 from dispatcher.catalog.records import Assignment
+from dispatcher.catalog.sensitive import unopenable
 from dispatcher.catalog.state import (
     BatchedWrites,
     TaskRow,
@@ -26,21 +28,28 @@ from dispatcher.catalog.state import (
     in_states,
     select_tasks,
 )
+from dispatcher.keys import Keyring, is_sealed
 from schemas.messages import ParameterValue
 from schemas.states import LEASED_TASK_STATES, TaskEvent, TaskState
+
+logger = logging.getLogger(__name__)
+_REPORTED: set[int] = set()
+"""Executions whose missing key was logged: once each, not at every dispatch poll."""
 
 AllowedWorkers = frozenset[str] | None
 """The workers an execution allows; None means any worker (useanyworker=1)."""
 
 
-def claim_tasks(tx: Tx, timing: Timing, limit: int) -> list[Assignment]:
-    """Claim up to ``limit`` pending tasks, oldest first, for eligible workers."""
+def claim_tasks(tx: Tx, timing: Timing, limit: int, keys: Keyring) -> list[Assignment]:
+    """Claim up to ``limit`` pending tasks, oldest first, for eligible workers. A task
+    whose sensitive values this master cannot decrypt stays pending (and is logged)."""
     if limit <= 0:
         return []
     rows = _pending(tx, limit)
     slots = _free_slots(tx, timing) if rows else {}
     if not slots:
         return []
+    rows = _openable(tx, keys, rows)
     allowed = _allowed_workers(tx, {row.execution_id for row in rows})
     claimed: list[tuple[TaskRow, str]] = []
     writes = BatchedWrites(tx)
@@ -66,7 +75,20 @@ def claim_tasks(tx: Tx, timing: Timing, limit: int) -> list[Assignment]:
             for row, worker in claimed
         ],
     )
-    return assignments(tx, [row.task_id for row, _ in claimed])
+    return assignments(tx, keys, [row.task_id for row, _ in claimed])
+
+
+def _openable(tx: Tx, keys: Keyring, rows: list[TaskRow]) -> list[TaskRow]:
+    locked_out = unopenable(tx, keys, [row.execution_id for row in rows])
+    for execution_id, key_id in locked_out.items():
+        if execution_id in _REPORTED:
+            continue
+        _REPORTED.add(execution_id)
+        logger.error(
+            "dispatch.key_missing",
+            extra={"execution_id": execution_id, "key_id": key_id, "keys": keys.source},
+        )
+    return [row for row in rows if row.execution_id not in locked_out]
 
 
 def _pending(tx: Tx, limit: int) -> list[TaskRow]:
@@ -146,8 +168,10 @@ def _dispatch_values(tx: Tx, timing: Timing, row: TaskRow, worker: str) -> dict[
     }
 
 
-def assignments(tx: Tx, task_ids: Sequence[uuid.UUID]) -> list[Assignment]:
-    """The assignment messages' content for the current attempts of ``task_ids``, in order."""
+def assignments(tx: Tx, keys: Keyring, task_ids: Sequence[uuid.UUID]) -> list[Assignment]:
+    """The assignment messages' content for the current attempts of ``task_ids``, in order.
+    The only place sensitive values are decrypted: into the message, which travels to the
+    worker over TLS."""
     if not task_ids:
         return []
     tasks, e, v = tx.t.tasks, tx.t.executions, tx.t.object_versions
@@ -171,7 +195,7 @@ def assignments(tx: Tx, task_ids: Sequence[uuid.UUID]) -> list[Assignment]:
         .where(tasks.c.task_id.in_(list(task_ids)))
     )
     rows = {row.task_id: row for row in tx.conn.execute(query)}
-    parameters = _parameters(tx, {row.execution_id for row in rows.values()})
+    parameters = _parameters(tx, keys, {row.execution_id for row in rows.values()})
     return [
         _assignment(rows[t], parameters.get(rows[t].execution_id, ()))
         for t in task_ids
@@ -197,7 +221,9 @@ def _assignment(row: Any, parameters: tuple[ParameterValue, ...]) -> Assignment:
     )
 
 
-def _parameters(tx: Tx, execution_ids: set[int]) -> dict[int, tuple[ParameterValue, ...]]:
+def _parameters(
+    tx: Tx, keys: Keyring, execution_ids: set[int]
+) -> dict[int, tuple[ParameterValue, ...]]:
     values = tx.t.execution_parameter_values
     query = (
         sa.select(values)
@@ -209,11 +235,18 @@ def _parameters(tx: Tx, execution_ids: set[int]) -> dict[int, tuple[ParameterVal
         value = ParameterValue(
             object_type=row.object_type,
             name=row.parameter_name,
-            value=json.loads(row.parameter_value),
+            value=json.loads(_plain(keys, row)),
             sensitive=bool(row.sensitive),
         )
         found.setdefault(row.execution_id, []).append(value)
     return {execution_id: tuple(items) for execution_id, items in found.items()}
+
+
+def _plain(keys: Keyring, row: Any) -> str:
+    if not is_sealed(row.parameter_value):
+        return str(row.parameter_value)
+    what = f"execution {row.execution_id}'s sensitive parameter {row.parameter_name}"
+    return keys.open(row.parameter_value, what=what)
 
 
 def mark_published(tx: Tx, attempts: Sequence[tuple[uuid.UUID, int]]) -> None:
@@ -221,7 +254,7 @@ def mark_published(tx: Tx, attempts: Sequence[tuple[uuid.UUID, int]]) -> None:
     flag_attempts(tx, attempts, published=True)
 
 
-def unpublished_assignments(tx: Tx, older_than_s: float) -> list[Assignment]:
+def unpublished_assignments(tx: Tx, keys: Keyring, older_than_s: float) -> list[Assignment]:
     """Dispatched attempts still unconfirmed after ``older_than_s``: publish them again."""
     tasks = tx.t.tasks
     query = (
@@ -233,4 +266,4 @@ def unpublished_assignments(tx: Tx, older_than_s: float) -> list[Assignment]:
         )
         .order_by(tasks.c.last_pickup_time, tasks.c.task_id)
     )
-    return assignments(tx, list(tx.conn.execute(query).scalars()))
+    return assignments(tx, keys, list(tx.conn.execute(query).scalars()))

@@ -8,13 +8,16 @@ an ``mssql+pyodbc`` URL is opened.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -85,6 +88,7 @@ def create(url: str, *, connection_timeout_s: int) -> Engine:
         raise MissingDriver(f"unknown driver in {redact(parsed)}", hint=_hint(name)) from exc
     if name == "sqlite":
         _setup_sqlite(engine, connection_timeout_s)
+        _open_existing_only(engine)
         _SQLITE_WRITERS[engine] = (threading.RLock(), float(connection_timeout_s))
     return engine
 
@@ -138,6 +142,42 @@ def _setup_sqlite(engine: Engine, timeout_s: int) -> None:
         # Reads begin DEFERRED: with WAL they never wait for, nor hold up, a writer.
         read_only = conn.get_execution_options().get(READ_ONLY, False)
         conn.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The database file of a sqlite URL; None for an in-memory database."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in {"", ":memory:"}:
+        return None
+    if database.startswith("file:") or url.query.get("uri"):
+        return None  # a URI the operator wrote: its own mode applies
+    return Path(database)
+
+
+def _open_existing_only(engine: Engine) -> None:
+    """Open the file read-write but never create it (``mode=rw``): a mistyped URL would
+    otherwise leave an empty database behind. :func:`create_sqlite_file` creates it."""
+    path = sqlite_file(engine.url)
+    if path is None:
+        return
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+        filename = cargs[0] if cargs else cparams.pop("database", str(path))
+        cargs[:] = [f"file:{quote(str(filename))}?mode=rw"]
+        cparams["uri"] = True
+
+
+def create_sqlite_file(engine: Engine) -> None:
+    """Create the SQLite file of ``engine`` when missing (``catalog init`` only)."""
+    path = sqlite_file(engine.url)
+    if path is None or path.exists():
+        return
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as exc:
+        msg = f"cannot create the catalog file {path}: {exc}"
+        raise CatalogUnavailable(msg, hint="check that its folder exists and is writable") from None
 
 
 SelectT = TypeVar("SelectT", bound=sa.Select[Any])
@@ -250,6 +290,10 @@ def classify(exc: sa_exc.DBAPIError, url: URL) -> CatalogError:
     text = f"{type(exc.orig).__name__} {exc.orig} {getattr(exc.orig, 'sqlstate', '')}".lower()
     if "can't open lib" in text or "data source name not found" in text:
         return _missing_odbc_driver(url)
+    path = sqlite_file(url)
+    if path is not None and not path.exists() and path.absolute().parent.is_dir():
+        msg = f"the catalog file {path} does not exist: the catalog is not initialised"
+        return CatalogNotInitialised(msg, hint=INIT_HINT)
     if any(marker in text for marker in _MISSING_TABLE_MARKERS):
         return CatalogNotInitialised(
             f"the catalog at {redact(url)} is not initialised", hint=INIT_HINT

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from dispatcher.catalog.engine import Tx, locked, new_id
+from dispatcher.catalog.environments import resolve_values, unresolved_references
 from dispatcher.catalog.projects import folder_id, manifest_at, project_row
 from dispatcher.errors import NotFound, OperationRefused
+from dispatcher.keys import Keyring, is_sealed
 from schemas.messages import ParameterScalar
 from schemas.project import (
     ParameterSpec,
@@ -41,6 +45,7 @@ SYSTEM_PARAMETERS = {
 
 def create_execution(
     tx: Tx,
+    keys: Keyring,
     *,
     folder_name: str,
     project_name: str,
@@ -50,12 +55,14 @@ def create_execution(
     runinscaleout: bool | None,
     useanyworker: bool,
     caller_name: str | None,
+    explicit: frozenset[tuple[int | None, str]] = frozenset(),
 ) -> int:
+    """SSIS's create_execution. Every declared parameter with a value gets it now (see
+    :mod:`dispatcher.catalog.environments`), except those in ``explicit``, which the
+    caller sets in the same transaction (so a reference need not cover them)."""
     _require_scale_out(tx, runinscaleout)
-    if reference_id is not None:
-        raise NotFound(f"environment reference {reference_id} does not exist", code=27101)
-    project_id, lsn = _entry_point(tx, folder_name, project_name, package_name)
-    execution_id = _insert_operation(tx, project_id, project_name, caller_name)
+    project, lsn = _entry_point(tx, folder_name, project_name, package_name)
+    execution_id = _insert_operation(tx, int(project.project_id), project_name, caller_name)
     job_id = uuid.uuid4()
     tx.conn.execute(
         sa.insert(tx.t.executions).values(
@@ -63,6 +70,7 @@ def create_execution(
             folder_name=folder_name,
             project_name=project_name,
             package_name=package_name,
+            reference_id=reference_id,
             project_lsn=lsn,
             use32bitruntime=use32bitruntime,
             runinscaleout=True,
@@ -71,11 +79,25 @@ def create_execution(
         )
     )
     _insert_job(tx, job_id, execution_id, useanyworker, caller_name)
+    manifest = manifest_at(tx, lsn)
+    given = {_where_declared(manifest, package_name, t, name) for t, name in explicit}
+    resolve_values(tx, keys, execution_id, project, lsn, package_name, reference_id, given)
     return execution_id
 
 
-def _entry_point(tx: Tx, folder_name: str, project_name: str, package: str) -> tuple[int, int]:
-    """The project id and current lsn that hold ``package``; NotFound otherwise."""
+def _where_declared(
+    manifest: ProjectManifest, package: str, object_type: int | None, name: str
+) -> tuple[int, str]:
+    """(object type, name) a dtexec-style name sets: unprefixed, the package's, else the
+    project's (an undeclared one is refused when it is set)."""
+    if object_type is None:
+        declared = _declared(manifest, package, OBJECT_PACKAGE)
+        object_type = OBJECT_PACKAGE if name in declared else OBJECT_PROJECT
+    return object_type, name
+
+
+def _entry_point(tx: Tx, folder_name: str, project_name: str, package: str) -> tuple[Any, int]:
+    """The project row and current lsn that hold ``package``; NotFound otherwise."""
     fid = folder_id(tx, folder_name)
     if fid is None:
         raise NotFound(f"folder {folder_name!r} does not exist")
@@ -85,7 +107,7 @@ def _entry_point(tx: Tx, folder_name: str, project_name: str, package: str) -> t
     lsn = int(project.object_version_lsn)
     if manifest_at(tx, lsn).package(package) is None:
         raise NotFound(f"package {package!r} does not exist in project {project_name!r}")
-    return int(project.project_id), lsn
+    return project, lsn
 
 
 def _insert_job(
@@ -158,8 +180,174 @@ def _require_created(row: Any, action: str) -> None:
         raise OperationRefused(msg)
 
 
-def set_execution_parameter_value(
-    tx: Tx, execution_id: int, object_type: int, name: str, value: ParameterScalar
+@dataclass(frozen=True, slots=True)
+class NewExecution:
+    """Everything ``executions create`` asks for, written in one transaction: the
+    execution, its parameter values (``object_type`` None: package, then project, as
+    dtexec's unprefixed ``/Parameter``), its allowed workers and, with ``start``, its task.
+    A refusal anywhere rolls all of it back."""
+
+    folder_name: str
+    project_name: str
+    package_name: str
+    parameters: Sequence[tuple[int | None, str, ParameterScalar]] = ()
+    workers: Sequence[str] = ()
+    caller_name: str | None = None
+    start: bool = False
+    retry_count: int = 0
+    reference_id: int | None = None
+
+
+def create_execution_with(tx: Tx, keys: Keyring, request: NewExecution) -> int:
+    if request.retry_count < 0:
+        msg = f"retry_count must be 0 or more, not {request.retry_count}"
+        raise OperationRefused(msg, code=27101)
+    execution_id = create_execution(
+        tx,
+        keys,
+        folder_name=request.folder_name,
+        project_name=request.project_name,
+        package_name=request.package_name,
+        reference_id=request.reference_id,
+        use32bitruntime=False,
+        runinscaleout=True,
+        useanyworker=not request.workers,
+        caller_name=request.caller_name,
+        explicit=frozenset((t, name) for t, name, _ in request.parameters),
+    )
+    for object_type, name, value in request.parameters:
+        set_parameter_by_name(tx, keys, execution_id, object_type, name, value)
+    for worker in request.workers:
+        add_execution_worker(tx, execution_id, worker)
+    if request.start:
+        _require_parameters(tx, execution_row(tx, execution_id), subject=request.package_name)
+        start_execution(tx, execution_id, request.retry_count)
+    return execution_id
+
+
+def rerun_execution(tx: Tx, keys: Keyring, execution_id: int, caller_name: str | None) -> int:
+    """A started copy of ``execution_id``: same package, values, workers, retry count."""
+    row = execution_row(tx, execution_id)
+    workers = _allowed_of(tx, row)
+    new_id = create_execution(
+        tx,
+        keys,
+        folder_name=row.folder_name,
+        project_name=row.project_name,
+        package_name=row.package_name,
+        reference_id=None,
+        use32bitruntime=bool(row.use32bitruntime),
+        runinscaleout=True,
+        useanyworker=bool(row.useanyworker),
+        caller_name=caller_name,
+    )
+    for value in _values_of(tx, execution_id):
+        _copy_value(tx, keys, new_id, value)
+    for worker in workers:
+        add_execution_worker(tx, new_id, worker)
+    start_execution(tx, new_id, _retry_count_of(tx, execution_id))
+    return new_id
+
+
+def _allowed_of(tx: Tx, row: Any) -> list[str]:
+    if row.useanyworker:
+        return []
+    members = tx.t.job_worker_agents
+    query = sa.select(members.c.worker_agent_id).where(members.c.job_id == row.job_id)
+    workers = sorted(tx.conn.execute(query).scalars())
+    if not workers:
+        msg = (
+            f"execution {row.execution_id} ran on chosen workers, and that list was cleaned "
+            "up with its finished job"
+        )
+        hint = "create it again with `scaleout executions create ... --worker ID`"
+        raise OperationRefused(msg, hint=hint)
+    return workers
+
+
+def _values_of(tx: Tx, execution_id: int) -> list[Any]:
+    values = tx.t.execution_parameter_values
+    query = (
+        sa.select(values)
+        .where(values.c.execution_id == execution_id)
+        .order_by(values.c.object_type, values.c.parameter_name)
+    )
+    return list(tx.conn.execute(query))
+
+
+def _copy_value(tx: Tx, keys: Keyring, execution_id: int, value: Any) -> None:
+    """One value into the new execution, checked against the current version; a sealed
+    value stays sealed (no key needed) while its parameter is still sensitive."""
+    stored = str(value.parameter_value)
+    if not is_sealed(stored):
+        plain = json.loads(stored)
+        set_execution_parameter_value(
+            tx, keys, execution_id, value.object_type, value.parameter_name, plain
+        )
+        return
+    row = execution_row(tx, execution_id)
+    spec = _parameter_spec(tx, row, value.object_type, value.parameter_name)
+    if not spec.sensitive:
+        what = f"execution {value.execution_id}'s parameter {value.parameter_name}"
+        plain = json.loads(keys.open(stored, what=what))
+        set_execution_parameter_value(
+            tx, keys, execution_id, value.object_type, value.parameter_name, plain
+        )
+        return
+    values = tx.t.execution_parameter_values
+    tx.conn.execute(
+        sa.delete(values).where(
+            values.c.execution_id == execution_id,
+            values.c.object_type == value.object_type,
+            values.c.parameter_name == value.parameter_name,
+        )
+    )
+    tx.conn.execute(
+        sa.insert(values).values(
+            execution_id=execution_id,
+            object_type=value.object_type,
+            parameter_name=value.parameter_name,
+            parameter_value=stored,
+            sensitive=True,
+        )
+    )
+
+
+def _retry_count_of(tx: Tx, execution_id: int) -> int:
+    """The retries the execution was started with (0 when it never started)."""
+    for table in (tx.t.tasks, tx.t.tasks_history):
+        query = sa.select(table.c.max_executed_count).where(table.c.execution_id == execution_id)
+        found = tx.conn.execute(query.limit(1)).scalar_one_or_none()
+        if found is not None:
+            return max(int(found) - 1, 0)
+    return 0
+
+
+def set_parameter_by_name(  # noqa: PLR0917  # SSIS's parameters, in SSIS's order
+    tx: Tx,
+    keys: Keyring,
+    execution_id: int,
+    object_type: int | None,
+    name: str,
+    value: ParameterScalar,
+) -> None:
+    """``set_execution_parameter_value``; with ``object_type`` None the name is tried as a
+    package parameter, then as a project one."""
+    if object_type is not None:
+        set_execution_parameter_value(tx, keys, execution_id, object_type, name, value)
+        return
+    row = execution_row(tx, execution_id)
+    manifest = manifest_at(tx, row.project_lsn)
+    for candidate in (OBJECT_PACKAGE, OBJECT_PROJECT):
+        if name in _declared(manifest, row.package_name, candidate):
+            set_execution_parameter_value(tx, keys, execution_id, candidate, name, value)
+            return
+    msg = f"parameter {name!r} is declared neither by the package nor the project"
+    raise NotFound(msg, hint="see the project's manifest.json (`scaleout packages show`)")
+
+
+def set_execution_parameter_value(  # noqa: PLR0917  # SSIS's parameters, in SSIS's order
+    tx: Tx, keys: Keyring, execution_id: int, object_type: int, name: str, value: ParameterScalar
 ) -> None:
     row = execution_row(tx, execution_id, lock=True)
     _require_created(row, f"set parameter {name}")
@@ -167,7 +355,11 @@ def set_execution_parameter_value(
     try:
         coerced = spec.coerce(value)
     except ValueError as exc:
-        raise OperationRefused(str(exc), code=27101) from exc
+        shown = f"parameter {name} takes a {spec.type}, not that value" if spec.sensitive else ""
+        raise OperationRefused(shown or str(exc), code=27101) from None
+    stored = json.dumps(coerced)
+    if spec.sensitive:
+        stored = keys.seal(stored, what=f"sensitive parameter {name}")
     values = tx.t.execution_parameter_values
     key = (
         values.c.execution_id == execution_id,
@@ -180,7 +372,7 @@ def set_execution_parameter_value(
             execution_id=execution_id,
             object_type=object_type,
             parameter_name=name,
-            parameter_value=json.dumps(coerced),
+            parameter_value=stored,
             sensitive=spec.sensitive,
         )
     )
@@ -195,8 +387,25 @@ def _parameter_spec(tx: Tx, row: Any, object_type: int, name: str) -> ParameterS
         msg = f"object_type must be 20 (project), 30 (package) or 50 (system), not {object_type}"
         raise OperationRefused(msg, code=27101)
     if name not in specs:
-        raise NotFound(f"parameter {name!r} (object_type {object_type}) is not declared")
+        raise NotFound(_undeclared(tx, row, object_type, name), hint=_PREFIX_HINT)
     return specs[name]
+
+
+_PREFIX_HINT = "$Project::NAME sets a project parameter, $Package::NAME a package one"
+_KINDS = {OBJECT_PROJECT: "project", OBJECT_PACKAGE: "package", OBJECT_SYSTEM: "system"}
+
+
+def _undeclared(tx: Tx, row: Any, object_type: int, name: str) -> str:
+    """Why ``name`` is refused, naming where it is declared when it is (a $Package:: on a
+    project parameter is the usual slip)."""
+    said = f"parameter {name!r} is not a {_KINDS[object_type]} parameter"
+    if object_type == OBJECT_SYSTEM:
+        return f"{said} (LOGGING_LEVEL, SYNCHRONIZED, ... are)"
+    manifest = manifest_at(tx, row.project_lsn)
+    other = OBJECT_PROJECT if object_type == OBJECT_PACKAGE else OBJECT_PACKAGE
+    if name in _declared(manifest, row.package_name, other):
+        return f"{said}: it is a {_KINDS[other]} parameter"
+    return f"{said} of {row.package_name if object_type == OBJECT_PACKAGE else row.project_name}"
 
 
 def _declared(
@@ -263,7 +472,7 @@ def start_execution(tx: Tx, execution_id: int, retry_count: int = 0) -> None:
     )
 
 
-def _require_parameters(tx: Tx, row: Any) -> None:
+def _require_parameters(tx: Tx, row: Any, *, subject: str = "") -> None:
     manifest = manifest_at(tx, row.project_lsn)
     values = tx.t.execution_parameter_values
     query = sa.select(values.c.object_type, values.c.parameter_name).where(
@@ -276,6 +485,16 @@ def _require_parameters(tx: Tx, row: Any) -> None:
         for name, spec in _declared(manifest, row.package_name, object_type).items()
         if spec.required and spec.default is None and (object_type, name) not in given
     ]
+    referenced = unresolved_references(
+        tx, row.project_lsn, row.project_name, row.package_name, given
+    )
+    if referenced:
+        who = subject or f"execution {row.execution_id}"
+        msg = f"{who} takes {', '.join(referenced)} from an environment, and has no reference"
+        hint = "create it with --reference ID (`scaleout environments references`), or set them"
+        raise OperationRefused(msg, hint=hint, code=27100)
     if missing:
-        msg = f"execution {row.execution_id} lacks required parameters: {', '.join(missing)}"
-        raise OperationRefused(msg, code=27100)
+        who = subject or f"execution {row.execution_id}"
+        msg = f"{who} lacks required parameters: {', '.join(missing)}"
+        hint = f"give them with --param, e.g. --param {missing[0]}=..."
+        raise OperationRefused(msg, hint=hint, code=27100)

@@ -14,7 +14,13 @@ import sqlalchemy as sa
 from dispatcher.catalog.engine import Tx, new_id
 from dispatcher.catalog.records import DeployResult
 from dispatcher.errors import OperationRefused
-from schemas.project import ArchiveError, ProjectManifest, content_hash, read_manifest
+from schemas.project import (
+    ArchiveError,
+    ProjectManifest,
+    check_defaults,
+    content_hash,
+    read_manifest,
+)
 from schemas.states import ExecutionStatus
 
 OPERATION_DEPLOY = 101
@@ -53,6 +59,7 @@ def deploy_project(
     check_name("project", project_name)
     try:
         manifest = read_manifest(project_stream)
+        check_defaults(manifest)
     except ArchiveError as exc:
         raise OperationRefused(f"cannot deploy project {project_name!r}: {exc}") from exc
     digest = content_hash(project_stream)
@@ -67,6 +74,8 @@ def deploy_project(
         project.project_id if project is not None else _insert_project(tx, fid, project_name)
     )
     lsn = _insert_version(tx, project_id, project_stream, digest, manifest)
+    if project is not None and project.object_version_lsn is not None:
+        carry_server_values(tx, int(project.object_version_lsn), lsn)
     _record_deploy(tx, project_id, project_name)
     return DeployResult(folder_name, project_name, lsn, digest, created=True)
 
@@ -144,6 +153,33 @@ def _parameter_rows(lsn: int, project_id: int, manifest: ProjectManifest) -> lis
         for object_type, owner, specs in owners
         for spec in specs
     ]
+
+
+def carry_server_values(tx: Tx, old_lsn: int, new_lsn: int) -> None:
+    """A new version keeps the server values (set_object_parameter_value) of the
+    parameters it still declares with the same type and sensitivity, as SSIS's deploy."""
+    params = tx.t.object_parameters
+    query = sa.select(params).where(
+        params.c.project_version_lsn == old_lsn, params.c.value_set == sa.true()
+    )
+    old = {(r.object_type, r.object_name, r.parameter_name): r for r in tx.conn.execute(query)}
+    if not old:
+        return
+    new = sa.select(params).where(params.c.project_version_lsn == new_lsn)
+    for row in tx.conn.execute(new).all():
+        before = old.get((row.object_type, row.object_name, row.parameter_name))
+        if before is None or (before.data_type, before.sensitive) != (row.data_type, row.sensitive):
+            continue
+        tx.conn.execute(
+            sa.update(params)
+            .where(params.c.parameter_id == row.parameter_id)
+            .values(
+                value_type=before.value_type,
+                value_set=True,
+                server_value=before.server_value,
+                referenced_variable_name=before.referenced_variable_name,
+            )
+        )
 
 
 def _record_deploy(tx: Tx, project_id: int, project_name: str) -> None:

@@ -13,6 +13,7 @@ from dispatcher.catalog.engine import Timing, Tx, aware, to_db, utc
 from dispatcher.catalog.records import (
     AttemptRow,
     CatalogCounts,
+    ExecutionFilter,
     ExecutionRow,
     MessageRow,
     WorkerAgentRow,
@@ -62,13 +63,35 @@ def get_execution(tx: Tx, execution_id: int) -> ExecutionRow:
     return rows[0]
 
 
-def list_executions(tx: Tx, status: ExecutionStatus | None, limit: int) -> list[ExecutionRow]:
-    """Newest first."""
+def list_executions(
+    tx: Tx,
+    status: ExecutionStatus | None,
+    limit: int,
+    where: ExecutionFilter | None = None,
+) -> list[ExecutionRow]:
+    """Newest first; ``where`` narrows by folder, project, package and created time."""
     e, o = tx.t.executions, tx.t.operations
     query = _executions_query(tx).order_by(e.c.execution_id.desc()).limit(max(limit, 0))
     if status is not None:
         query = query.where(o.c.status == int(status))
+    if where is not None:
+        query = query.where(*_filters(tx, where))
     return _execution_rows(tx, tx.conn.execute(query).all())
+
+
+def _filters(tx: Tx, where: ExecutionFilter) -> list[sa.ColumnElement[bool]]:
+    e, o = tx.t.executions, tx.t.operations
+    named = [
+        (e.c.folder_name, where.folder),
+        (e.c.project_name, where.project),
+        (e.c.package_name, where.package),
+    ]
+    clauses = [column == value for column, value in named if value is not None]
+    if where.created_after is not None:
+        clauses.append(o.c.created_time >= to_db(tx, where.created_after))
+    if where.created_before is not None:
+        clauses.append(o.c.created_time < to_db(tx, where.created_before))
+    return clauses
 
 
 _Progress = tuple[float | None, str, datetime | None]
@@ -111,6 +134,7 @@ def _execution_row(
         caller_name=row.caller_name,
         stopped_by_name=row.stopped_by_name,
         allowed_workers=allowed.get(row.execution_id, ()),
+        reference_id=row.reference_id,
         task_id=row.task_id,
         task_state=None if row.task_status is None else TaskState(row.task_status),
         attempt=row.attempt or 0,

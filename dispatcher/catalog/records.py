@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from schemas.messages import CancelReason, ParameterValue
+from schemas.messages import CancelReason, ParameterScalar, ParameterValue
 from schemas.states import ExecutionStatus, TaskState
 
 
@@ -141,6 +141,8 @@ class ExecutionRow:
     holder: str | None = None
     """The worker of the task's current attempt, dispatched or later (``worker_agent_id``
     is set only once it started)."""
+    reference_id: int | None = None
+    """The environment reference it was created with (SSIS ``@reference_id``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,3 +299,123 @@ class LeaderLease:
     expires_at: datetime | None
     acquired_at: datetime | None
     lapsed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentVariableRow:
+    """A variable of an environment; ``value`` is None when it is sensitive (never shown)."""
+
+    name: str
+    type: str
+    sensitive: bool
+    value: ParameterScalar
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentReferenceRow:
+    """A project's reference to an environment: 'R' relative (the environment is in the
+    project's folder) or 'A' absolute (``environment_folder_name`` names the folder)."""
+
+    reference_id: int
+    folder_name: str
+    project_name: str
+    reference_type: str
+    environment_folder_name: str
+    environment_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentRow:
+    environment_id: int
+    folder_name: str
+    name: str
+    description: str
+    created_time: datetime
+    variables: tuple[EnvironmentVariableRow, ...] = ()
+    references: tuple[EnvironmentReferenceRow, ...] = ()
+    """The references that resolve to this environment."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterRow:
+    """A declared parameter of a project version, with where its value comes from:
+    ``source`` is ``default`` (the manifest's), ``server`` (set_object_parameter_value
+    'V'), ``environment`` (a variable, ``referenced_variable_name``) or ``none``. Values
+    of sensitive parameters are None (never shown)."""
+
+    object_type: int
+    object_name: str
+    name: str
+    data_type: str
+    required: bool
+    sensitive: bool
+    design_default_value: ParameterScalar
+    server_value: ParameterScalar
+    source: str
+    referenced_variable_name: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectVersionRow:
+    project_lsn: int
+    content_hash: str
+    created_time: datetime
+    current: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PackageRow:
+    folder_name: str
+    project_name: str
+    name: str
+    description: str
+    project_lsn: int
+    parameters: tuple[ParameterRow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRow:
+    project_id: int
+    folder_name: str
+    name: str
+    description: str
+    project_lsn: int | None
+    created_time: datetime
+    last_deployed_time: datetime
+    packages: tuple[str, ...] = ()
+    versions: tuple[ProjectVersionRow, ...] = ()
+    parameters: tuple[ParameterRow, ...] = ()
+    """The project's own parameters (its packages' are on each PackageRow)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FolderRow:
+    folder_id: int
+    name: str
+    description: str
+    created_time: datetime
+    projects: int = 0
+    environments: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionValueRow:
+    """A value an execution runs with; ``value`` is None when it is sensitive."""
+
+    object_type: int
+    name: str
+    value: ParameterScalar
+    sensitive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFilter:
+    """What ``executions list`` narrows to; None leaves a field open. Times are aware."""
+
+    folder: str | None = None
+    project: str | None = None
+    package: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None

@@ -78,6 +78,9 @@ class Tables:
     tasks_history: sa.Table
     jobs_history: sa.Table
     task_attempts_history: sa.Table
+    environments: sa.Table
+    environment_variables: sa.Table
+    environment_references: sa.Table
 
 
 class _Namer:
@@ -155,8 +158,15 @@ def _catalog_objects(n: _Namer) -> dict[str, sa.Table]:
         sa.Column("data_type", sa.Unicode(16), nullable=False),
         sa.Column("required", sa.Boolean, nullable=False),
         sa.Column("sensitive", sa.Boolean, nullable=False),
-        sa.Column("default_value", LongText, nullable=True),
+        sa.Column("default_value", LongText, nullable=True),  # the manifest's (JSON)
         sa.Column("description", LongText, nullable=False, default=""),
+        # Revision 0005, set_object_parameter_value: 'V' with server_value (JSON, sealed
+        # when sensitive) or 'R' with the environment variable's name. Server defaults,
+        # so a deploy writes none of them.
+        sa.Column("value_type", sa.String(1), nullable=False, server_default="V"),
+        sa.Column("value_set", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("server_value", LongText, nullable=True),
+        sa.Column("referenced_variable_name", Name, nullable=True),
         sa.UniqueConstraint("project_version_lsn", "object_type", "object_name", "parameter_name"),
     )
     return {
@@ -405,6 +415,50 @@ def _agents_and_properties(n: _Namer) -> dict[str, sa.Table]:
     }
 
 
+def _environments(n: _Namer) -> dict[str, sa.Table]:
+    """Revision 0005: SSIS environments, their variables, and projects' references."""
+    environments = n.table(
+        "environments",
+        sa.Column("environment_id", BigId, primary_key=True),
+        sa.Column("folder_id", BigId, n.fk("folders", "folder_id"), nullable=False),
+        sa.Column("environment_name", Name, nullable=False),
+        sa.Column("description", LongText, nullable=False, default=""),
+        sa.Column("created_time", Stamp, nullable=False),
+        sa.UniqueConstraint("folder_id", "environment_name"),
+    )
+    variables = n.table(
+        "environment_variables",
+        sa.Column("variable_id", BigId, primary_key=True),
+        sa.Column(
+            "environment_id",
+            BigId,
+            n.fk("environments", "environment_id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("name", Name, nullable=False),
+        sa.Column("description", LongText, nullable=False, default=""),
+        sa.Column("type", sa.Unicode(16), nullable=False),
+        sa.Column("sensitive", sa.Boolean, nullable=False),
+        sa.Column("value", LongText, nullable=True),  # JSON; sealed when sensitive
+        sa.UniqueConstraint("environment_id", "name"),
+    )
+    references = n.table(
+        "environment_references",
+        sa.Column("reference_id", BigId, primary_key=True),
+        sa.Column("project_id", BigId, n.fk("projects", "project_id"), nullable=False),
+        sa.Column("reference_type", sa.String(1), nullable=False),  # R relative, A absolute
+        # As SSIS, by name: a reference outlives a deleted environment and finds a new one.
+        sa.Column("environment_folder_name", Name, nullable=True),
+        sa.Column("environment_name", Name, nullable=False),
+        sa.Column("created_time", Stamp, nullable=False),
+    )
+    return {
+        "environments": environments,
+        "environment_variables": variables,
+        "environment_references": references,
+    }
+
+
 def build(*, flat: bool) -> Tables:
     """All tables in a fresh MetaData: in schemas, or flattened for SQLite."""
     namer = _Namer(sa.MetaData(), flat=flat)
@@ -413,6 +467,7 @@ def build(*, flat: bool) -> Tables:
         **_operations(namer),
         **_agents_and_properties(namer),
         **_tasks(namer),
+        **_environments(namer),
     }
     return Tables(metadata=namer.metadata, flat=flat, **parts)
 

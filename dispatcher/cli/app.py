@@ -18,8 +18,10 @@ import typer
 from pydantic import ValidationError
 
 from dispatcher.cli import services
+from dispatcher.cli.browse import folders_app, packages_app, projects_app
 from dispatcher.cli.catalog import catalog_app, deploy
 from dispatcher.cli.common import Globals, fail, one_line, opt
+from dispatcher.cli.environments import environments_app
 from dispatcher.cli.executions import executions_app
 from dispatcher.cli.masters import masters_app
 from dispatcher.cli.web import web_app
@@ -39,6 +41,10 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(executions_app, name="executions")
 app.add_typer(workers_app, name="workers")
 app.add_typer(masters_app, name="masters")
+app.add_typer(environments_app, name="environments")
+app.add_typer(folders_app, name="folders")
+app.add_typer(projects_app, name="projects")
+app.add_typer(packages_app, name="packages")
 app.add_typer(services.schemas_app, name="schemas")
 app.add_typer(web_app, name="web")
 

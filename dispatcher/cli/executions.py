@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 
 from dispatcher.api import ScaleOut, Started, WaitTimeout
-from dispatcher.catalog.records import ExecutionRow, MessageRow
-from dispatcher.cli import render
+from dispatcher.catalog.records import ExecutionFilter, ExecutionRow, MessageRow
+from dispatcher.cli import render, render_objects
 from dispatcher.cli.common import (
     ExecutionId,
     FolderOpt,
@@ -67,6 +69,14 @@ def executions_create(  # noqa: PLR0917  # typer passes options by keyword
         opt("--worker", env="SCALEOUT_WORKERS", help="run only on this worker, repeatable"),
     ] = [],  # noqa: B006
     retry_count: RetryOpt = 0,
+    reference: Annotated[
+        int | None,
+        opt(
+            "--reference",
+            env="SCALEOUT_REFERENCE",
+            help="environment reference id: referenced parameters take its variables' values",
+        ),
+    ] = None,
     start: Annotated[bool, opt("--start", env="SCALEOUT_START", help="start it too")] = False,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
@@ -79,15 +89,21 @@ def executions_create(  # noqa: PLR0917  # typer passes options by keyword
         msg = "--retry-count applies when the execution starts: add --start"
         raise typer.BadParameter(msg, param_hint="--retry-count")
     with session(ctx) as so:
-        execution_id = so.create_execution(
-            folder, project, package, parameters=params, workers=worker, caller_name="scaleout-cli"
-        )
         if not (start or wait):
+            execution_id = so.create_execution(
+                folder, project, package, parameters=params, workers=worker,
+                caller_name="scaleout-cli", reference_id=reference,
+            )  # fmt: skip
             hint = f"start it with `scaleout executions start {execution_id}`"
             _report(so, execution_id, as_json, f"created: {hint}")
             return
+        # Created and started in one transaction: a refused start leaves no execution.
+        started = so.run(
+            folder, project, package, parameters=params, workers=worker,
+            retry_count=retry_count, caller_name="scaleout-cli", reference_id=reference,
+        )  # fmt: skip
         how = Waiting(wait, timeout, quiet, created=True)
-        _start_and_maybe_wait(so, execution_id, how, as_json=as_json, retry_count=retry_count)
+        _after_start(so, started, how, as_json=as_json)
 
 
 def _report(so: ScaleOut, execution_id: int, as_json: bool, what: str) -> None:
@@ -109,7 +125,12 @@ class Waiting:
 def _start_and_maybe_wait(
     so: ScaleOut, execution_id: int, how: Waiting, *, as_json: bool, retry_count: int
 ) -> None:
-    _warn(so.start(execution_id, retry_count))
+    _after_start(so, so.start(execution_id, retry_count), how, as_json=as_json)
+
+
+def _after_start(so: ScaleOut, started: Started, how: Waiting, *, as_json: bool) -> None:
+    _warn(started)
+    execution_id = started.execution_id
     done = "created and started" if how.created else "started"
     if not how.wait:
         _report(so, execution_id, as_json, done)
@@ -241,6 +262,26 @@ def executions_start(  # noqa: PLR0917  # typer passes options by keyword
         _start_and_maybe_wait(so, execution_id, how, as_json=as_json, retry_count=retry_count)
 
 
+@executions_app.command("rerun")
+def executions_rerun(  # noqa: PLR0917  # typer passes options by keyword
+    ctx: typer.Context,
+    execution_id: ExecutionId,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 3600.0,
+    quiet: QuietOpt = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run an execution again: a new execution of the same package with the same values,
+    allowed workers and retry count, started now (sensitive values stay encrypted)."""
+    with session(ctx) as so:
+        new_id = so.rerun_execution(execution_id, caller="scaleout-cli")
+        how = Waiting(wait, timeout, quiet, created=True)
+        if not wait:
+            _report(so, new_id, as_json, f"created and started (a rerun of {execution_id})")
+            return
+        _after_start(so, Started(new_id, woken=True), how, as_json=as_json)
+
+
 @executions_app.command("stop")
 def executions_stop(
     ctx: typer.Context, execution_id: ExecutionId, as_json: JsonFlag = False
@@ -252,20 +293,63 @@ def executions_stop(
 
 
 @executions_app.command("list")
-def executions_list(
+def executions_list(  # noqa: PLR0917  # typer passes options by keyword
     ctx: typer.Context,
     status: Annotated[
         str | None,
         opt("--status", env="SCALEOUT_STATUS", help="only this status (e.g. running, failed)"),
     ] = None,
     limit: Annotated[int, opt("--limit", env="SCALEOUT_LIMIT", help="newest N", min=1)] = 50,
+    folder: Annotated[
+        str | None, opt("--folder", env="SCALEOUT_FOLDER", help="only this folder")
+    ] = None,
+    project: Annotated[
+        str | None, opt("--project", env="SCALEOUT_PROJECT", help="only this project")
+    ] = None,
+    package: Annotated[
+        str | None, opt("--package", env="SCALEOUT_PACKAGE", help="only this package")
+    ] = None,
+    since: Annotated[
+        str | None,
+        opt(
+            "--since",
+            env="SCALEOUT_SINCE",
+            help="created at or after: ISO time (UTC unless it says) or an age: 30m, 2h, 1d",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None, opt("--until", env="SCALEOUT_UNTIL", help="created before: as --since")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Executions, newest first."""
+    """Executions, newest first, with when each was created."""
     wanted = parse_status(status) if status else None
+    where = ExecutionFilter(
+        folder=folder,
+        project=project,
+        package=package,
+        created_after=parse_time(since, "--since") if since else None,
+        created_before=parse_time(until, "--until") if until else None,
+    )
     with session(ctx) as so:
-        rows = so.executions(status=wanted, limit=limit)
+        rows = so.executions(status=wanted, limit=limit, where=where)
     emit(rows, as_json, render.executions_table(rows))
+
+
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str, option: str) -> datetime:
+    """An aware UTC time from ISO 8601 (naive means UTC) or an age before now (``2h``)."""
+    if match := _AGE.match(text.strip()):
+        return datetime.now(UTC) - timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        msg = f"{text!r} is neither an ISO time (2026-12-01T08:00) nor an age (30m, 2h, 1d)"
+        raise typer.BadParameter(msg, param_hint=option) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def parse_status(text: str) -> ExecutionStatus:
@@ -282,10 +366,20 @@ def parse_status(text: str) -> ExecutionStatus:
 def executions_show(
     ctx: typer.Context, execution_id: ExecutionId, as_json: JsonFlag = False
 ) -> None:
-    """One execution: status, worker, attempts, times, error."""
+    """One execution: status, worker, attempts, times, error, its parameter values
+    (sensitive ones masked) and, while it is pending, why it waits."""
     with session(ctx) as so:
         row = so.execution(execution_id)
-    emit(row, as_json, render.execution_detail(row))
+        values = so.execution_values(execution_id)
+        waiting = so.why_pending(execution_id) if row.status is ExecutionStatus.PENDING else ""
+    if as_json:
+        data = {**render.jsonable(row), "parameters": render.jsonable(values)}
+        emit({**data, "waiting": waiting}, as_json, "")
+        return
+    out.print(render.execution_detail(row))
+    out.print(render_objects.values_table(values))
+    if waiting:
+        say(f"waiting: {waiting}", "yellow")
 
 
 @executions_app.command("logs")

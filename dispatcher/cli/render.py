@@ -231,7 +231,7 @@ def executions_table(rows: Iterable[ExecutionRow], *, title: str = "Executions")
         Col("worker", kind=ID),
         Col("attempts", "right"),
         Col("status"),
-        Col("started"),
+        Col("created"),  # when it was created (list filters by it); show has the start
         Col("duration", "right"),
     )
     cells = [
@@ -242,7 +242,7 @@ def executions_table(rows: Iterable[ExecutionRow], *, title: str = "Executions")
             row.worker_agent_id or "-",
             attempts(row),
             status_text(row.status),
-            as_utc(row.start_time).strftime("%m-%d %H:%M:%S") if row.start_time else "-",
+            as_utc(row.created_time).strftime("%m-%d %H:%M:%S"),
             duration(row),
         )
         for row in rows

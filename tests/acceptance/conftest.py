@@ -123,6 +123,8 @@ def cli(tmp_path: Path, catalog_url: str) -> Cli:
         {
             "SCALEOUT_CATALOG__URL": catalog_url,
             "SCALEOUT_BROKER__URL": f"amqp://guest:guest@127.0.0.1:{closed_port()}/%2F",
+            # `catalog init` writes the catalog key there: one per test, not in $HOME.
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
         },
     )
 

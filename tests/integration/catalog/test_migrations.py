@@ -27,8 +27,10 @@ from dispatcher.errors import (
     MissingDriver,
     OperationRefused,
 )
+from schemas.states import ExecutionStatus, TaskState
 from tests.fixtures.catalog import (
     create_database,
+    deploy_sample,
     drop_database,
     online_worker,
     pg_url,
@@ -61,12 +63,15 @@ def test_init_is_idempotent_and_reports_the_revision(catalog: Catalog) -> None:
 
 def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
     """Before init the revision is None and operations say to run `scaleout catalog init`."""
-    fresh = Catalog.open(f"sqlite:///{tmp_path / 'new.sqlite3'}")
+    path = tmp_path / "new.sqlite3"
+    fresh = Catalog.open(f"sqlite:///{path}")
 
     assert fresh.schema_revision() is None
     with pytest.raises(CatalogNotInitialised) as info:
         fresh.create_folder("Finance")
     assert "scaleout catalog init" in info.value.hint
+    assert f"{path} does not exist" in str(info.value)
+    assert not path.exists()  # reading a missing catalog does not create it
     fresh.init()
     assert fresh.schema_revision() == "0006"
     fresh.close()
@@ -117,7 +122,7 @@ def test_a_0001_catalog_upgrades_in_place(tmp_path: Path) -> None:
         config.attributes["connection"] = conn
         command.upgrade(config, "0001")
     old = Catalog.open(url)
-    execution_id = started_execution(old)
+    execution_id = legacy_started_execution(old, url)
     assert old.schema_revision() == "0001"
     old.init()
     with engine.connect() as conn:
@@ -133,6 +138,51 @@ def test_a_0001_catalog_upgrades_in_place(tmp_path: Path) -> None:
     assert {"ix_internal_tasks_cancels", "ix_internal_jobs_execution"} <= indexes
     assert old.get_execution(execution_id).execution_id == execution_id
     old.close()
+
+
+def legacy_started_execution(catalog: Catalog, url: str) -> int:
+    """A started execution written as the code of an older revision wrote it (its
+    operation, execution, job and pending task): create_execution now reads the columns
+    of revision 0005, which an old catalog lacks. The project is deployed normally."""
+    deploy_sample(catalog)
+    engine = sa.create_engine(url)
+    t = tables_for(engine.dialect.name)
+    now = datetime.now(UTC)
+    now = now.replace(tzinfo=None) if engine.dialect.name == "sqlite" else now
+    job_id = uuid.uuid4()
+    with engine.begin() as conn:
+        project = conn.execute(sa.select(t.projects)).one()
+        operation = conn.execute(
+            sa.insert(t.operations).values(
+                operation_type=200, created_time=now, object_type=20,
+                object_id=project.project_id, object_name="Sales",
+                status=int(ExecutionStatus.PENDING), executed_count=0, machine_name="",
+            )
+        )  # fmt: skip
+        execution_id = int(operation.inserted_primary_key[0])
+        conn.execute(
+            sa.insert(t.executions).values(
+                execution_id=execution_id, folder_name="Finance", project_name="Sales",
+                package_name="Load", project_lsn=project.object_version_lsn,
+                use32bitruntime=False, runinscaleout=True, useanyworker=True, job_id=job_id,
+            )
+        )  # fmt: skip
+        conn.execute(
+            sa.insert(t.jobs).values(
+                job_id=job_id, execution_id=execution_id, job_type=1, use_any_worker=True,
+                is_cancelled=False, created_time=now, last_updated_time=now,
+            )
+        )  # fmt: skip
+        conn.execute(
+            sa.insert(t.tasks).values(
+                task_id=uuid.uuid4(), job_id=job_id, execution_id=execution_id, task_type=0,
+                status=int(TaskState.PENDING), attempt=0, executed_count=0,
+                max_executed_count=1, ready_for_dispatch_time=now, is_cancelled=False,
+                cancel_sent=False, published=False, created_time=now, last_updated_time=now,
+            )
+        )  # fmt: skip
+    engine.dispose()
+    return execution_id
 
 
 def online_at_an_old_revision(catalog: Catalog, engine: sa.Engine, worker_id: str) -> None:
@@ -175,7 +225,7 @@ def test_a_0002_catalog_upgrades_to_attempt_progress(empty_url: str) -> None:
         command.upgrade(config, "0002")
     old = Catalog.open(empty_url)
     online_at_an_old_revision(old, engine, "w1")
-    execution_id = started_execution(old)
+    execution_id = legacy_started_execution(old, empty_url)
     [assignment] = old.claim_tasks(1)
     assert old.schema_revision() == "0002"
 
@@ -281,11 +331,15 @@ def test_pyodbc_is_imported_only_for_odbc_urls(tmp_path: Path) -> None:
 
 
 def test_unopenable_sqlite_file_is_unavailable() -> None:
-    """A SQLite path that cannot be opened -> CatalogUnavailable, not a driver traceback."""
+    """A SQLite path that cannot be opened -> CatalogUnavailable, not a driver traceback;
+    init cannot create it either, and says to check the folder."""
     missing = Catalog.open("sqlite:////nonexistent-dir/ssisdb.sqlite3")
 
     with pytest.raises(CatalogUnavailable, match="unable to open database file"):
         missing.list_worker_agents()
+    with pytest.raises(CatalogUnavailable, match="cannot create the catalog file") as created:
+        missing.init()
+    assert "folder exists" in created.value.hint
     missing.close()
 
 

@@ -1,7 +1,7 @@
 """Several masters: every master instance, and one leader lease with a fencing epoch.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-02
 
 ``internal.masters`` has a row per master instance (``master_id``, its machine, its
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
