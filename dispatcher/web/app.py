@@ -179,6 +179,11 @@ def create_app(so: ScaleOut, settings: WebSettings) -> Starlette:
             r(pages.execution_stop, admin=True),
             methods=["POST"],
         ),
+        Route(
+            "/executions/{execution_id:int}/rerun",
+            r(pages.execution_rerun, admin=True),
+            methods=["POST"],
+        ),
         Route("/projects", r(pages.projects), methods=["GET"]),
         Route("/run", r(pages.run_form), methods=["GET"]),
         Route("/run", r(pages.run_start, admin=True), methods=["POST"]),

@@ -236,6 +236,16 @@ def execution_stop(ctx: Ctx) -> Response:
     return ctx.redirect(f"/executions/{execution_id}")
 
 
+def execution_rerun(ctx: Ctx) -> Response:
+    """Run again: a new execution of the same package with the same values and allowed
+    workers (sensitive ones copied encrypted, never through the browser)."""
+    execution_id = int(ctx.request.path_params["execution_id"])
+    new_id = ctx.so.rerun_execution(execution_id, caller=ctx.user.name)
+    ctx.audit("execution.rerun", f"{execution_id} -> {new_id}")
+    ctx.flash(f"execution {new_id}: started again from execution {execution_id}")
+    return ctx.redirect(f"/executions/{new_id}")
+
+
 # -- projects ------------------------------------------------------------------------------
 
 

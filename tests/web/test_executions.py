@@ -198,3 +198,34 @@ def test_a_non_numeric_execution_id_is_a_404_page(admin: TestClient) -> None:
     answer = admin.get("/executions/abc")
     assert answer.status_code == 404
     assert "Not found" in answer.text
+
+
+def test_run_again_starts_the_same_package_with_the_same_values(
+    admin: TestClient, so: ScaleOut, w1: str
+) -> None:
+    first = _run_one(so, "failed")
+    assert 'id="rerun"' in admin.get(f"/executions/{first}").text
+
+    answer = post(admin, f"/executions/{first}/rerun")
+
+    assert answer.status_code == 303
+    again = int(answer.headers["location"].rsplit("/", 1)[1])
+    assert again != first
+    old, new = so.execution(first), so.execution(again)
+    assert (new.folder_name, new.project_name, new.package_name) == (
+        old.folder_name,
+        old.project_name,
+        old.package_name,
+    )
+    assert new.caller_name == "ann"
+    assert new.status.key == "pending"
+    page = admin.get(answer.headers["location"]).text
+    assert f"execution {again}: started again from execution {first}" in page
+
+
+def test_a_viewer_cannot_run_again_and_an_unknown_one_is_a_404(
+    viewer: TestClient, admin: TestClient, so: ScaleOut, w1: str
+) -> None:
+    first = _run_one(so)
+    assert post(viewer, f"/executions/{first}/rerun").status_code == 403
+    assert post(admin, "/executions/999/rerun").status_code == 404

@@ -10,6 +10,7 @@ from starlette.testclient import TestClient
 
 from dispatcher.api import ScaleOut
 from dispatcher.catalog.records import MasterInstance, MasterRole
+from dispatcher.keys import Keyring
 from tests.fixtures.catalog import finished, heartbeat, project_archive, started, started_execution
 from tests.web.conftest import post
 
@@ -21,7 +22,7 @@ PACKAGES = [
         "parameters": [
             {"name": "Rows", "type": "int", "default": 10},
             {"name": "Ratio", "type": "float", "required": True},
-            {"name": "ApiKey", "type": "string", "sensitive": True, "default": SECRET},
+            {"name": "ApiKey", "type": "string", "sensitive": True},
         ],
     }
 ]
@@ -36,6 +37,9 @@ def deployed(so: ScaleOut) -> None:
         parameters=[{"name": "Currency", "type": "string", "default": "EUR"}],
     )
     so.catalog.deploy_project("Finance", "Sales", archive)
+    # A sensitive value is never a manifest default: it is a server value, encrypted.
+    so.catalog.keyring = Keyring.generate()
+    so.set_object_parameter_value(30, "Finance", "Sales", "ApiKey", SECRET, "Load")
 
 
 def test_projects_show_versions_packages_and_parameters(

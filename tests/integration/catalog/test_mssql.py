@@ -82,5 +82,5 @@ def test_operations_on_live_sql_server() -> None:
 
     exercise_catalog(catalog, suffix=uuid.uuid4().hex[:8])
 
-    assert catalog.schema_revision() == "0005"
+    assert catalog.schema_revision() == "0006"
     catalog.close()
