@@ -251,3 +251,36 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank]
+
+
+# -- where the work went: RabbitMQ's CPU, PostgreSQL's commits ---------------------------
+
+
+def beam_pid() -> int | None:
+    """The system RabbitMQ node's Erlang VM (the one on 5672; the TLS node is named)."""
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["name"] == "beam.smp" and not any(
+                "scaleout-tls" in part for part in proc.info["cmdline"] or ()
+            ):
+                return int(proc.pid)
+    return None
+
+
+def pg_commits(database: str) -> int:
+    """``xact_commit`` of one PostgreSQL database (pg_stat_database). Backends flush their
+    counts about once a second while busy and ten seconds after going idle, so a reading
+    is exact only after the database's clients have been idle (or gone) that long."""
+    with _pg_admin() as conn:
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (database,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+STATS_SETTLE_S = 11.0
+"""PostgreSQL's idle stats flush (PGSTAT_IDLE_INTERVAL, 10 s) and a margin."""
+
+
+def database_of(url: str) -> str:
+    return str(make_url(url).database or "")

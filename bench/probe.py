@@ -10,24 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench import profile
-from bench.infra import amqp_url, catalog_database, cpu_seconds, fresh_vhost
+from bench.infra import amqp_url, beam_pid, catalog_database, cpu_seconds, fresh_vhost
 from bench.ours import running_cluster
-
-
-def beam_pid() -> int | None:
-    """The system RabbitMQ node's Erlang VM (the one on 5672; the TLS node is named)."""
-    found = subprocess.run(["pgrep", "-f", "beam.smp"], check=False, capture_output=True, text=True)
-    for pid in found.stdout.split():
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if b"scaleout-tls" not in cmdline:
-            return int(pid)
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -406,9 +406,7 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) == 8 and argv[0] == "worker":
         url, queue, status_queue, index, slots, started, finished = argv[1:]
-        _Worker(
-            url, queue, status_queue, int(index), int(slots), int(started), int(finished)
-        ).run()
+        _Worker(url, queue, status_queue, int(index), int(slots), int(started), int(finished)).run()
         return 0
     sys.stderr.write("usage: python -m bench.protocol_loop master|worker ... (see run())\n")
     return 2
