@@ -1,5 +1,5 @@
 """The peers, each with W worker processes of ``slots`` concurrent tasks (scaleout's
-workers x MaxTaskCount): Celery 5 (thread pool, ``acks_late``, no result backend), Celery 5
+workers x MaxTaskCount): Celery 5 (prefork pool, ``acks_late``, no result backend), Celery 5
 with a database result backend on a catalog database and ``task_track_started``, Dramatiq
 with its RabbitMQ broker (threads), on the same RabbitMQ (a queue of their own on the
 bench's vhost); and procrastinate on the same PostgreSQL (its own database).
@@ -74,7 +74,8 @@ def run_celery(
         _fill(children, "celery", tasks, env, queue)
         for index, child in enumerate(names):
             argv = ["-m", "celery", "-A", "bench.celery_app", "worker"]
-            argv += ["-P", "threads" if slots > 1 else "solo", "-c", str(slots)]
+            # prefork: the database backend pools its connections only in forked children
+            argv += ["-P", "prefork", "-c", str(slots)]
             argv += ["-n", f"bench{index}@%h", "-Q", queue, "-l", "WARNING"]
             argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
             children.python(child, argv, env)
