@@ -275,7 +275,7 @@ def pg_commits(database: str) -> int:
         row = conn.execute(
             "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (database,)
         ).fetchone()
-    return int(row[0]) if row else 0
+    return int(str(row[0])) if row else 0
 
 
 STATS_SETTLE_S = 11.0

@@ -36,6 +36,7 @@ from typing import Any
 
 import pika
 from pika.channel import Channel
+from pika.exceptions import AMQPError
 from pika.spec import Basic
 
 from bench.infra import Children, cpu_seconds
@@ -178,7 +179,7 @@ def _declare(url: str, queues: list[str]) -> None:
 def _delete(url: str, queues: list[str]) -> None:
     try:
         connection = pika.BlockingConnection(pika.URLParameters(url))
-    except pika.exceptions.AMQPError:
+    except AMQPError:
         return  # the vhost goes at the end of the phase anyway
     try:
         channel = connection.channel()

@@ -67,8 +67,9 @@ class Plan:
     """MaxTaskCount: each worker's concurrent tasks (and each peer process's)."""
     recording_peer_workers: tuple[int, ...]
     """Worker counts tried for procrastinate (the best one counts)."""
-    celery_db_configs: tuple[tuple[str, int], ...]
-    """(result backend's database, worker processes) tried for Celery + db."""
+    celery_db_configs: tuple[tuple[str, int, int], ...]
+    """(result backend's database, worker processes, pool processes each) tried for
+    Celery + db: ours' concurrency, and issue 9's best (one process, one child)."""
     light_samples: int
     saturated: int
     history: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -91,7 +92,7 @@ FULL = Plan(
     workers=4,
     slots=10,
     recording_peer_workers=(1, 4),
-    celery_db_configs=(("sqlite", 1), ("sqlite", 4), ("postgresql", 4)),
+    celery_db_configs=(("sqlite", 1, 1), ("sqlite", 4, 10), ("postgresql", 4, 10)),
     light_samples=100,
     saturated=1000,
     history={"sqlite": (1000, 100_000), "postgresql": (1000, 1_000_000)},
@@ -110,7 +111,7 @@ QUICK = Plan(
     workers=4,
     slots=10,
     recording_peer_workers=(4,),
-    celery_db_configs=(("sqlite", 4),),
+    celery_db_configs=(("sqlite", 4, 10),),
     light_samples=20,
     saturated=100,
     history={"sqlite": (100, 2000)},
@@ -178,7 +179,7 @@ def repeat(plan: Plan, label: str, first_tasks: int, once: Callable[[int, int], 
             wanted = math.ceil(run["per_s"] * plan.min_steady_s * 1.2)
             tasks = min(plan.max_tasks, max(tasks, wanted))
     chosen = counted or runs
-    summary = {key: _median(chosen, key) for key in chosen[0] if _numeric(chosen, key)}
+    summary: Run = {key: _median(chosen, key) for key in chosen[0] if _numeric(chosen, key)}
     summary["repetitions"] = len(chosen)
     summary["runs"] = [{k: v for k, v in r.items() if k != "counts"} for r in runs]
     return summary
@@ -187,8 +188,8 @@ def repeat(plan: Plan, label: str, first_tasks: int, once: Callable[[int, int], 
 def _counts(plan: Plan, run: Run) -> bool:
     if not plan.min_steady_s:
         return True
-    complete = run["completed"] >= run["tasks"]
-    return complete and (run["tasks"] >= plan.max_tasks or run["steady_s"] >= plan.min_steady_s)
+    complete = bool(run["completed"] >= run["tasks"])
+    return complete and bool(run["tasks"] >= plan.max_tasks or run["steady_s"] >= plan.min_steady_s)
 
 
 def _numeric(runs: list[Run], key: str) -> bool:
@@ -346,8 +347,8 @@ def measure_peers(plan: Plan, folder: Path, figures: dict[str, Any], broker: int
             return peer_figures(result)
 
         figures[f"dramatiq_w{w}"] = repeat(plan, "dramatiq", fast, dramatiq)
-        for dialect, workers in plan.celery_db_configs:
-            measure_celery_db(plan, children, url, dialect, workers, figures)
+        for dialect, workers, pool in plan.celery_db_configs:
+            measure_celery_db(plan, children, url, dialect, workers, pool, figures)
     for workers in plan.recording_peer_workers:
         measure_procrastinate(plan, children, workers, figures)
 
@@ -358,9 +359,10 @@ def measure_celery_db(
     url: str,
     dialect: str,
     workers: int,
+    pool: int,
     figures: dict[str, Any],
 ) -> None:
-    key = f"celery_db_{dialect}_w{workers}"
+    key = f"celery_db_{dialect}_w{workers}_c{pool}"
 
     def once(tasks: int, index: int) -> Run:
         with catalog_database(dialect, children.folder, f"{key}_{index}") as db:
@@ -370,7 +372,7 @@ def measure_celery_db(
                 url,
                 workers,
                 tasks,
-                slots=plan.slots,
+                slots=pool,
                 backend_catalog_url=db,
                 timeout_s=_timeout(tasks, slow=True),
             )
