@@ -256,14 +256,13 @@ def percentile(values: list[float], q: float) -> float:
 # -- where the work went: RabbitMQ's CPU, PostgreSQL's commits ---------------------------
 
 
-def beam_pid() -> int | None:
-    """The system RabbitMQ node's Erlang VM (the one on 5672; the TLS node is named)."""
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if proc.info["name"] == "beam.smp" and not any(
-                "scaleout-tls" in part for part in proc.info["cmdline"] or ()
-            ):
-                return int(proc.pid)
+def beam_pid(port: int = 5672) -> int | None:
+    """The Erlang VM (beam.smp) of the RabbitMQ node the bench uses: the process that
+    listens on ``port`` (other nodes, such as the TLS node or a fault suite's, run beside)."""
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                return int(conn.pid) if conn.pid else None
     return None
 
 
