@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -288,10 +288,13 @@ class Cluster:
         timeout_s: float,
         broker_pid: int | None = None,
         count_commits: bool = False,
+        on_window: Callable[[], object] | None = None,
     ) -> E2E:
         """N executions enqueued while the workers are disabled (outside the window), then
         run. ``count_commits`` (PostgreSQL only): the catalog's commits over the window,
-        with a settle of PostgreSQL's stats flush before and after (22 s more)."""
+        with a settle of PostgreSQL's stats flush before and after (22 s more).
+        ``on_window`` is called as the window opens (after the enqueue), e.g. to start
+        a profiler on what runs the executions rather than on the enqueue."""
         self.set_enabled(False)
         began = time.perf_counter()
         ids = self.start_executions(count)
@@ -304,6 +307,8 @@ class Cluster:
         worker_pids = [self.children.procs[w].pid for w in self.worker_ids]
         cpu_before = cpu_seconds(self.master_pid), sum(cpu_seconds(p) for p in worker_pids)
         broker_before = cpu_seconds(broker_pid) if broker_pid else 0.0
+        if on_window is not None:
+            on_window()
         t0 = datetime.now(UTC)
         self.set_enabled(True)
         succeeded = self.wait_terminal(ids, timeout_s)

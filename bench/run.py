@@ -179,7 +179,12 @@ def repeat(plan: Plan, label: str, first_tasks: int, once: Callable[[int, int], 
             wanted = math.ceil(run["per_s"] * plan.min_steady_s * 1.2)
             tasks = min(plan.max_tasks, max(tasks, wanted))
     chosen = counted or runs
-    summary: Run = {key: _median(chosen, key) for key in chosen[0] if _numeric(chosen, key)}
+    keys = dict.fromkeys(k for r in chosen for k in r)  # a figure of one run only (commits)
+    summary: Run = {}
+    for key in keys:
+        having = [r for r in chosen if key in r]
+        if _numeric(having, key):
+            summary[key] = _median(having, key)
     summary["repetitions"] = len(chosen)
     summary["runs"] = [{k: v for k, v in r.items() if k != "counts"} for r in runs]
     return summary
@@ -228,13 +233,20 @@ def measure_ours(plan: Plan, folder: Path, figures: dict[str, Any], broker: int 
                 where: Path = where,
                 key: str = key,
             ) -> Run:
-                # The profile samples the second run; commits are counted in it too.
-                profiles = start_profiles(plan, cluster, where) if index == 1 else []
+                # The profile samples the second run's window (not its enqueue); commits
+                # are counted in that run too.
+                profiles: list[tuple[str, Path, Any]] = []
+
+                def profile_window() -> None:
+                    if index == 1:
+                        profiles.extend(start_profiles(plan, cluster, where))
+
                 result = cluster.throughput(
                     tasks,
                     timeout_s=max(120.0, tasks / 3),
                     broker_pid=broker,
                     count_commits=index == 1,
+                    on_window=profile_window,
                 )
                 if profiles:
                     finish_profiles(profiles, figures, key)
