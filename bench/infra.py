@@ -251,3 +251,35 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank]
+
+
+# -- where the work went: RabbitMQ's CPU, PostgreSQL's commits ---------------------------
+
+
+def beam_pid(port: int = 5672) -> int | None:
+    """The Erlang VM (beam.smp) of the RabbitMQ node the bench uses: the process that
+    listens on ``port`` (other nodes, such as the TLS node or a fault suite's, run beside)."""
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                return int(conn.pid) if conn.pid else None
+    return None
+
+
+def pg_commits(database: str) -> int:
+    """``xact_commit`` of one PostgreSQL database (pg_stat_database). Backends flush their
+    counts about once a second while busy and ten seconds after going idle, so a reading
+    is exact only after the database's clients have been idle (or gone) that long."""
+    with _pg_admin() as conn:
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (database,)
+        ).fetchone()
+    return int(str(row[0])) if row else 0
+
+
+STATS_SETTLE_S = 11.0
+"""PostgreSQL's idle stats flush (PGSTAT_IDLE_INTERVAL, 10 s) and a margin."""
+
+
+def database_of(url: str) -> str:
+    return str(make_url(url).database or "")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,15 @@ from pathlib import Path
 import pika
 import sqlalchemy as sa
 
-from bench.infra import Children, Sampler, cpu_seconds, percentile
+from bench.infra import (
+    STATS_SETTLE_S,
+    Children,
+    Sampler,
+    cpu_seconds,
+    database_of,
+    percentile,
+    pg_commits,
+)
 from dispatcher.api import ScaleOut
 from dispatcher.broker import topology
 from dispatcher.catalog import Catalog
@@ -62,9 +70,22 @@ class E2E:
     succeeded: int
     master_cpu_s: float
     workers_cpu_s: float
+    steady_s: float = 0.0
+    """First execution's end_time -> last one's (the measure every system gets)."""
+    rabbitmq_cpu_s: float = 0.0
+    commits: int | None = None
+    """Catalog commits over the window (PostgreSQL's xact_commit; None: not counted)."""
 
     @property
     def per_s(self) -> float:
+        """Completions per second, first completion -> last, as for the peers."""
+        if self.executions < 2 or self.steady_s <= 0:
+            return 0.0
+        return (self.executions - 1) / self.steady_s
+
+    @property
+    def enable_per_s(self) -> float:
+        """N / (workers enabled -> last end): the issue-9 measure, start-up included."""
         return self.executions / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
@@ -216,14 +237,15 @@ class Cluster:
             counts = {int(s): int(c) for s, c in conn.execute(query)}
         return sum(counts.get(s, 0) for s in TERMINAL), counts.get(SUCCEEDED, 0)
 
-    def last_end(self, ids: list[int]) -> datetime:
+    def ends(self, ids: list[int]) -> tuple[datetime, datetime]:
+        """The first and the last end_time of these executions (database clock)."""
         ops = self.t.operations
-        query = sa.select(sa.func.max(ops.c.end_time)).where(
+        query = sa.select(sa.func.min(ops.c.end_time), sa.func.max(ops.c.end_time)).where(
             ops.c.operation_id.between(min(ids), max(ids))
         )
         with self.engine.connect() as conn:
-            value = conn.execute(query).scalar_one()
-        return aware(value)
+            first, last = conn.execute(query).one()
+        return aware(first), aware(last)
 
     def dispatch_latencies(self, ids: list[int]) -> list[float]:
         """start_execution -> started recorded, ms: the task's created_time (written by
@@ -260,21 +282,54 @@ class Cluster:
         self.wake()
         self.wait_terminal(ids, timeout_s=120)
 
-    def throughput(self, count: int, timeout_s: float) -> E2E:
+    def throughput(
+        self,
+        count: int,
+        timeout_s: float,
+        broker_pid: int | None = None,
+        count_commits: bool = False,
+        on_window: Callable[[], object] | None = None,
+    ) -> E2E:
+        """N executions enqueued while the workers are disabled (outside the window), then
+        run. ``count_commits`` (PostgreSQL only): the catalog's commits over the window,
+        with a settle of PostgreSQL's stats flush before and after (22 s more).
+        ``on_window`` is called as the window opens (after the enqueue), e.g. to start
+        a profiler on what runs the executions rather than on the enqueue."""
         self.set_enabled(False)
         began = time.perf_counter()
         ids = self.start_executions(count)
         enqueue_s = time.perf_counter() - began
+        database = database_of(self.catalog_url)
+        counting = count_commits and self.engine.dialect.name == "postgresql"
+        if counting:
+            time.sleep(STATS_SETTLE_S)
+        commits_before = pg_commits(database) if counting else 0
         worker_pids = [self.children.procs[w].pid for w in self.worker_ids]
         cpu_before = cpu_seconds(self.master_pid), sum(cpu_seconds(p) for p in worker_pids)
+        broker_before = cpu_seconds(broker_pid) if broker_pid else 0.0
+        if on_window is not None:
+            on_window()
         t0 = datetime.now(UTC)
         self.set_enabled(True)
         succeeded = self.wait_terminal(ids, timeout_s)
         master_cpu = cpu_seconds(self.master_pid) - cpu_before[0]
         workers_cpu = sum(cpu_seconds(p) for p in worker_pids) - cpu_before[1]
-        elapsed = (self.last_end(ids) - t0).total_seconds()
+        broker_cpu = (cpu_seconds(broker_pid) - broker_before) if broker_pid else 0.0
+        if counting:
+            time.sleep(STATS_SETTLE_S)
+        commits = pg_commits(database) - commits_before if counting else None
+        first, last = self.ends(ids)
         return E2E(
-            count, len(self.worker_ids), enqueue_s, elapsed, succeeded, master_cpu, workers_cpu
+            executions=count,
+            workers=len(self.worker_ids),
+            enqueue_s=enqueue_s,
+            elapsed_s=(last - t0).total_seconds(),
+            succeeded=succeeded,
+            master_cpu_s=master_cpu,
+            workers_cpu_s=workers_cpu,
+            steady_s=(last - first).total_seconds(),
+            rabbitmq_cpu_s=broker_cpu,
+            commits=commits,
         )
 
     def light_latency(self, count: int) -> Latency:
@@ -290,8 +345,8 @@ class Cluster:
         return Latency(len(values), percentile(values, 50), percentile(values, 99))
 
     def saturated_latency(self, count: int, rate_per_s: float) -> Latency:
-        """Executions started at ``rate_per_s`` (the measured throughput: the system is
-        kept saturated), each with a wake, as a client would."""
+        """Executions started at ``rate_per_s`` (the caller offers 80 % of the measured
+        maximum), each with a wake, as a client would."""
         self.set_enabled(True)
         ids = []
         interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0

@@ -10,24 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench import profile
-from bench.infra import amqp_url, catalog_database, cpu_seconds, fresh_vhost
+from bench.infra import amqp_url, beam_pid, catalog_database, fresh_vhost
 from bench.ours import running_cluster
-
-
-def beam_pid() -> int | None:
-    """The system RabbitMQ node's Erlang VM (the one on 5672; the TLS node is named)."""
-    found = subprocess.run(["pgrep", "-f", "beam.smp"], check=False, capture_output=True, text=True)
-    for pid in found.stdout.split():
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if b"scaleout-tls" not in cmdline:
-            return int(pid)
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     ):
         cluster.warm_up(10)
         profiles = []
-        if args.profile:
+
+        def profile_window() -> None:  # once the enqueue is done: the run, not the enqueue
+            if not args.profile:
+                return
             worker_pid = cluster.children.procs["bench-1"].pid
             targets = {"master": cluster.master_pid, "worker": worker_pid}
             for name, pid in targets.items():
@@ -60,15 +52,22 @@ def main(argv: list[str] | None = None) -> int:
                 proc = profile.start(pid, path, args.profile)
                 if proc is not None:
                     profiles.append((name, path, proc))
-        beam_before = cpu_seconds(broker) if broker else 0.0
-        result = cluster.throughput(args.tasks, timeout_s=max(120.0, args.tasks / 3))
-        beam_cpu = (cpu_seconds(broker) - beam_before) if broker else 0.0
+
+        result = cluster.throughput(
+            args.tasks,
+            timeout_s=max(120.0, args.tasks / 3),
+            broker_pid=broker,
+            on_window=profile_window,
+        )
+        beam_cpu = result.rabbitmq_cpu_s
         for name, path, proc in profiles:
             proc.wait(120)
             folded = profile.fold(name, path, top=15)
             if folded is not None:
                 figures[f"{name}_self"] = [[f, round(p, 1)] for f, p in folded.top_self]
                 figures[f"{name}_incl"] = [[f, round(p, 1)] for f, p in folded.top_inclusive]
+                figures[f"{name}_waits"] = [[f, round(p, 1)] for f, p in folded.waits]
+                figures[f"{name}_busy_samples"] = folded.samples
     per_exec = 1000.0 / result.executions
     figures |= {
         "per_s": round(result.per_s, 1),
