@@ -3,8 +3,12 @@
 A command package runs as ``argv`` with ``{Name}`` placeholders filled in; a callable
 package runs as ``python -c <shim> module:function`` with its parameters as JSON on stdin.
 Either way the process starts a new session (``start_new_session``), so one ``killpg``
-reaches everything it spawned. Every parameter is also in the environment as
-``SSIS_PARAM_<NAME>``; sensitive values go there only and are never logged.
+reaches everything it spawned, and on Linux it dies with its worker: the parent-death signal
+(``PR_SET_PDEATHSIG``, SIGKILL) is set between fork and exec, so a ``kill -9`` of the worker
+kills the package too (``consumers/worker/orphans.py`` stops what the package left running
+when the worker restarts). When the package ends, what it left in its group is killed.
+Every parameter is also in the environment as ``SSIS_PARAM_<NAME>``; sensitive values go
+there only and are never logged.
 
 Output is read line by line into a bounded queue: a package that writes faster than the
 worker can send blocks on its pipe instead of growing the worker's memory.
@@ -13,6 +17,8 @@ worker can send blocks on its pipe instead of growing the worker's memory.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import json
 import os
 import queue
@@ -23,7 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +48,11 @@ _PROGRESSISH = re.compile(r"^\s*((?i:progress)\b|##scaleout\[progress\])")
 """SSIS-style ``Progress: ...`` lines, and the marker of ``consumers/worker/progress.py``."""
 _WORKER_ENV_PREFIX = "SCALEOUT_"
 """The worker's own settings (broker URL, key paths) are not the package's business."""
+OWNER_ENV = "SCALEOUT_PACKAGE_OWNER"
+"""Set in every package's environment (after the worker's own ``SCALEOUT_`` settings are
+removed): which worker started it. A restarted worker finds its previous life's packages,
+and whatever they spawned, by this variable (``consumers/worker/orphans.py``)."""
+_PR_SET_PDEATHSIG = 1
 
 MESSAGE_TYPE_INFO, MESSAGE_TYPE_WARNING, MESSAGE_TYPE_ERROR, MESSAGE_TYPE_PROGRESS = (
     70,
@@ -174,6 +185,40 @@ def child_environment(
     return env
 
 
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, looked up once at import: the child between fork and exec must
+    not import or allocate much, since other threads' locks are frozen there."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Runs in the package's process between fork and exec: SIGKILL it when the worker
+    thread that started it dies. The worker may have died before ``prctl`` took effect;
+    then the parent is already someone else, and the package must not start at all."""
+    assert _PRCTL is not None
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_with_worker() -> Callable[[], None] | None:
+    """The ``preexec_fn`` that ties a package's life to this process; None off Linux."""
+    if _PRCTL is None:
+        return None
+    return functools.partial(_die_with_parent, os.getpid())
+
+
 def classify(source: Source, text: str) -> int:
     """An SSIS message type for one output line."""
     if _PROGRESSISH.match(text):
@@ -213,25 +258,36 @@ class _Output:
 class PackageProcess:
     """One package in its own process group, its stdout and stderr read line by line."""
 
-    def __init__(self, launch: Launch, cwd: Path, *, max_queued_lines: int = 2000) -> None:
+    def __init__(
+        self, launch: Launch, cwd: Path, *, owner: str = "", max_queued_lines: int = 2000
+    ) -> None:
         self._launch = launch
         self._cwd = cwd
+        self._owner = owner
+        """The value of :data:`OWNER_ENV` in its environment ("" = none)."""
         self._out = _Output(queue.Queue(maxsize=max_queued_lines))
         self._proc: subprocess.Popen[bytes] | None = None
         self._exited_at: float | None = None
+        self._group_killed = False
         self.pid: int | None = None
 
     def start(self) -> int:
         """Start the process; raise ``OSError`` when it cannot start."""
         launch = self._launch
+        env = child_environment(launch.env)
+        if self._owner:
+            env[OWNER_ENV] = self._owner
         self._proc = subprocess.Popen(
             launch.argv,
             cwd=self._cwd,
-            env=child_environment(launch.env),
+            env=env,
             stdin=subprocess.PIPE if launch.stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            # The thread that forks is the "parent" the signal watches: a task-<id>
+            # thread, which lives as long as the worker (threads.DaemonThreads).
+            preexec_fn=die_with_worker(),  # noqa: PLW1509  # no lock taken: see _die_with_parent
         )
         self.pid = self._proc.pid
         if launch.stdin is not None and self._proc.stdin is not None:
@@ -289,12 +345,19 @@ class PackageProcess:
             kill_group(self._proc.pid, signal.SIGKILL)
 
     def done(self) -> bool:
-        return (
+        ended = (
             self._proc is not None
             and self._proc.poll() is not None
             and self._out.open_streams == 0
             and self._out.lines.empty()
         )
+        if ended and not self._group_killed:
+            # What the package left in its group without holding its pipes (a daemon
+            # that closed them) must not outlive the attempt: one killpg, usually ESRCH.
+            assert self._proc is not None
+            self._group_killed = True
+            kill_group(self._proc.pid, signal.SIGKILL)
+        return ended
 
     def returncode(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
