@@ -32,7 +32,7 @@ from schemas.messages import (
 from schemas.project import CallableEntry, PackageSpec
 from schemas.states import AttemptKey
 
-from . import threads
+from . import marks, threads
 from .inprocess import ThreadPackage
 from .outbox import Outgoing, Reporter, ReportLost
 from .progress import BadProgress, Progress, ProgressThrottle, count_dropped, parse_progress
@@ -204,9 +204,8 @@ class TaskRun:
             handle = thread_package
             starter: Callable[[], object] = thread_package.start
         else:
-            process = PackageProcess(
-                prepared.launch, prepared.workdir, owner=self._settings.package_owner
-            )
+            mark = marks.attempt_mark(self._settings.package_owner, *self.key)
+            process = PackageProcess(prepared.launch, prepared.workdir, owner=mark)
             handle = process
             starter = process.start
         with self._lock:

@@ -2,15 +2,14 @@
 
 A package dies with its worker on Linux (the parent-death signal, ``runner.py``), but only
 the package's own process: what it spawned lives on after a ``kill -9`` of the worker,
-and so does a package whose worker died in the instant between fork and ``prctl``
-(``runner._die_with_parent`` catches that too) or on a system without the signal. Every
-package, and everything it spawns that keeps its environment, carries
-``SCALEOUT_PACKAGE_OWNER=<worker id>:<TasksRootFolder>``. At start, before it takes a task,
-the worker scans the processes for that value, sends each match and its process group
-SIGTERM, SIGKILL after ``kill_grace_s``, and logs ``worker.orphan_stopped`` for each
-(counted in ``scaleout_worker_orphans_stopped_total``).
+and so does a package whose worker died in the instant before the signal was set (with
+``setpriv``) or on a system without the signal. Every package, and everything it spawns
+that keeps its environment, carries the worker's mark (``marks.py``). At start, before it
+takes a task, the worker scans the processes for its own mark, sends each match and its
+process group SIGTERM, SIGKILL after ``kill_grace_s``, and logs ``worker.orphan_stopped``
+for each (counted in ``scaleout_worker_orphans_stopped_total``).
 
-Why an environment variable rather than a file of pids: nothing is written per package
+Why a mark in the environment rather than a file of pids: nothing is written per package
 (the bookkeeping costs the start of a package nothing, and there is no durability to
 reason about), it finds descendants that left the package's process group or session (a
 daemon that double-forked), and it cannot name a recycled pid: the mark is read from the
@@ -25,14 +24,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psutil
 
 from dispatcher import metrics
 
-from .runner import OWNER_ENV, kill_group
+from . import marks
+from .runner import kill_group
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +44,15 @@ class Orphan:
     cwd: str
 
 
-def find_orphans(mark: str) -> list[Orphan]:
-    """Live processes (not this one) whose environment carries ``mark``."""
-    me = os.getpid()
-    return [o for o in _marked(mark) if o.process.pid != me]
-
-
-def _marked(mark: str) -> Iterator[Orphan]:
-    for process in psutil.process_iter():
+def find_orphans(owner: str) -> list[Orphan]:
+    """Live processes (not this one) marked by the worker ``owner`` (any attempt)."""
+    found = []
+    for process in marks.marked(lambda mark: marks.owner_of(mark) == owner):
         try:
-            if process.environ().get(OWNER_ENV) != mark:
-                continue
-            yield Orphan(process, _pgid(process.pid), process.name(), process.cwd())
-        except (psutil.Error, OSError):  # gone meanwhile, or not ours to read
+            found.append(Orphan(process, _pgid(process.pid), process.name(), process.cwd()))
+        except (psutil.Error, OSError):  # gone meanwhile
             continue
+    return found
 
 
 def _pgid(pid: int) -> int | None:
@@ -68,10 +62,10 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
-def stop_orphans(mark: str, grace_s: float) -> int:
-    """Stop every process ``mark`` finds: SIGTERM to it and its group, SIGKILL to what is
-    left after ``grace_s``. How many were found."""
-    orphans = find_orphans(mark)
+def stop_orphans(owner: str, grace_s: float) -> int:
+    """Stop every process the worker ``owner`` marked: SIGTERM to it and its group,
+    SIGKILL to what is left after ``grace_s``. How many were found."""
+    orphans = find_orphans(owner)
     if not orphans:
         return 0
     own_group = os.getpgrp()
@@ -85,20 +79,17 @@ def stop_orphans(mark: str, grace_s: float) -> int:
             orphan.cwd,
             extra={"pid": orphan.process.pid, "pgid": orphan.pgid, "cwd": orphan.cwd},
         )
-    _signal(orphans, groups, signal.SIGTERM)
-    _, alive = psutil.wait_procs([o.process for o in orphans], timeout=grace_s)
-    if alive or groups:  # the groups' members without the mark get no second chance either
-        _signal([o for o in orphans if o.process in alive], groups, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=5.0)
+    processes = [o.process for o in orphans]
+    _signal(processes, groups, signal.SIGTERM)
+    _, alive = psutil.wait_procs(processes, timeout=grace_s)
+    # The groups' members without the mark get no second chance either.
+    _signal(alive, groups, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=5.0)
     metrics.WORKER_ORPHANS_STOPPED.inc(len(orphans))
     return len(orphans)
 
 
-def _signal(orphans: list[Orphan], groups: set[int], sig: signal.Signals) -> None:
-    for orphan in orphans:
-        try:
-            orphan.process.send_signal(sig)  # psutil checks the pid is still that process
-        except psutil.Error:
-            continue
+def _signal(processes: list[psutil.Process], groups: set[int], sig: signal.Signals) -> None:
+    marks.send(processes, sig)
     for pgid in groups:
         kill_group(pgid, sig)

@@ -7,7 +7,8 @@ reaches everything it spawned, and on Linux it dies with its worker: the parent-
 (``PR_SET_PDEATHSIG``, SIGKILL) is set between fork and exec (by ``setpriv``, else in
 ``preexec_fn``: :func:`tied_to_worker`), so a ``kill -9`` of the worker
 kills the package too (``consumers/worker/orphans.py`` stops what the package left running
-when the worker restarts). When the package ends, what it left in its group is killed.
+when the worker restarts). When the package ends, what it left in its group is killed;
+a stop also reaches what carries the attempt's mark outside the group (``marks.py``).
 Every parameter is also in the environment as ``SSIS_PARAM_<NAME>``; sensitive values go
 there only and are never logged.
 
@@ -38,8 +39,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Literal, Protocol
 
+import psutil
+
 from schemas.messages import ParameterScalar, ParameterValue
 from schemas.project import CallableEntry, PackageSpec, ParameterSpec, ProjectManifest
+
+from . import marks
 
 Source = Literal["stdout", "stderr", "agent"]
 MAX_LINE_CHARS = 8192
@@ -51,10 +56,6 @@ _PROGRESSISH = re.compile(r"^\s*((?i:progress)\b|##scaleout\[progress\])")
 """SSIS-style ``Progress: ...`` lines, and the marker of ``consumers/worker/progress.py``."""
 _WORKER_ENV_PREFIX = "SCALEOUT_"
 """The worker's own settings (broker URL, key paths) are not the package's business."""
-OWNER_ENV = "SCALEOUT_PACKAGE_OWNER"
-"""Set in every package's environment (after the worker's own ``SCALEOUT_`` settings are
-removed): which worker started it. A restarted worker finds its previous life's packages,
-and whatever they spawned, by this variable (``consumers/worker/orphans.py``)."""
 _PR_SET_PDEATHSIG = 1
 
 MESSAGE_TYPE_INFO, MESSAGE_TYPE_WARNING, MESSAGE_TYPE_ERROR, MESSAGE_TYPE_PROGRESS = (
@@ -307,7 +308,8 @@ class PackageProcess:
         self._launch = launch
         self._cwd = cwd
         self._owner = owner
-        """The value of :data:`OWNER_ENV` in its environment ("" = none)."""
+        """Its mark (``marks.OWNER_ENV`` in its environment; "" = none)."""
+        self._escaped_killed = False
         self._out = _Output(queue.Queue(maxsize=max_queued_lines))
         self._proc: subprocess.Popen[bytes] | None = None
         self._exited_at: float | None = None
@@ -319,7 +321,7 @@ class PackageProcess:
         launch = self._launch
         env = child_environment(launch.env)
         if self._owner:
-            env[OWNER_ENV] = self._owner
+            env[marks.OWNER_ENV] = self._owner
         spawn = tied_to_worker(launch.argv, self._cwd, env)
         self._proc = subprocess.Popen(
             spawn.argv,
@@ -379,7 +381,8 @@ class PackageProcess:
 
     def _reap_stragglers(self) -> None:
         """Once the package's main process has exited, what it left in its group is
-        killed, so no orphan lives on and holds the pipes open."""
+        killed, so no orphan lives on and holds the pipes open; a second later, so is
+        what carries its mark outside the group (a daemon that kept the pipes)."""
         if self._proc is None or self._proc.poll() is None or self._out.open_streams == 0:
             return
         now = time.monotonic()
@@ -387,6 +390,9 @@ class PackageProcess:
             self._exited_at = now
         elif now - self._exited_at > 1.0:
             kill_group(self._proc.pid, signal.SIGKILL)
+            if now - self._exited_at > 2.0 and not self._escaped_killed and self._owner:
+                self._escaped_killed = True
+                marks.send(self._marked(), signal.SIGKILL)
 
     def done(self) -> bool:
         ended = (
@@ -407,20 +413,32 @@ class PackageProcess:
         return None if self._proc is None else self._proc.poll()
 
     def stop(self, grace_s: float) -> None:
-        """SIGTERM to the whole group, SIGKILL to what is left after ``grace_s``."""
+        """SIGTERM to the whole group and to what carries the attempt's mark outside it,
+        SIGKILL to what is left after ``grace_s``."""
         if self._proc is None:
             return
         pgid = self._proc.pid
-        if not kill_group(pgid, signal.SIGTERM):
+        in_group = kill_group(pgid, signal.SIGTERM)
+        escaped = self._marked()
+        marks.send(escaped, signal.SIGTERM)
+        if not in_group and not escaped:
             return
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
             self._proc.poll()  # reap the leader, or it keeps the group alive as a zombie
-            if not group_alive(pgid):
+            escaped = [p for p in escaped if marks.alive(p)]
+            if not group_alive(pgid) and not escaped:
                 return
             time.sleep(0.02)
         kill_group(pgid, signal.SIGKILL)
+        marks.send(escaped, signal.SIGKILL)
         self._proc.poll()
+
+    def _marked(self) -> list[psutil.Process]:
+        """The live processes with this attempt's mark (its group's members among them)."""
+        if not self._owner:
+            return []
+        return marks.marked(self._owner.__eq__)
 
     def error_summary(self) -> str:
         return summarise(self._out.stderr_tail)

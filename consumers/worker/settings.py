@@ -211,7 +211,7 @@ class WorkerSettings(ScaleoutSettings):
 
     @property
     def package_owner(self) -> str:
-        """``SCALEOUT_PACKAGE_OWNER`` of this worker's packages (consumers/worker/orphans.py)."""
+        """The worker's part of its packages' mark (consumers/worker/marks.py)."""
         return f"{self.worker_id}:{self.tasks_root_folder.resolve()}"
 
     def master_user(self, login: str) -> str:

@@ -11,12 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psutil
 import pytest
 
-from consumers.worker import orphans, runner
+from consumers.worker import marks, orphans, runner
 from consumers.worker.runner import Launch, Line, PackageProcess
 from dispatcher.metrics import WORKER
 from tests.fixtures.polling import wait_for
@@ -167,6 +168,56 @@ def _all_lines(process: PackageProcess) -> list[Line]:
     return lines
 
 
+DAEMONIZES = """
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()  # a session of its own: the package's killpg cannot reach it
+    if os.fork() == 0:
+        print("daemon", os.getpid(), flush=True)
+        time.sleep(600)  # keeps the package's stdout open
+    os._exit(0)
+os.wait()
+time.sleep(float(sys.argv[1]))
+"""
+
+
+def _daemonizing(tmp_path: Path, seconds: float) -> PackageProcess:
+    mark = marks.attempt_mark(f"w1:{tmp_path}", uuid.uuid4(), 1)
+    launch = Launch(argv=(sys.executable, "-c", DAEMONIZES, str(seconds)), env={})
+    process = PackageProcess(launch, tmp_path, owner=mark)
+    process.start()
+    return process
+
+
+def _daemon_pid(process: PackageProcess) -> int:
+    lines = wait_for(lambda: process.next_lines(timeout=0.2, limit=10), 30, "the daemon")
+    return int(lines[0].text.split()[1])
+
+
+def test_a_stop_reaches_a_daemon_that_left_the_package_group(tmp_path: Path) -> None:
+    """A cancel or a lost lease stops the package and a daemon it double-forked into a
+    session of its own (found by the attempt's mark), so neither runs on next to a retry."""
+    process = _daemonizing(tmp_path, 600)
+    daemon = _daemon_pid(process)
+    assert os.getpgid(daemon) != process.pid
+    process.stop(grace_s=2.0)
+    wait_for(lambda: not _alive(daemon), 10, "the daemon to be stopped")
+    _all_lines(process)
+    assert process.returncode() == -signal.SIGTERM
+
+
+def test_a_daemon_holding_the_pipes_does_not_keep_an_ended_package_running(
+    tmp_path: Path,
+) -> None:
+    """The package exits while its double-forked daemon keeps its stdout open: the
+    package still ends (a few seconds later) and the daemon is killed."""
+    process = _daemonizing(tmp_path, 0)
+    daemon = _daemon_pid(process)
+    _all_lines(process)
+    assert process.returncode() == 0
+    wait_for(lambda: not _alive(daemon), 10, "the daemon to be killed")
+
+
 # -- what a previous life left -----------------------------------------------------------
 
 ESCAPED = """
@@ -188,7 +239,7 @@ time.sleep(600)
 
 def _escaped(tmp_path: Path, owner: str, kind: str = "polite") -> int:
     """A process that carries ``owner`` in its environment but is nobody's child here."""
-    env = {**os.environ, runner.OWNER_ENV: owner}
+    env = {**os.environ, marks.OWNER_ENV: owner}
     out = subprocess.run(
         [sys.executable, "-c", ESCAPED, kind],
         env=env,
@@ -209,9 +260,9 @@ def test_a_restarted_worker_stops_what_its_previous_life_left(
     logged worker.orphan_stopped and counted; one marked for the same worker id in
     another folder, and one unmarked, are left alone."""
     mine = f"w1:{tmp_path / 'tasks'}"
-    polite = _escaped(tmp_path, mine)
-    stubborn = _escaped(tmp_path, mine, "stubborn")
-    others = _escaped(tmp_path, f"w1:{tmp_path / 'elsewhere'}")
+    polite = _escaped(tmp_path, f"{mine}#{uuid.uuid4()}/1")
+    stubborn = _escaped(tmp_path, f"{mine}#{uuid.uuid4()}/2", "stubborn")
+    others = _escaped(tmp_path, f"w1:{tmp_path / 'elsewhere'}#{uuid.uuid4()}/1")
     try:
         before = _counted()
         with caplog.at_level(logging.WARNING):
