@@ -26,7 +26,15 @@ import pytest
 from dispatcher.catalog import Catalog
 from dispatcher.projects import build_archive
 from schemas.states import ExecutionStatus
-from tests.chaos.checker import Checker, Fault, Kill, Record, orphaned_runs, read_records
+from tests.chaos.checker import (
+    ORPHAN_MARGIN_S,
+    Checker,
+    Fault,
+    Kill,
+    Record,
+    orphaned_runs,
+    read_records,
+)
 from tests.chaos.cluster import CHAOS_PROJECT, FOLDER, PROJECT, Cluster, Timing
 from tests.chaos.nemesis import Plan, start_execution
 from tests.fixtures.broker import TlsBroker
@@ -206,3 +214,31 @@ def _orphan_events(log: str) -> list[dict[str, object]]:
         if isinstance(entry, dict) and entry.get("event") == "worker.orphan_stopped":
             found.append(entry)
     return found
+
+
+def test_the_checker_counts_a_package_that_wrote_after_its_worker_was_killed() -> None:
+    """The orphaned_runs rule on a hand-made history: an attempt running on w1 at its
+    kill that records its effect (or failure) later than the margin is an orphaned run;
+    one that recorded within the margin, one that had ended before the kill, one begun
+    after it (the retry) and one on another worker are not."""
+    at = 1_000.0
+
+    def rec(kind: str, t: float, task: str, attempt: int = 1, worker: str = "w1") -> Record:
+        return Record(kind, t, task, attempt, worker, 1)
+
+    history = [
+        rec("begin", at - 5, "late-effect"),
+        rec("effect", at + ORPHAN_MARGIN_S + 0.5, "late-effect"),
+        rec("begin", at - 5, "late-fail"),
+        rec("fail", at + 3, "late-fail"),
+        rec("begin", at - 5, "in-margin"),
+        rec("effect", at + ORPHAN_MARGIN_S / 2, "in-margin"),
+        rec("begin", at - 5, "ended-before"),
+        rec("effect", at - 1, "ended-before"),
+        rec("begin", at + 4, "late-effect", attempt=2),
+        rec("effect", at + 6, "late-effect", attempt=2),
+        rec("begin", at - 5, "elsewhere", worker="w2"),
+        rec("effect", at + 5, "elsewhere", worker="w2"),
+    ]
+    assert orphaned_runs(history, [Kill("w1", at)]) == {("late-effect", 1), ("late-fail", 1)}
+    assert orphaned_runs(history, []) == set()
