@@ -9,7 +9,9 @@
    the restarted worker stops both before it takes a task (``worker.orphan_stopped``).
 
 The package processes are found by their working folder, under the worker's
-TasksRootFolder, read from ``/proc``: not by the mark the worker itself relies on.
+TasksRootFolder, read from ``/proc``: not by the mark the worker itself relies on. The
+checker's ``orphaned_runs`` rule is also tried on a hand-made history (no cluster, so it
+is not marked chaos).
 """
 
 from __future__ import annotations
