@@ -223,7 +223,22 @@ def die_with_worker() -> Callable[[], None] | None:
     return functools.partial(_die_with_parent, os.getpid())
 
 
-SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+def _usable_setpriv() -> str | None:
+    """The path of a ``setpriv`` that knows ``--pdeathsig`` (util-linux 2.33 and later),
+    or None. Asked once, when the worker imports this module."""
+    path = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if path is None:
+        return None
+    try:
+        done = subprocess.run(
+            [path, "--help"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if "--pdeathsig" in done.stdout else None
+
+
+SETPRIV = _usable_setpriv()
 """util-linux's ``setpriv``: ``setpriv --pdeathsig KILL -- argv`` sets the signal and execs
 the package in the same process. Preferred to ``preexec_fn``, which makes Python fork the
 whole worker while holding the GIL: measured here, a package start costs the worker
