@@ -190,10 +190,12 @@ def test_a_restarted_worker_stops_what_its_packages_left_running(
     The restarted worker stops both before it takes a task, and says so."""
     cluster, catalog = one_worker_cluster
     worker = cluster.workers["w1"]
-    start_execution(catalog, Plan("Family", 120.0, 0))
+    execution_id = start_execution(catalog, Plan("Family", 120.0, 0))
     wait_for(lambda: began(cluster), 60, "the package to begin")
-    wait_for(lambda: len(package_processes(cluster, "w1")) >= 3, 30, "its children")
+    # Its line comes once the daemon exists and the fork between them has been reaped.
+    line = wait_for(lambda: _family_line(catalog, execution_id), 30, "Family's children")
     before = {p.pid for p in package_processes(cluster, "w1")}
+    assert before == {int(word) for word in line.split()[1::2]}, line
 
     worker.kill9()
     wait_for(lambda: len(package_processes(cluster, "w1")) == 2, DEATH_S, "the package to die")
@@ -204,6 +206,14 @@ def test_a_restarted_worker_stops_what_its_packages_left_running(
     stopped = wait_for(lambda: _orphan_events(worker.log()), 30, "worker.orphan_stopped")
     assert {int(e["pid"]) for e in stopped} == left
     assert [r.kind for r in records(cluster)] == ["begin"]
+
+
+def _family_line(catalog: Catalog, execution_id: int) -> str | None:
+    """``family <pid> child <pid> escaped <pid>``, as the master stored the line."""
+    for message in catalog.execution_messages(execution_id):
+        if message.message.startswith("family "):
+            return message.message
+    return None
 
 
 def _orphan_events(log: str) -> list[dict[str, object]]:
