@@ -289,6 +289,22 @@ WORKER_REPORTS_REFUSED = Counter(
     ["reason"],
     registry=WORKER,
 )
+WORKER_ORPHANS_STOPPED = Counter(
+    "scaleout_worker_orphans_stopped_total",
+    "Package processes a previous run of this worker left running, stopped at its start",
+    registry=WORKER,
+)
+WORKER_OUTBOX_WRITE_FAILURES = Counter(
+    "scaleout_worker_outbox_write_failures_total",
+    "Unsent reports that could not be written to ExecutionLogCacheFolder (disk full, "
+    "read-only, ...); they are held in memory and tried again",
+    registry=WORKER,
+)
+WORKER_REPORTS_LOST = Counter(
+    "scaleout_worker_reports_lost_total",
+    "Reports neither confirmed by the broker nor cached on disk when the worker stopped",
+    registry=WORKER,
+)
 
 
 class HeartbeatClock:

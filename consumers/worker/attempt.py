@@ -32,9 +32,9 @@ from schemas.messages import (
 from schemas.project import CallableEntry, PackageSpec
 from schemas.states import AttemptKey
 
-from . import threads
+from . import marks, threads
 from .inprocess import ThreadPackage
-from .outbox import Outgoing, Reporter
+from .outbox import Outgoing, Reporter, ReportLost
 from .progress import BadProgress, Progress, ProgressThrottle, count_dropped, parse_progress
 from .projects import Project
 from .runner import (
@@ -204,7 +204,8 @@ class TaskRun:
             handle = thread_package
             starter: Callable[[], object] = thread_package.start
         else:
-            process = PackageProcess(prepared.launch, prepared.workdir)
+            mark = marks.attempt_mark(self._settings.package_owner, *self.key)
+            process = PackageProcess(prepared.launch, prepared.workdir, owner=mark)
             handle = process
             starter = process.start
         with self._lock:
@@ -331,9 +332,13 @@ class TaskRun:
                 duration_s=round(took, 3),
                 entries=self._take_entries(),  # the last lines ride with the outcome
             )
-            confirmed = self._reporter.submit(
-                Outgoing(STATUS_EXCHANGE, STATUS_ROUTING_KEY, finished)
-            ).result()
+            try:
+                confirmed = self._reporter.submit(
+                    Outgoing(STATUS_EXCHANGE, STATUS_ROUTING_KEY, finished)
+                ).result()
+            except ReportLost:  # the reporter logged and counted it (outbox.lost)
+                logger.error("task.report_lost: %s/%d %s", *self.key, outcome.value)
+                return
             logger.info(
                 "task.finished: %s/%d %s exit %s in %.1f s%s",
                 *self.key,

@@ -9,6 +9,15 @@ when the broker answers again and when a restarted worker starts. Duplicates are
 (the master dedupes by attempt, seq and message id); loss is not, so only the bounds
 (count, size, age: ``execution_log_max_cached``, ``ExecutionLogCacheMaxSize``,
 ``ExecutionLogCacheRetention``) drop anything, oldest first, with a counted warning.
+
+A cache that cannot be written (disk full, quota, read-only) loses nothing either: the
+append is undone (the file truncated back), the reports are *held* in memory in order, the
+reporter takes no new submission meanwhile (so packages block on their output, as when
+the queue is full), and it tries again every second, to the broker first when it answers,
+else to the disk. ``outbox.write_failed`` is logged once when it starts,
+``outbox.write_recovered`` when it ends, each failed write is counted, and the worker
+takes no new task meanwhile (its heartbeat says ``accepting`` false and why). Only a
+worker stopped while reports are held loses them: ``outbox.lost``, counted.
 """
 
 from __future__ import annotations
@@ -38,6 +47,11 @@ logger = logging.getLogger(__name__)
 OUTBOX_FILE = "outbox.jsonl"
 _RESEND_CHUNK = 50
 _RECONNECT_EVERY_S = 2.0
+_HELD_RETRY_S = 1.0
+
+
+class ReportLost(RuntimeError):
+    """A durable report neither confirmed nor cached when the reporter stopped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,24 +103,50 @@ class Outbox:
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def path(self) -> Path:
+        return self._path
+
     def append(self, items: Sequence[Outgoing]) -> None:
         if not items:
             return
         cached_at = round(self._clock(), 3)
-        with self._lock, self._path.open("a", encoding="utf-8") as out:
-            for item in items:
-                record = {
+        lines = [
+            json.dumps(
+                {
                     "exchange": item.exchange,
                     "routing_key": item.routing_key,
                     "body": item.message.model_dump_json(),
                     "cached_at": cached_at,
                 }
-                out.write(json.dumps(record) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
+            )
+            + "\n"
+            for item in items
+        ]
+        with self._lock:
+            before = self._size()
+            try:
+                with self._path.open("a", encoding="utf-8") as out:
+                    out.writelines(lines)
+                    out.flush()
+                    os.fsync(out.fileno())
+                    self._bytes = os.fstat(out.fileno()).st_size
+            except OSError:
+                self._undo_append(before)
+                raise
             self._count += len(items)
-            self._bytes = os.fstat(out.fileno()).st_size
-        self._drop(now=None)
+        try:
+            self._drop(now=None)
+        except OSError as exc:  # appended all the same; the bound holds at the next try
+            logger.warning("outbox.prune_failed: %s", exc)
+
+    def _undo_append(self, size: int) -> None:
+        """Cut what a failed append wrote, so no torn line stays and the space is free."""
+        try:
+            os.truncate(self._path, size)
+        except OSError as exc:
+            logger.warning("outbox.truncate_failed: %s", exc)
+        self._bytes = self._size()
 
     def prune(self) -> int:
         """Drop the reports past any bound, the age bound included; how many went."""
@@ -202,14 +242,23 @@ class Outbox:
         """Keep all but the first ``skip`` lines (atomic: temp file, then rename)."""
         tmp = self._path.with_suffix(".tmp")
         kept = 0
-        with tmp.open("w", encoding="utf-8") as out:
-            for index, line in enumerate(self._raw_lines()):
-                if index >= skip:
-                    out.write(line if line.endswith("\n") else line + "\n")
-                    kept += 1
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(self._path)
+        try:
+            with tmp.open("w", encoding="utf-8") as out:
+                for index, line in enumerate(self._raw_lines()):
+                    if index >= skip:
+                        out.write(line if line.endswith("\n") else line + "\n")
+                        kept += 1
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            if skip < self._count:
+                raise
+            # Nothing is kept: emptying the file needs no space, where a copy does.
+            os.truncate(self._path, 0)
+            kept = 0
+        else:
+            tmp.replace(self._path)
         self._count = kept
         self._bytes = self._size()
 
@@ -258,6 +307,18 @@ class Reporter:
         self._batch_max = batch_max
         self._publisher: PublisherLike | None = None
         self._next_connect = 0.0
+        self._held: list[tuple[Outgoing, Future[bool]]] = []
+        """Durable reports neither the broker nor the disk took yet, oldest first."""
+        self._next_held_try = 0.0
+        self._unwritable = ""
+        """Why the outbox cannot be written ("" while it can); the worker's refusal."""
+
+    def refusal(self) -> str:
+        """Why no new task should be taken for the reporter's sake; "" when none."""
+        unwritable = self._unwritable
+        if not unwritable:
+            return ""
+        return f"report cache not writable ({unwritable}); {len(self._held)} reports held"
 
     def submit(self, item: Outgoing, *, durable: bool = True) -> Future[bool]:
         """Queue ``item``; blocks while the queue is full (back-pressure on the package)."""
@@ -268,7 +329,13 @@ class Reporter:
     def run(self, stop: threading.Event) -> None:
         """Publish until ``stop`` is set and everything submitted has been handled."""
         try:
-            while not (stop.is_set() and self._queue.empty()):
+            while not (stop.is_set() and self._queue.empty() and not self._held):
+                if self._held:  # back-pressure: nothing new until the held ones are placed
+                    if stop.is_set():
+                        self._drain_at_stop()
+                        break
+                    self._retry_held(stop)
+                    continue
                 batch = self._take(timeout=0.2)
                 publisher = self._publisher_or_none()
                 if publisher is not None and len(self._outbox):
@@ -276,6 +343,7 @@ class Reporter:
                 if batch:
                     self._handle(batch)
         finally:
+            self._give_up_held()
             self._disconnect()
 
     def _take(self, timeout: float) -> list[tuple[Outgoing, bool, Future[bool]]]:
@@ -314,13 +382,95 @@ class Reporter:
     def _set_aside(
         self, batch: list[tuple[Outgoing, bool, Future[bool]]], error: BrokerError
     ) -> None:
-        """Durable reports go to the outbox in order; the others fail with ``error``."""
-        self._outbox.append([o for o, durable, _ in batch if durable])
-        for _, durable, future in batch:
+        """Durable reports go to the outbox in order (or are held while it cannot be
+        written); the others fail with ``error``."""
+        for outgoing, durable, future in batch:
             if durable:
-                future.set_result(False)
+                self._held.append((outgoing, future))
             else:
                 future.set_exception(error)
+        self._cache_held()
+
+    def _cache_held(self) -> bool:
+        """Write the held reports to the outbox; False (and still held) when it fails."""
+        if not self._held:
+            return True
+        try:
+            self._outbox.append([o for o, _ in self._held])
+        except OSError as exc:
+            self._cache_failed(exc)
+            return False
+        for _, future in self._held:
+            future.set_result(False)
+        self._held = []
+        if self._unwritable:
+            logger.warning(
+                "outbox.write_recovered: the report cache is writable again (was: %s)",
+                self._unwritable,
+            )
+            self._unwritable = ""
+        return True
+
+    def _cache_failed(self, exc: OSError) -> None:
+        metrics.WORKER_OUTBOX_WRITE_FAILURES.inc()
+        self._next_held_try = time.monotonic() + _HELD_RETRY_S
+        if self._unwritable:
+            return
+        self._unwritable = exc.strerror or type(exc).__name__
+        logger.error(
+            "outbox.write_failed: cannot cache %d unsent reports in %s: %s; they are held "
+            "in memory and tried again every %g s, and no new task is taken until then",
+            len(self._held),
+            self._outbox.path,
+            exc,
+            _HELD_RETRY_S,
+            extra={"count": len(self._held), "errno": exc.errno, "path": str(self._outbox.path)},
+        )
+
+    def _retry_held(self, stop: threading.Event) -> None:
+        """One more try for the held reports: the broker when it answers, else the disk."""
+        stop.wait(max(0.0, self._next_held_try - time.monotonic()))
+        self._next_held_try = time.monotonic() + _HELD_RETRY_S
+        publisher = self._publisher_or_none()
+        if publisher is not None and len(self._outbox):
+            self._resend(publisher)
+        if publisher is not None and not len(self._outbox):
+            held, self._held = self._held, []
+            self._handle([(o, True, f) for o, f in held])  # what fails is held again
+            if not self._held and self._unwritable:
+                logger.warning("outbox.write_recovered: held reports sent to the broker")
+                self._unwritable = ""
+            return
+        self._cache_held()
+
+    def _drain_at_stop(self) -> None:
+        """Stopping with reports held: take what was still submitted, try once more."""
+        while True:
+            batch = self._take(timeout=0)
+            if not batch:
+                break
+            for outgoing, durable, future in batch:
+                if durable:
+                    self._held.append((outgoing, future))
+                else:
+                    future.set_exception(BrokerUnavailable("the worker is stopping"))
+        self._next_held_try = 0.0
+        self._retry_held(threading.Event())
+
+    def _give_up_held(self) -> None:
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        metrics.WORKER_REPORTS_LOST.inc(len(held))
+        logger.error(
+            "outbox.lost: %d reports were neither confirmed by the broker nor cached on disk "
+            "(%s) when the reporter stopped; the master will expire their attempts",
+            len(held),
+            self._unwritable or "stopped",
+            extra={"count": len(held)},
+        )
+        for _, future in held:
+            future.set_exception(ReportLost("report neither confirmed nor cached"))
 
     def _resend(self, publisher: PublisherLike) -> None:
         def send(chunk: list[Outgoing]) -> int:
@@ -337,7 +487,12 @@ class Reporter:
             return confirmed
 
         before = len(self._outbox)
-        sent = self._outbox.resend(send)
+        try:
+            sent = self._outbox.resend(send)
+        except OSError as exc:  # sent, but not yet removed from the file: sent again later
+            logger.warning("outbox.resend_failed: %s", exc)
+            self._disconnect()
+            return
         logger.info(
             "outbox.resent: %d of %d cached reports",
             sent,

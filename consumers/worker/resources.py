@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,11 @@ class LoadMonitor:
         min_disk_mb: float = 0.0,
         disk_path: Path | None = None,
         min_interval_s: float = 1.0,
+        also_refuse: Callable[[], str] | None = None,
     ):
+        self._also_refuse = also_refuse or (lambda: "")
+        """Another part's reason to take no task ("" = none): the reporter's, while its
+        report cache cannot be written."""
         self._max_cpu = max_cpu
         self._min_memory_mb = min_memory_mb
         self._min_disk_mb = min_disk_mb
@@ -89,6 +94,8 @@ class LoadMonitor:
             reasons.append(f"free memory {load.free_memory_mb:.0f} MB < {self._min_memory_mb:g} MB")
         if load.free_disk_mb is not None and load.free_disk_mb < self._min_disk_mb:
             reasons.append(f"free disk {load.free_disk_mb:.0f} MB < {self._min_disk_mb:g} MB")
+        if other := self._also_refuse():
+            reasons.append(other)
         reason = "; ".join(reasons)
         self._note(reason)
         return reason

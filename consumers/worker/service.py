@@ -44,6 +44,7 @@ from schemas.messages import AgentHeartbeat, ProjectFetch, TaskOutcome
 from .control import ControlHandler
 from .heartbeat import Heartbeat
 from .leases import Leases, LeaseWatch, LostLease
+from .orphans import stop_orphans
 from .outbox import Outbox, Outgoing, Reporter
 from .projects import ProjectStore
 from .resources import LoadMonitor
@@ -75,6 +76,7 @@ class WorkerService:
             min_memory_mb=settings.task_request_min_memory_mb,
             min_disk_mb=settings.task_request_min_disk_mb,
             disk_path=settings.tasks_root_folder,
+            also_refuse=lambda: self.reporter.refusal(),  # noqa: PLW0108  # made next
         )
         self.outbox = Outbox(
             settings.execution_log_cache_folder,
@@ -134,6 +136,9 @@ class WorkerService:
     def run(self, stop: threading.Event) -> int:
         """Serve until ``stop`` is set (or a consumer fails for good); 0 on a clean stop."""
         s = self.settings
+        # Before any task: what a previous run left (its packages' children) must not run
+        # on next to the retries the master has given other workers meanwhile.
+        stop_orphans(s.package_owner, s.kill_grace_s)
         name = f"scaleout-worker-{s.worker_id}"
         reporter_stop, heartbeat_stop = threading.Event(), threading.Event()
         control_stop, tasks_stop = threading.Event(), threading.Event()

@@ -209,6 +209,11 @@ class WorkerSettings(ScaleoutSettings):
         ),
     )
 
+    @property
+    def package_owner(self) -> str:
+        """The worker's part of its packages' mark (consumers/worker/marks.py)."""
+        return f"{self.worker_id}:{self.tasks_root_folder.resolve()}"
+
     def master_user(self, login: str) -> str:
         """The user_id a task or cancel must carry, ``master_user_id`` resolved: the same
         rule, from the same URL, as the master's ``sender_identity = auto``."""

@@ -16,6 +16,9 @@ Figures (one line, :meth:`Verdict.line`):
   allowed while the catalog says the work was not done (failed, ended unexpectedly).
 - ``stale_fenced``: status reports the master refused as stale (its counter, summed over
   the master's lives); ``requeued``: attempts it returned to pending (same).
+- ``orphaned_runs``: attempts that a worker killed with ``kill -9`` was running and that
+  still wrote a record (``effect``, ``fail``) more than ``ORPHAN_MARGIN_S`` after the kill:
+  packages that outlived their worker (:func:`orphaned_runs`).
 - ``max_recovery_s``: for each worker killed with ``kill -9``, the time from the kill to
   the first ``begin`` of a later attempt of a task it was running. The nemesis restarts a
   killed worker after 3 s (a supervisor's restart), and the master may give the requeued
@@ -99,12 +102,18 @@ class Undone:
     worker: str | None = None
 
 
+ORPHAN_MARGIN_S = 1.0
+"""A record this soon after a kill may have been written before the package's SIGKILL
+(the parent-death signal) took effect, on a loaded machine."""
+
+
 @dataclass
 class Verdict:
     executions: int = 0
     lost: int = 0
     duplicated_effect: int = 0
     wrong_status: int = 0
+    orphaned_runs: int = 0
     stale_fenced: int = 0
     requeued: int = 0
     max_recovery_s: float = 0.0
@@ -119,6 +128,7 @@ class Verdict:
         return (
             f"executions={self.executions} lost={self.lost} "
             f"duplicated_effect={self.duplicated_effect} wrong_status={self.wrong_status} "
+            f"orphaned_runs={self.orphaned_runs} "
             f"stale_fenced={self.stale_fenced} requeued={self.requeued} "
             f"max_recovery_s={self.max_recovery_s:.1f}"
             + "".join(f" {k}_s={v:.1f}" for k, v in sorted(self.fault_recovery_s.items()))
@@ -184,6 +194,7 @@ class Checker:
             self._one(row, by_task.get(str(row.task_id), []), verdict)
         self._recovery(rows, records, verdict)
         self._fault_recovery(records, verdict)
+        verdict.orphaned_runs = len(orphaned_runs(records, self.kills))
         return verdict
 
     # -- one execution ---------------------------------------------------------------------
@@ -302,3 +313,23 @@ def _running_at(records: Sequence[Record], kill: Kill) -> set[tuple[str, int]]:
         if r.worker == kill.worker and r.kind in {"effect", "fail"} and r.t < kill.at
     }
     return begun - ended
+
+
+def orphaned_runs(
+    records: Sequence[Record], kills: Sequence[Kill], margin_s: float = ORPHAN_MARGIN_S
+) -> set[tuple[str, int]]:
+    """Attempts whose package outlived its worker: running on a worker when it was
+    killed, and recording something (its effect, its failure) later than ``margin_s``
+    after the kill. Only a process still alive can write a record."""
+    orphaned: set[tuple[str, int]] = set()
+    for kill in kills:
+        running = _running_at(records, kill)
+        orphaned |= {
+            r.key
+            for r in records
+            if r.key in running
+            and r.worker == kill.worker
+            and r.kind in {"effect", "fail"}
+            and r.t > kill.at + margin_s
+        }
+    return orphaned

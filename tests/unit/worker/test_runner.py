@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
+from consumers.worker import runner
 from consumers.worker.runner import (
     MESSAGE_TYPE_ERROR,
     MESSAGE_TYPE_INFO,
@@ -139,3 +141,44 @@ def test_the_error_summary_keeps_the_last_stderr_lines() -> None:
     """The summary joins the non-blank stderr tail and keeps its end when too long."""
     assert summarise(["a", " ", "b"]) == "a\nb"
     assert summarise(["x" * 50, "the end"], max_chars=10) == "xx\nthe end"
+
+
+def _fake_setpriv(folder: Path, help_text: str) -> Path:
+    tool = folder / "setpriv"
+    tool.write_text(f"#!/bin/sh\necho '{help_text}'\n")
+    tool.chmod(0o755)
+    return tool
+
+
+def test_only_a_setpriv_that_knows_pdeathsig_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An old setpriv (before util-linux 2.33) would fail every package: it is not used."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    _fake_setpriv(tmp_path, "Usage: setpriv [options] <program> [<argument>...]")
+    assert runner._usable_setpriv() is None
+    tool = _fake_setpriv(tmp_path, " --pdeathsig keep|clear|<signal>  set or clear")
+    assert runner._usable_setpriv() == str(tool)
+
+
+def test_a_package_is_tied_to_its_worker_by_setpriv_else_by_prctl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With setpriv the argv is wrapped and nothing runs in the child before exec;
+    without it the argv is kept and the preexec hook sets the signal."""
+    monkeypatch.setattr(runner, "SETPRIV", "/usr/bin/setpriv")
+    spawn = runner.tied_to_worker((sys.executable, "-c", "pass"), tmp_path, {})
+    assert spawn.argv == (
+        "/usr/bin/setpriv",
+        "--pdeathsig",
+        "KILL",
+        "--",
+        sys.executable,
+        "-c",
+        "pass",
+    )
+    assert spawn.preexec is None
+    monkeypatch.setattr(runner, "SETPRIV", None)
+    spawn = runner.tied_to_worker((sys.executable, "-c", "pass"), tmp_path, {})
+    assert spawn.argv == (sys.executable, "-c", "pass")
+    assert spawn.preexec is not None
