@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 
 from dispatcher.catalog import Catalog
 from dispatcher.errors import CatalogUnavailable
-from tests.chaos.checker import Fault, Kill, Undone, read_records
+from tests.chaos.checker import Checker, Fault, Kill, Undone, read_records
 from tests.chaos.cluster import FOLDER, PROJECT, Cluster, reconnected
+from tests.chaos.conftest import CHECKER_LINES
+from tests.fixtures.polling import wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -301,3 +303,40 @@ class Run:
         assert self.catalog_outage is not None
         self.catalog_outage(seconds)
         self.undone.append(Undone("catalog_restarted", time.time()))
+
+
+def settle_and_check(
+    cluster: Cluster,
+    catalog: Catalog,
+    ids: list[int],
+    *,
+    faults: list[Fault],
+    undone: list[Undone],
+    label: str,
+    timeout_s: float = 240.0,
+) -> str:
+    """Wait for every execution in ``ids`` to end, run the checker, record and print its
+    line (``label: executions=... extra``) and assert lost, duplicated_effect, wrong_status
+    and orphaned_runs are all 0. The scenario tests of several masters, the broker cluster
+    and the catalog failover share this tail."""
+    wait_for(
+        lambda: all(catalog.get_execution(i).status.is_terminal for i in ids),
+        timeout_s,
+        "every execution to end",
+    )
+    wanted = set(ids)
+    rows = [r for r in catalog.list_executions(limit=len(ids) + 10) if r.execution_id in wanted]
+    timing = cluster.timing
+    grace = timing.lease_interval_s + timing.sweep_interval_s + 7
+    kills = [Kill(f.worker, f.start) for f in faults if f.kind == "worker_killed" and f.worker]
+    verdict = Checker(faults, kills, grace_s=grace, undone=undone).check(
+        rows, read_records(cluster.records_dir / "records.jsonl")
+    )
+    head, _, extra = label.partition("|")
+    line = f"{head}: {verdict.line()}{(' ' + extra) if extra else ''}"
+    CHECKER_LINES.append(line)
+    print(f"\n{line}")
+    assert len(rows) == len(ids)
+    counts = (verdict.lost, verdict.duplicated_effect, verdict.wrong_status, verdict.orphaned_runs)
+    assert counts == (0, 0, 0, 0), "\n".join(verdict.problems[:20]) + "\n" + cluster.logs_tail()
+    return line

@@ -15,10 +15,9 @@ import pytest
 
 from dispatcher.catalog import Catalog
 from dispatcher.projects import build_archive
-from tests.chaos.checker import Checker, Undone, read_records
+from tests.chaos.checker import Undone
 from tests.chaos.cluster import CHAOS_PROJECT, FOLDER, PROJECT, Cluster, Timing
-from tests.chaos.conftest import CHECKER_LINES
-from tests.chaos.nemesis import make_plans, patiently, start_execution
+from tests.chaos.nemesis import make_plans, patiently, settle_and_check, start_execution
 from tests.fixtures.broker import TlsBroker
 from tests.fixtures.polling import wait_for
 from tests.fixtures.postgres_cluster import PgPair
@@ -59,29 +58,11 @@ def test_the_catalog_fails_over_to_its_standby_and_loses_no_transition(
     plans = make_plans(random.Random(5), EXECUTIONS, WORKERS)
     ids: list[int] = []
     undone: list[Undone] = []
-    began = time.monotonic()
     for n, plan in enumerate(plans):
         ids.append(patiently(lambda plan=plan: start_execution(catalog, plan)))
         time.sleep(0.15)
         if n == 30:
             pair.fail_over()
             undone.append(Undone("catalog_failed_over", time.time()))
-    wait_for(
-        lambda: all(catalog.get_execution(i).status.is_terminal for i in ids),
-        240,
-        "every execution to end",
-    )
-    rows = [r for r in catalog.list_executions(limit=EXECUTIONS + 10) if r.execution_id in ids]
-    timing = cluster.timing
-    grace = timing.lease_interval_s + timing.sweep_interval_s + 7
     # No Fault: a committed transition must survive the failover, so nothing is excused.
-    verdict = Checker((), (), grace_s=grace, undone=undone).check(
-        rows, read_records(cluster.records_dir / "records.jsonl")
-    )
-    line = f"postgresql failover: {verdict.line()}"
-    CHECKER_LINES.append(line)
-    print(f"\n{line} ({time.monotonic() - began:.0f} s)")
-    assert len(rows) == EXECUTIONS
-    assert (verdict.lost, verdict.duplicated_effect, verdict.wrong_status) == (0, 0, 0), (
-        "\n".join(verdict.problems[:20]) + "\n" + cluster.logs_tail()
-    )
+    settle_and_check(cluster, catalog, ids, faults=[], undone=undone, label="postgresql failover")

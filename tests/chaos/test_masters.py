@@ -19,10 +19,9 @@ import pytest
 from dispatcher.catalog import Catalog
 from dispatcher.catalog.records import MasterRole
 from schemas.states import ExecutionStatus
-from tests.chaos.checker import Checker, Fault, Undone, read_records
+from tests.chaos.checker import Fault, Undone
 from tests.chaos.cluster import Cluster, Service, small_cluster
-from tests.chaos.conftest import CHECKER_LINES
-from tests.chaos.nemesis import make_plans, start_execution
+from tests.chaos.nemesis import make_plans, settle_and_check, start_execution
 from tests.fixtures.broker import TlsBroker
 from tests.fixtures.polling import wait_for
 
@@ -86,7 +85,6 @@ def _run(cluster: Cluster, catalog: Catalog, fault: str) -> tuple[str, float]:
     takeover time."""
     rng = random.Random(7)
     ids = []
-    began = time.monotonic()
     plans = make_plans(rng, EXECUTIONS, ("w1", "w2"))
     leader, standby = cluster.master, cluster.standbys[0]
     assert leader is not None
@@ -114,23 +112,14 @@ def _run(cluster: Cluster, catalog: Catalog, fault: str) -> tuple[str, float]:
         undone.append(Undone(fault, back))
         if fault == "leader_killed":
             faults.append(Fault("master_killed", at, back + 1))
-    wait_for(
-        lambda: all(catalog.get_execution(i).status.is_terminal for i in ids),
-        180,
-        "every execution to end",
-    )
-    rows = [r for r in catalog.list_executions(limit=EXECUTIONS + 10) if r.execution_id in ids]
-    timing = cluster.timing
-    grace = timing.lease_interval_s + timing.sweep_interval_s + 7
-    verdict = Checker(faults, (), grace_s=grace, undone=undone).check(
-        rows, read_records(cluster.records_dir / "records.jsonl")
-    )
-    line = f"{fault}: {verdict.line()} takeover_s={took_over:.1f}"
-    CHECKER_LINES.append(line)
-    print(f"\n{line} ({time.monotonic() - began:.0f} s)")
-    assert len(rows) == EXECUTIONS
-    assert (verdict.lost, verdict.duplicated_effect, verdict.wrong_status) == (0, 0, 0), (
-        "\n".join(verdict.problems[:20]) + "\n" + cluster.logs_tail()
+    line = settle_and_check(
+        cluster,
+        catalog,
+        ids,
+        faults=faults,
+        undone=undone,
+        label=f"{fault}|takeover_s={took_over:.1f}",
+        timeout_s=180,
     )
     return line, took_over
 
