@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
+import pydantic_settings
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -213,6 +214,14 @@ class ScaleoutSettings(BaseSettings):
         token = _TOML_DATA.set(data)
         try:
             return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except pydantic_settings.SettingsError as exc:
+            # An environment variable of a list setting that is not JSON, e.g.
+            # SCALEOUT_BROKER__FAILOVER_URLS='amqps://a' instead of '["amqps://a"]'.
+            msg = (
+                f"{exc}: a list setting in the environment must be JSON, e.g. "
+                '\'["amqps://node2:5671/%2F", "amqps://node3:5671/%2F"]\''
+            )
+            raise SettingsError(msg) from None
         finally:
             _TOML_DATA.reset(token)
 

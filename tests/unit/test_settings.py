@@ -143,3 +143,27 @@ def test_auto_identity_follows_the_broker_url() -> None:
     assert resolve_identity("auto", plain) == "shared_user"
     assert resolve_identity("auto", tls) == "user_id"
     assert resolve_identity("user_id", plain) == "user_id"
+
+
+def test_a_list_setting_in_the_environment_that_is_not_json_says_how_to_write_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not a pydantic-settings traceback: our SettingsError, with an example."""
+    monkeypatch.setenv("SCALEOUT_BROKER__FAILOVER_URLS", "amqps://node2:5671/")
+    with pytest.raises(SettingsError, match=r'must be JSON, e\.g\. \'\["amqps://node2'):
+        MasterSettings.load()
+
+
+def test_failover_urls_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCALEOUT_BROKER__URL", "amqps://node1:5671/%2F")
+    monkeypatch.setenv("SCALEOUT_BROKER__FAILOVER_URLS", '["amqps://node2:5671/%2F"]')
+    broker = MasterSettings.load().broker
+    assert [node.url for node in broker.nodes()] == [
+        "amqps://node1:5671/%2F",
+        "amqps://node2:5671/%2F",
+    ]
+
+
+def test_failover_urls_must_share_the_scheme_of_url() -> None:
+    with pytest.raises(ValueError, match="every broker node needs the scheme of url"):
+        BrokerSettings(url="amqps://node1:5671/", failover_urls=("amqp://node2:5672/",))

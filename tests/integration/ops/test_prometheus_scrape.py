@@ -57,8 +57,8 @@ def free_port() -> int:
 def broker_env(settings: BrokerSettings) -> dict[str, str]:
     """SCALEOUT_BROKER__* variables for these broker settings."""
     return {
-        f"SCALEOUT_BROKER__{name.upper()}": str(value)
-        for name, value in settings.model_dump(exclude_none=True).items()
+        f"SCALEOUT_BROKER__{name.upper()}": value if isinstance(value, str) else json.dumps(value)
+        for name, value in settings.model_dump(mode="json", exclude_none=True).items()
     }
 
 
