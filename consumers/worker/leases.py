@@ -9,9 +9,10 @@ the master's lease cannot have ended, made only of what it saw itself:
   master, so the worker's wall clock never enters (a skew between the master's host and
   its database shifts the estimate; the next fact bounds it);
 - its ``task.started``, once the broker confirmed it: the master sets the lease to its
-  now + LeaseInterval when it applies the report, which is after the worker sent it. That
-  may shorten the dispatch lease, so the deadline becomes ``min(assignment's, sent +
-  LeaseInterval)``;
+  now + LeaseInterval when it applies the report, which is after the worker sent it, and
+  it applies every confirmed report before it judges any lease (its read horizon,
+  protocol.md 9.2) or answers it with a ``task.refused``. So the deadline becomes
+  ``sent + LeaseInterval``, shorter or longer than the dispatch lease;
 - every heartbeat the broker confirmed that listed the attempt: the master renews the
   lease to its now + the beat's ``lease_interval_s`` when it reads the beat, so the
   deadline becomes at least ``sent + lease_interval_s``. A beat that failed, or is still
@@ -76,7 +77,8 @@ class Leases:
     def hold(self, key: AttemptKey, assigned_deadline: float, started_sent_at: float) -> None:
         """The attempt's ``task.started`` (sent at ``started_sent_at``) was confirmed and
         its package starts."""
-        deadline = min(assigned_deadline, started_sent_at + self._lease_s)
+        del assigned_deadline  # replaced: the master renews the lease when it applies started
+        deadline = started_sent_at + self._lease_s
         with self._lock:
             self._leases[key] = _Lease(deadline, started_sent_at)
 
