@@ -74,7 +74,9 @@ _LEVEL_BITS = {
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    workdir: Path
+    workdir: Path | None
+    """The task folder; None for an in-process run, which needs none (and no local log:
+    its lines are in the catalog), so a benchmark's no-op costs no file system calls."""
     project_root: Path
     package: PackageSpec
     parameters: dict[str, Parameter]
@@ -93,13 +95,12 @@ def prepare(settings: WorkerSettings, assign: TaskAssign, project: Project) -> P
     parameters, notes = resolve_parameters(project.manifest, package, assign.parameters)
     inprocess = settings.runner_mode == "inprocess" and isinstance(package.entry, CallableEntry)
     launch = None if inprocess else build_launch(package, parameters)
+    if inprocess:
+        return Prepared(None, project.root, package, parameters, launch, notes)
     workdir = settings.tasks_root_folder / str(assign.task_id) / str(assign.attempt)
     if workdir.exists():  # an earlier run of this attempt (a redelivery after a restart)
         shutil.rmtree(workdir)
-    if inprocess:
-        workdir.mkdir(parents=True)
-    else:
-        shutil.copytree(project.root, workdir)
+    shutil.copytree(project.root, workdir)
     return Prepared(workdir, project.root, package, parameters, launch, notes)
 
 
@@ -192,11 +193,12 @@ class TaskRun:
 
     def _launch(self) -> PackageHandle | None:
         prepared = self._prepared
-        self._local_log = _open_local_log(prepared.workdir)
+        if prepared.workdir is not None:
+            self._local_log = _open_local_log(prepared.workdir)
         for note in prepared.notes:
             self._add(make_line("agent", note, MESSAGE_TYPE_WARNING))
         handle: PackageHandle
-        if prepared.launch is None:
+        if prepared.launch is None or prepared.workdir is None:
             assert isinstance(prepared.package.entry, CallableEntry)
             thread_package = ThreadPackage(
                 prepared.package.entry, prepared.project_root, prepared.parameters
@@ -339,7 +341,13 @@ class TaskRun:
             except ReportLost:  # the reporter logged and counted it (outbox.lost)
                 logger.error("task.report_lost: %s/%d %s", *self.key, outcome.value)
                 return
-            logger.info(
+            # Per-execution lines are DEBUG when all went well: at a thousand executions a
+            # second an INFO line each is a measurable share of the worker's CPU.
+            level = (
+                logging.DEBUG if confirmed and outcome is TaskOutcome.SUCCEEDED else logging.INFO
+            )
+            logger.log(
+                level,
                 "task.finished: %s/%d %s exit %s in %.1f s%s",
                 *self.key,
                 outcome.value,

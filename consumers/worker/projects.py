@@ -28,6 +28,7 @@ from schemas.messages import ProjectArchive
 from schemas.project import ArchiveError, ProjectManifest, content_hash, read_manifest
 
 logger = logging.getLogger(__name__)
+_TOUCH_EVERY_S = 60.0
 
 MAX_EXTRACTED_BYTES = 1024 * 1024 * 1024
 """A zip bomb stops here."""
@@ -79,6 +80,8 @@ class ProjectStore:
         """Held by the retention sweep while it removes versions (:meth:`removing`), and by
         every read or write of ``_used``: a get() that starts meanwhile waits for it."""
         self._used: dict[str, float] = {}
+        self._touched: dict[str, float] = {}
+        """When each version's folder mtime was last set (see _mark_used)."""
         """hash -> when :meth:`get` last handed it out (monotonic)."""
 
     @property
@@ -121,12 +124,23 @@ class ProjectStore:
     def forget(self, project_hash: str) -> None:
         """The version was removed from disk: drop what is remembered of it."""
         self._manifests.pop(project_hash, None)
+        with self._use_lock:
+            self._touched.pop(project_hash, None)
 
     def _mark_used(self, project_hash: str, root: Path | None = None) -> None:
+        now = time.monotonic()
         with self._use_lock:
-            self._used[project_hash] = time.monotonic()
-        if root is not None:
-            # The folder's mtime is its last use, so a restarted worker ages it right.
+            self._used[project_hash] = now
+            touch = (
+                root is not None
+                and now - self._touched.get(project_hash, -_TOUCH_EVERY_S) >= _TOUCH_EVERY_S
+            )
+            if touch:
+                self._touched[project_hash] = now
+        if touch and root is not None:
+            # The folder's mtime is its last use, so a restarted worker ages it right;
+            # once a minute is exact enough for retention counted in days, and spares a
+            # system call per task.
             with suppress(OSError):
                 os.utime(root)
 

@@ -325,7 +325,7 @@ class TaskHandler:
         self._leases.hold(key, item.lease_deadline, item.sent_at)
         self._registry.started(key, run)
         run.start()
-        logger.info(
+        logger.debug(
             "task.started: %s/%d %s",
             *key,
             assign.package,

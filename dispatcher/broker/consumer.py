@@ -134,6 +134,8 @@ class Consumer:
         self._connected_since: float | None = None
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self._settled_tag = 0
+        """The last delivery tag settled on the current channel (its thread only)."""
 
     @property
     def connected(self) -> bool:
@@ -212,6 +214,7 @@ class Consumer:
             close_quietly(connection)
             raise
         self._connection, self._channel = connection, channel
+        self._settled_tag = 0  # a new channel numbers its deliveries from 1
         self._connected_since = time.monotonic()
         self._connected.set()
         logger.info(
@@ -256,6 +259,15 @@ class Consumer:
         channel = self._channel
         if batch.generation != self._generation or channel is None or not channel.is_open:
             return  # the channel that delivered these is gone; the broker redelivers them
+        tags = [d.delivery_tag for d in batch.deliveries]
+        if tags == list(range(self._settled_tag + 1, tags[-1] + 1)):
+            # Every tag up to the last is this batch's and every one before it is settled,
+            # so one frame can ack them all instead of one frame (and send) per delivery.
+            # A gap (a batch dropped while stopping) ends that for this channel.
+            self._settled_tag = tags[-1]
+            if all(v.disposition is Disposition.ACK for v in verdicts):
+                channel.basic_ack(tags[-1], multiple=True)
+                return
         for delivery, verdict in zip(batch.deliveries, verdicts, strict=True):
             tag = delivery.delivery_tag
             if verdict.disposition is Disposition.ACK:
