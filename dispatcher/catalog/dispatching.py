@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import cache, lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,8 +27,9 @@ from dispatcher.catalog.state import (
     fetch_rows,
     flag_attempts,
     in_states,
-    select_tasks,
+    task_columns,
 )
+from dispatcher.catalog.tables import Tables
 from dispatcher.keys import Keyring, is_sealed
 from schemas.messages import ParameterValue
 from schemas.states import LEASED_TASK_STATES, TaskEvent, TaskState
@@ -92,28 +94,40 @@ def _openable(tx: Tx, keys: Keyring, rows: list[TaskRow]) -> list[TaskRow]:
 
 
 def _pending(tx: Tx, limit: int) -> list[TaskRow]:
-    tasks = tx.t.tasks
+    return fetch_rows(tx, _pending_query(tx.t, limit))
+
+
+@lru_cache(maxsize=16)
+def _pending_query(t: Tables, limit: int) -> sa.Select[Any]:
+    """Built once per limit (the dispatcher's batch size): see state._load_query."""
+    tasks = t.tasks
     query = (
-        select_tasks(
-            tx, tasks.c.status == int(TaskState.PENDING), tasks.c.is_cancelled == sa.false()
-        )
+        sa.select(*task_columns(t))
+        .where(tasks.c.status == int(TaskState.PENDING), tasks.c.is_cancelled == sa.false())
         .order_by(tasks.c.ready_for_dispatch_time, tasks.c.task_id)
         .limit(limit)
     )
-    return fetch_rows(tx, locked(query, tasks, skip_locked=True))
+    return locked(query, tasks, skip_locked=True)
 
 
 def _free_slots(tx: Tx, timing: Timing) -> dict[str, int]:
     """Eligible workers (enabled, online, accepting) and their free task slots."""
-    workers, tasks = tx.t.worker_agents, tx.t.tasks
+    online_since = tx.now - timedelta(seconds=timing.worker_offline_after_s)
+    rows = tx.conn.execute(_free_slots_query(tx.t), {"online_since": online_since})
+    return {row.worker_agent_id: int(row.free) for row in rows if row.free > 0}
+
+
+@cache
+def _free_slots_query(t: Tables) -> sa.Select[Any]:
+    workers, tasks = t.worker_agents, t.tasks
     leased = (
         sa.select(tasks.c.worker_agent_id, sa.func.count().label("held"))
         .where(in_states(tasks.c.status, LEASED_TASK_STATES))
         .group_by(tasks.c.worker_agent_id)
         .subquery()
     )
-    online_since = tx.now - timedelta(seconds=timing.worker_offline_after_s)
-    query = (
+    online_since = sa.bindparam("online_since", type_=workers.c.last_online_time.type)
+    return (
         sa.select(
             workers.c.worker_agent_id,
             (workers.c.max_task_count - sa.func.coalesce(leased.c.held, 0)).label("free"),
@@ -125,19 +139,13 @@ def _free_slots(tx: Tx, timing: Timing) -> dict[str, int]:
             workers.c.last_online_time >= online_since,
         )
     )
-    return {row.worker_agent_id: int(row.free) for row in tx.conn.execute(query) if row.free > 0}
 
 
 def _allowed_workers(tx: Tx, execution_ids: set[int]) -> dict[int, AllowedWorkers]:
-    jobs, members = tx.t.jobs, tx.t.job_worker_agents
-    query = (
-        sa.select(jobs.c.execution_id, jobs.c.use_any_worker, members.c.worker_agent_id)
-        .outerjoin(members, members.c.job_id == jobs.c.job_id)
-        .where(jobs.c.execution_id.in_(sorted(execution_ids)))
-    )
+    query = _allowed_query(tx.t)
     named: dict[int, set[str]] = {}
     any_worker: set[int] = set()
-    for row in tx.conn.execute(query):
+    for row in tx.conn.execute(query, {"ids": sorted(execution_ids)}):
         if row.use_any_worker:
             any_worker.add(row.execution_id)
         named.setdefault(row.execution_id, set())
@@ -147,6 +155,16 @@ def _allowed_workers(tx: Tx, execution_ids: set[int]) -> dict[int, AllowedWorker
         execution_id: None if execution_id in any_worker else frozenset(workers)
         for execution_id, workers in named.items()
     }
+
+
+@cache
+def _allowed_query(t: Tables) -> sa.Select[Any]:
+    jobs, members = t.jobs, t.job_worker_agents
+    return (
+        sa.select(jobs.c.execution_id, jobs.c.use_any_worker, members.c.worker_agent_id)
+        .outerjoin(members, members.c.job_id == jobs.c.job_id)
+        .where(jobs.c.execution_id.in_(sa.bindparam("ids", expanding=True)))
+    )
 
 
 def _pick(slots: dict[str, int], allowed: AllowedWorkers) -> str | None:
@@ -174,8 +192,22 @@ def assignments(tx: Tx, keys: Keyring, task_ids: Sequence[uuid.UUID]) -> list[As
     worker over TLS."""
     if not task_ids:
         return []
-    tasks, e, v = tx.t.tasks, tx.t.executions, tx.t.object_versions
-    query = (
+    rows = {
+        row.task_id: row
+        for row in tx.conn.execute(_assignment_query(tx.t), {"ids": list(task_ids)})
+    }
+    parameters = _parameters(tx, keys, {row.execution_id for row in rows.values()})
+    return [
+        _assignment(rows[t], parameters.get(rows[t].execution_id, ()))
+        for t in task_ids
+        if t in rows
+    ]
+
+
+@cache
+def _assignment_query(t: Tables) -> sa.Select[Any]:
+    tasks, e, v = t.tasks, t.executions, t.object_versions
+    return (
         sa.select(
             tasks.c.task_id,
             tasks.c.attempt,
@@ -192,15 +224,8 @@ def assignments(tx: Tx, keys: Keyring, task_ids: Sequence[uuid.UUID]) -> list[As
         )
         .join(e, e.c.execution_id == tasks.c.execution_id)
         .join(v, v.c.object_version_lsn == e.c.project_lsn)
-        .where(tasks.c.task_id.in_(list(task_ids)))
+        .where(tasks.c.task_id.in_(sa.bindparam("ids", expanding=True)))
     )
-    rows = {row.task_id: row for row in tx.conn.execute(query)}
-    parameters = _parameters(tx, keys, {row.execution_id for row in rows.values()})
-    return [
-        _assignment(rows[t], parameters.get(rows[t].execution_id, ()))
-        for t in task_ids
-        if t in rows
-    ]
 
 
 def _assignment(row: Any, parameters: tuple[ParameterValue, ...]) -> Assignment:
@@ -224,14 +249,8 @@ def _assignment(row: Any, parameters: tuple[ParameterValue, ...]) -> Assignment:
 def _parameters(
     tx: Tx, keys: Keyring, execution_ids: set[int]
 ) -> dict[int, tuple[ParameterValue, ...]]:
-    values = tx.t.execution_parameter_values
-    query = (
-        sa.select(values)
-        .where(values.c.execution_id.in_(sorted(execution_ids)))
-        .order_by(values.c.execution_id, values.c.object_type, values.c.parameter_name)
-    )
     found: dict[int, list[ParameterValue]] = {}
-    for row in tx.conn.execute(query):
+    for row in tx.conn.execute(_parameters_query(tx.t), {"ids": sorted(execution_ids)}):
         value = ParameterValue(
             object_type=row.object_type,
             name=row.parameter_name,
@@ -240,6 +259,16 @@ def _parameters(
         )
         found.setdefault(row.execution_id, []).append(value)
     return {execution_id: tuple(items) for execution_id, items in found.items()}
+
+
+@cache
+def _parameters_query(t: Tables) -> sa.Select[Any]:
+    values = t.execution_parameter_values
+    return (
+        sa.select(values)
+        .where(values.c.execution_id.in_(sa.bindparam("ids", expanding=True)))
+        .order_by(values.c.execution_id, values.c.object_type, values.c.parameter_name)
+    )
 
 
 def _plain(keys: Keyring, row: Any) -> str:

@@ -12,12 +12,14 @@ can never write on stale authority after it resumes: its first write raises NotL
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 
 from dispatcher.catalog.engine import Tx, aware, to_db, utc
 from dispatcher.catalog.records import LeaderLease, MasterInstance, MasterRole, MasterRow
+from dispatcher.catalog.tables import Tables
 from dispatcher.errors import NotLeader
 
 LEASE_NAME = "leader"
@@ -48,7 +50,13 @@ def restarted(tx: Tx, master_id: str) -> None:
 
 
 def _lease(tx: Tx, *, lock: str | None = None) -> Any:
-    lease = tx.t.master_lease
+    return tx.conn.execute(_lease_query(tx.t, lock)).one()
+
+
+@cache
+def _lease_query(t: Tables, lock: str | None) -> sa.Select[Any]:
+    """Built once: the fence runs it in every write transaction of the leader."""
+    lease = t.master_lease
     query = sa.select(lease).where(lease.c.lease_name == LEASE_NAME)
     if lock == "update":
         query = query.with_for_update().with_hint(lease, "WITH (UPDLOCK, ROWLOCK)", "mssql")
@@ -56,7 +64,7 @@ def _lease(tx: Tx, *, lock: str | None = None) -> Any:
         query = query.with_for_update(read=True).with_hint(
             lease, "WITH (HOLDLOCK, ROWLOCK)", "mssql"
         )
-    return tx.conn.execute(query).one()
+    return query
 
 
 def _lapsed(tx: Tx, expires_at: datetime | None) -> bool:

@@ -150,23 +150,28 @@ def _stored_query(t: Tables, ranges: int) -> sa.Select[Any]:
 def _flush(batch: Batch) -> None:
     """The batch's moves, then renewals and log lines, each in one statement (executemany)."""
     batch.writes.write()
-    tx, tasks = batch.tx, batch.tx.t.tasks
+    tx = batch.tx
     if batch.renewals:
-        renew = (
-            sa.update(tasks)
-            .where(
-                tasks.c.task_id == sa.bindparam("b_task"),
-                tasks.c.attempt == sa.bindparam("b_attempt"),
-                tasks.c.worker_agent_id == sa.bindparam("b_worker"),
-                among_states(tasks.c.status, LEASED_TASK_STATES),
-            )
-            .values(expires_at=sa.bindparam("b_expires"))
-        )
-        tx.conn.execute(renew, list(batch.renewals.values()))
+        tx.conn.execute(_renew_statement(tx.t), list(batch.renewals.values()))
     if batch.progress:
         tx.conn.execute(_progress_statement(tx.t), list(batch.progress.values()))
     if batch.lines:
         tx.conn.execute(sa.insert(tx.t.operation_messages), batch.lines)
+
+
+@cache
+def _renew_statement(t: Tables) -> sa.Update:
+    tasks = t.tasks
+    return (
+        sa.update(tasks)
+        .where(
+            tasks.c.task_id == sa.bindparam("b_task"),
+            tasks.c.attempt == sa.bindparam("b_attempt"),
+            tasks.c.worker_agent_id == sa.bindparam("b_worker"),
+            among_states(tasks.c.status, LEASED_TASK_STATES),
+        )
+        .values(expires_at=sa.bindparam("b_expires", type_=tasks.c.expires_at.type))
+    )
 
 
 @cache
@@ -191,22 +196,32 @@ def _progress_statement(t: Tables) -> sa.Update:
 
 
 def _attempts(tx: Tx, ids: set[uuid.UUID]) -> dict[tuple[uuid.UUID, int], AttemptInfo]:
-    a = tx.t.task_attempts
-    query = sa.select(
-        a.c.task_id, a.c.attempt, a.c.worker_agent_id, a.c.outcome, a.c.started_at
-    ).where(a.c.task_id.in_(sorted(ids)))
+    rows = tx.conn.execute(_attempts_query(tx.t), {"ids": sorted(ids)})
     return {
         (row.task_id, row.attempt): AttemptInfo(row.worker_agent_id, row.outcome, row.started_at)
-        for row in tx.conn.execute(query)
+        for row in rows
     }
 
 
+@cache
+def _attempts_query(t: Tables) -> sa.Select[Any]:
+    a = t.task_attempts
+    return sa.select(
+        a.c.task_id, a.c.attempt, a.c.worker_agent_id, a.c.outcome, a.c.started_at
+    ).where(a.c.task_id.in_(sa.bindparam("ids", expanding=True)))
+
+
 def _lease_intervals(tx: Tx, senders: set[str]) -> dict[str, float]:
-    w = tx.t.worker_agents
-    query = sa.select(w.c.worker_agent_id, w.c.lease_interval_s).where(
-        w.c.worker_agent_id.in_(sorted(senders))
+    rows = tx.conn.execute(_intervals_query(tx.t), {"ids": sorted(senders)})
+    return {row.worker_agent_id: float(row.lease_interval_s) for row in rows}
+
+
+@cache
+def _intervals_query(t: Tables) -> sa.Select[Any]:
+    w = t.worker_agents
+    return sa.select(w.c.worker_agent_id, w.c.lease_interval_s).where(
+        w.c.worker_agent_id.in_(sa.bindparam("ids", expanding=True))
     )
-    return {row.worker_agent_id: float(row.lease_interval_s) for row in tx.conn.execute(query)}
 
 
 def _apply(batch: Batch, report: StatusReport, sender: str) -> ReportResult:

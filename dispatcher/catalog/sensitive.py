@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 
 from dispatcher.catalog.engine import Tx
+from dispatcher.catalog.tables import Tables
 from dispatcher.keys import PREFIX, Keyring, is_sealed, sealed_key_id
 
 logger = logging.getLogger(__name__)
@@ -35,15 +38,21 @@ def unopenable(tx: Tx, keys: Keyring, execution_ids: Iterable[int]) -> dict[int,
     ids = sorted(set(execution_ids))
     if not ids:
         return {}
-    values = tx.t.execution_parameter_values
-    query = sa.select(values.c.execution_id, values.c.parameter_value).where(
-        values.c.execution_id.in_(ids), values.c.parameter_value.startswith(PREFIX)
-    )
     missing: dict[int, str] = {}
-    for row in tx.conn.execute(query):
+    for row in tx.conn.execute(_sealed_query(tx.t), {"ids": ids}):
         if row.execution_id not in missing and not keys.can_open(row.parameter_value):
             missing[row.execution_id] = sealed_key_id(row.parameter_value)
     return missing
+
+
+@cache
+def _sealed_query(t: Tables) -> sa.Select[Any]:
+    """Built once: the dispatcher runs it in every claim."""
+    values = t.execution_parameter_values
+    return sa.select(values.c.execution_id, values.c.parameter_value).where(
+        values.c.execution_id.in_(sa.bindparam("ids", expanding=True)),
+        values.c.parameter_value.startswith(PREFIX),
+    )
 
 
 def rotate_key(tx: Tx, old: Keyring, new: Keyring) -> int:

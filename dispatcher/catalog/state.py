@@ -11,11 +11,13 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 
 from dispatcher.catalog.engine import Tx, locked
+from dispatcher.catalog.tables import Tables
 from dispatcher.errors import CatalogError
 from schemas.states import (
     TRANSITIONS,
@@ -52,7 +54,11 @@ class TaskRow:
 
 
 def _task_columns(tx: Tx, *, names: bool = False) -> list[sa.ColumnElement[Any]]:
-    c = tx.t.tasks.c
+    return task_columns(tx.t, names=names)
+
+
+def task_columns(t: Tables, *, names: bool = False) -> list[sa.ColumnElement[Any]]:
+    c = t.tasks.c
     return [
         c.task_id,
         c.execution_id,
@@ -64,14 +70,14 @@ def _task_columns(tx: Tx, *, names: bool = False) -> list[sa.ColumnElement[Any]]
         c.is_cancelled,
         c.expires_at,
         c.ready_for_dispatch_time,
-        *(_execution_names(tx, c.execution_id) if names else ()),
+        *(_execution_names(t, c.execution_id) if names else ()),
     ]
 
 
-def _execution_names(tx: Tx, execution_id: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
+def _execution_names(t: Tables, execution_id: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
     """The execution's project and package as scalar subqueries, not a join: a locking
     SELECT then locks only the task rows (FOR UPDATE and SQL Server's hint apply to FROM)."""
-    e = tx.t.executions
+    e = t.executions
     of_task = e.c.execution_id == execution_id
     return [
         sa.select(e.c.project_name).where(of_task).scalar_subquery(),
@@ -93,11 +99,21 @@ def load_tasks(
     ids = sorted(set(task_ids))
     if not ids:
         return {}
-    query = sa.select(*_task_columns(tx, names=names)).where(tx.t.tasks.c.task_id.in_(ids))
-    query = query.order_by(tx.t.tasks.c.task_id)
-    if lock:
-        query = locked(query, tx.t.tasks)
-    return {row.task_id: _row(row) for row in tx.conn.execute(query)}
+    query = _load_query(tx.t, names=names, lock=lock)
+    return {row.task_id: _row(row) for row in tx.conn.execute(query, {"ids": ids})}
+
+
+@cache
+def _load_query(t: Tables, *, names: bool, lock: bool) -> sa.Select[Any]:
+    """Built once: building a statement costs ~150 us of CPU, several times running it.
+    The hot statements of this package are kept so (``@cache`` on the tables and shape),
+    with everything that varies as parameters."""
+    query = (
+        sa.select(*task_columns(t, names=names))
+        .where(t.tasks.c.task_id.in_(sa.bindparam("ids", expanding=True)))
+        .order_by(t.tasks.c.task_id)
+    )
+    return locked(query, t.tasks) if lock else query
 
 
 def select_tasks(tx: Tx, *where: sa.ColumnElement[bool], names: bool = False) -> sa.Select[Any]:
@@ -190,18 +206,25 @@ def flag_attempts(tx: Tx, attempts: Iterable[AttemptKey], **flags: bool) -> None
     """Set bookkeeping ``flags`` (published, cancel_sent) on each ``(task_id, attempt)``
     in one executemany. Fenced by the attempt, not the state: a flag on an attempt that
     has since moved on changes nothing that decides a transition."""
-    params = [{"b_task": task_id, "b_attempt": attempt} for task_id, attempt in attempts]
+    params = [
+        {"b_task": task_id, "b_attempt": attempt, **{f"f_{k}": v for k, v in flags.items()}}
+        for task_id, attempt in attempts
+    ]
     if not params:
         return
-    tasks = tx.t.tasks
-    statement = (
+    tx.conn.execute(_flag_statement(tx.t, tuple(sorted(flags))), params)
+
+
+@cache
+def _flag_statement(t: Tables, flags: tuple[str, ...]) -> sa.Update:
+    tasks = t.tasks
+    return (
         sa.update(tasks)
         .where(
             tasks.c.task_id == sa.bindparam("b_task"), tasks.c.attempt == sa.bindparam("b_attempt")
         )
-        .values(**flags)
+        .values({flag: sa.bindparam(f"f_{flag}", type_=tasks.c[flag].type) for flag in flags})
     )
-    tx.conn.execute(statement, params)
 
 
 def requeue_values(tx: Tx) -> dict[str, Any]:
@@ -336,25 +359,11 @@ class BatchedWrites:
         self._moves, self._starts, self._ends, self._runs = {}, [], [], {}
 
     def _write_moves(self, shape: MoveShape, rows: list[dict[str, Any]]) -> None:
-        event, columns, by_worker, not_cancelled = shape
-        transition = TRANSITIONS[event]
-        tasks = self._tx.t.tasks
-        where = [
-            tasks.c.task_id == sa.bindparam("b_task"),
-            tasks.c.attempt == sa.bindparam("b_attempt"),
-            among_states(tasks.c.status, transition.sources),
-        ]
-        if by_worker:
-            where.append(tasks.c.worker_agent_id == sa.bindparam("b_worker"))
-        if not_cancelled:
-            where.append(tasks.c.is_cancelled == sa.false())
-        values: dict[str, Any] = {c: sa.bindparam(f"v_{c}", type_=tasks.c[c].type) for c in columns}
-        statement = (
-            sa.update(tasks)
-            .where(*where)
-            .values(status=int(transition.target), last_updated_time=self._tx.now, **values)
-        )
-        result = self._tx.conn.execute(statement, rows)
+        event = shape[0]
+        now = self._tx.now
+        for row in rows:
+            row["b_now"] = now
+        result = self._tx.conn.execute(_move_statement(self._tx.t, shape), rows)
         if self._tx.conn.dialect.supports_sane_multi_rowcount and result.rowcount != len(rows):
             msg = (
                 f"{event.value}: {result.rowcount} of {len(rows)} locked tasks moved; "
@@ -363,49 +372,17 @@ class BatchedWrites:
             raise CatalogError(msg)
 
     def _write_starts(self) -> None:
-        a = self._tx.t.task_attempts
-        statement = (
-            sa.update(a)
-            .where(a.c.task_id == sa.bindparam("b_task"), a.c.attempt == sa.bindparam("b_attempt"))
-            .values(started_at=self._tx.now, machine_name=sa.bindparam("b_machine"))
-        )
-        self._tx.conn.execute(statement, self._starts)
+        now = self._tx.now
+        rows = [{**row, "b_now": now} for row in self._starts]
+        self._tx.conn.execute(_start_statement(self._tx.t), rows)
 
     def _write_ends(self) -> None:
-        a = self._tx.t.task_attempts
-        statement = (
-            sa.update(a)
-            .where(
-                a.c.task_id == sa.bindparam("b_task"),
-                a.c.attempt == sa.bindparam("b_attempt"),
-                a.c.outcome.is_(None),
-            )
-            .values(
-                outcome=sa.bindparam("b_outcome"),
-                ended_at=self._tx.now,
-                exit_code=sa.bindparam("b_exit"),
-                error=sa.bindparam("b_error"),
-            )
-        )
-        self._tx.conn.execute(statement, self._ends)
+        now = self._tx.now
+        rows = [{**row, "b_now": now} for row in self._ends]
+        self._tx.conn.execute(_end_statement(self._tx.t), rows)
 
     def _write_runs(self) -> None:
-        ops, now = self._tx.t.operations, self._tx.now
-        end_type, machine_type = ops.c.end_time.type, ops.c.machine_name.type
-        statement = (
-            sa.update(ops)
-            .where(ops.c.operation_id == sa.bindparam("b_op"))
-            .values(
-                status=sa.bindparam("b_status"),
-                worker_agent_id=sa.bindparam("b_worker"),
-                executed_count=sa.bindparam("b_count"),
-                start_time=sa.func.coalesce(ops.c.start_time, now),
-                end_time=sa.func.coalesce(sa.bindparam("b_end", type_=end_type), ops.c.end_time),
-                machine_name=sa.func.coalesce(
-                    sa.bindparam("b_machine", type_=machine_type), ops.c.machine_name
-                ),
-            )
-        )
+        now = self._tx.now
         rows = [
             {
                 "b_op": execution_id,
@@ -414,7 +391,84 @@ class BatchedWrites:
                 "b_count": run.executed_count,
                 "b_end": now if run.ended else None,
                 "b_machine": run.machine_name,
+                "b_now": now,
             }
             for execution_id, run in self._runs.items()
         ]
-        self._tx.conn.execute(statement, rows)
+        self._tx.conn.execute(_runs_statement(self._tx.t), rows)
+
+
+@cache
+def _move_statement(t: Tables, shape: MoveShape) -> sa.Update:
+    event, columns, by_worker, not_cancelled = shape
+    transition = TRANSITIONS[event]
+    tasks = t.tasks
+    where = [
+        tasks.c.task_id == sa.bindparam("b_task"),
+        tasks.c.attempt == sa.bindparam("b_attempt"),
+        among_states(tasks.c.status, transition.sources),
+    ]
+    if by_worker:
+        where.append(tasks.c.worker_agent_id == sa.bindparam("b_worker"))
+    if not_cancelled:
+        where.append(tasks.c.is_cancelled == sa.false())
+    values: dict[str, Any] = {c: sa.bindparam(f"v_{c}", type_=tasks.c[c].type) for c in columns}
+    now = sa.bindparam("b_now", type_=tasks.c.last_updated_time.type)
+    return (
+        sa.update(tasks)
+        .where(*where)
+        .values(status=int(transition.target), last_updated_time=now, **values)
+    )
+
+
+@cache
+def _start_statement(t: Tables) -> sa.Update:
+    a = t.task_attempts
+    return (
+        sa.update(a)
+        .where(a.c.task_id == sa.bindparam("b_task"), a.c.attempt == sa.bindparam("b_attempt"))
+        .values(
+            started_at=sa.bindparam("b_now", type_=a.c.started_at.type),
+            machine_name=sa.bindparam("b_machine"),
+        )
+    )
+
+
+@cache
+def _end_statement(t: Tables) -> sa.Update:
+    a = t.task_attempts
+    return (
+        sa.update(a)
+        .where(
+            a.c.task_id == sa.bindparam("b_task"),
+            a.c.attempt == sa.bindparam("b_attempt"),
+            a.c.outcome.is_(None),
+        )
+        .values(
+            outcome=sa.bindparam("b_outcome"),
+            ended_at=sa.bindparam("b_now", type_=a.c.ended_at.type),
+            exit_code=sa.bindparam("b_exit"),
+            error=sa.bindparam("b_error"),
+        )
+    )
+
+
+@cache
+def _runs_statement(t: Tables) -> sa.Update:
+    ops = t.operations
+    end_type, machine_type = ops.c.end_time.type, ops.c.machine_name.type
+    now = sa.bindparam("b_now", type_=ops.c.start_time.type)
+    return (
+        sa.update(ops)
+        .where(ops.c.operation_id == sa.bindparam("b_op"))
+        .values(
+            status=sa.bindparam("b_status"),
+            worker_agent_id=sa.bindparam("b_worker"),
+            executed_count=sa.bindparam("b_count"),
+            start_time=sa.func.coalesce(ops.c.start_time, now),
+            end_time=sa.func.coalesce(sa.bindparam("b_end", type_=end_type), ops.c.end_time),
+            machine_name=sa.func.coalesce(
+                sa.bindparam("b_machine", type_=machine_type), ops.c.machine_name
+            ),
+        )
+    )
