@@ -80,9 +80,9 @@ class ProjectStore:
         """Held by the retention sweep while it removes versions (:meth:`removing`), and by
         every read or write of ``_used``: a get() that starts meanwhile waits for it."""
         self._used: dict[str, float] = {}
-        self._touched: dict[str, float] = {}
-        """When each version's folder mtime was last set (see _mark_used)."""
         """hash -> when :meth:`get` last handed it out (monotonic)."""
+        self._touched: dict[str, float] = {}
+        """hash -> when its folder's mtime was last set (see _mark_used)."""
 
     @property
     def folder(self) -> Path:
@@ -131,13 +131,14 @@ class ProjectStore:
         now = time.monotonic()
         with self._use_lock:
             self._used[project_hash] = now
-            touch = (
+            if (
                 root is not None
-                and now - self._touched.get(project_hash, -_TOUCH_EVERY_S) >= _TOUCH_EVERY_S
-            )
-            if touch:
+                and now - self._touched.get(project_hash, -_TOUCH_EVERY_S) < _TOUCH_EVERY_S
+            ):
+                root = None  # touched within the minute
+            if root is not None:
                 self._touched[project_hash] = now
-        if touch and root is not None:
+        if root is not None:
             # The folder's mtime is its last use, so a restarted worker ages it right;
             # once a minute is exact enough for retention counted in days, and spares a
             # system call per task.

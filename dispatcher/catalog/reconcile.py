@@ -26,6 +26,7 @@ from dispatcher.catalog.state import (
     TaskRow,
     add_message,
     among_states,
+    by_attempt,
     load_tasks,
     requeue_values,
 )
@@ -165,8 +166,7 @@ def _renew_statement(t: Tables) -> sa.Update:
     return (
         sa.update(tasks)
         .where(
-            tasks.c.task_id == sa.bindparam("b_task"),
-            tasks.c.attempt == sa.bindparam("b_attempt"),
+            *by_attempt(tasks),
             tasks.c.worker_agent_id == sa.bindparam("b_worker"),
             among_states(tasks.c.status, LEASED_TASK_STATES),
         )
@@ -182,11 +182,7 @@ def _progress_statement(t: Tables) -> sa.Update:
     a = t.task_attempts
     return (
         sa.update(a)
-        .where(
-            a.c.task_id == sa.bindparam("b_task"),
-            a.c.attempt == sa.bindparam("b_attempt"),
-            a.c.worker_agent_id == sa.bindparam("b_worker"),
-        )
+        .where(*by_attempt(a), a.c.worker_agent_id == sa.bindparam("b_worker"))
         .values(
             progress_percent=sa.bindparam("b_percent", type_=a.c.progress_percent.type),
             progress_message=sa.bindparam("b_message", type_=a.c.progress_message.type),

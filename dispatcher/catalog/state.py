@@ -220,9 +220,7 @@ def _flag_statement(t: Tables, flags: tuple[str, ...]) -> sa.Update:
     tasks = t.tasks
     return (
         sa.update(tasks)
-        .where(
-            tasks.c.task_id == sa.bindparam("b_task"), tasks.c.attempt == sa.bindparam("b_attempt")
-        )
+        .where(*by_attempt(tasks))
         .values({flag: sa.bindparam(f"f_{flag}", type_=tasks.c[flag].type) for flag in flags})
     )
 
@@ -398,16 +396,18 @@ class BatchedWrites:
         self._tx.conn.execute(_runs_statement(self._tx.t), rows)
 
 
+def by_attempt(table: sa.Table) -> list[sa.ColumnElement[bool]]:
+    """``task_id = :b_task AND attempt = :b_attempt``: the key every batched write of an
+    attempt is fenced by."""
+    return [table.c.task_id == sa.bindparam("b_task"), table.c.attempt == sa.bindparam("b_attempt")]
+
+
 @cache
 def _move_statement(t: Tables, shape: MoveShape) -> sa.Update:
     event, columns, by_worker, not_cancelled = shape
     transition = TRANSITIONS[event]
     tasks = t.tasks
-    where = [
-        tasks.c.task_id == sa.bindparam("b_task"),
-        tasks.c.attempt == sa.bindparam("b_attempt"),
-        among_states(tasks.c.status, transition.sources),
-    ]
+    where = [*by_attempt(tasks), among_states(tasks.c.status, transition.sources)]
     if by_worker:
         where.append(tasks.c.worker_agent_id == sa.bindparam("b_worker"))
     if not_cancelled:
@@ -426,7 +426,7 @@ def _start_statement(t: Tables) -> sa.Update:
     a = t.task_attempts
     return (
         sa.update(a)
-        .where(a.c.task_id == sa.bindparam("b_task"), a.c.attempt == sa.bindparam("b_attempt"))
+        .where(*by_attempt(a))
         .values(
             started_at=sa.bindparam("b_now", type_=a.c.started_at.type),
             machine_name=sa.bindparam("b_machine"),
@@ -439,11 +439,7 @@ def _end_statement(t: Tables) -> sa.Update:
     a = t.task_attempts
     return (
         sa.update(a)
-        .where(
-            a.c.task_id == sa.bindparam("b_task"),
-            a.c.attempt == sa.bindparam("b_attempt"),
-            a.c.outcome.is_(None),
-        )
+        .where(*by_attempt(a), a.c.outcome.is_(None))
         .values(
             outcome=sa.bindparam("b_outcome"),
             ended_at=sa.bindparam("b_now", type_=a.c.ended_at.type),
