@@ -367,8 +367,11 @@ def decode(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> Message:
         raise DecodeError(DecodeReason.MALFORMED_JSON, str(exc)) from None
     if not isinstance(raw, dict):
         raise DecodeError(DecodeReason.NOT_AN_OBJECT, type(raw).__name__)
-    if raw.get("type") not in _KNOWN_TYPES:
-        raise DecodeError(DecodeReason.UNKNOWN_TYPE, repr(raw.get("type"))[:80])
+    kind = raw.get("type")
+    # A hostile body may carry any JSON value here; only a string can name a type (and a
+    # list or object would not even hash for the set lookup).
+    if not isinstance(kind, str) or kind not in _KNOWN_TYPES:
+        raise DecodeError(DecodeReason.UNKNOWN_TYPE, repr(kind)[:80])
     if raw.get("schema_version") != SCHEMA_VERSION:
         version = repr(raw.get("schema_version"))[:20]
         raise DecodeError(
