@@ -32,6 +32,7 @@ from bench.infra import (
 from dispatcher.api import ScaleOut
 from dispatcher.broker import topology
 from dispatcher.catalog import Catalog
+from dispatcher.catalog.procedures import NewExecution
 from dispatcher.catalog.tables import tables_for
 from dispatcher.outbound import Outbound
 from dispatcher.settings import BrokerSettings
@@ -39,6 +40,7 @@ from dispatcher.settings import BrokerSettings
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bench"
 FOLDER, PROJECT, PACKAGE = "Bench", "Bench", "Noop"
 TERMINAL = (3, 4, 6, 7, 9)
+ENQUEUE_BATCH = 500
 SUCCEEDED = 7
 
 MASTER_ENV = {
@@ -220,12 +222,34 @@ class Cluster:
         self.outbound.wake(execution_id)
 
     def start_executions(self, count: int) -> list[int]:
-        ids = []
+        """``count`` started executions, as a client enqueuing many does: ``run_many``,
+        a transaction per ``ENQUEUE_BATCH``."""
+        ids: list[int] = []
+        while len(ids) < count:
+            batch = min(ENQUEUE_BATCH, count - len(ids))
+            started = self.so.run_many(FOLDER, PROJECT, PACKAGE, batch, wake=False)
+            ids.extend(started.execution_ids)
+        return ids
+
+    def enqueue_one_at_a_time(self, count: int) -> tuple[float, float]:
+        """Executions/s enqueued one call per execution: (``create_execution_with`` with
+        its start, one transaction each; SSIS's create_execution then start_execution,
+        two transactions each). Workers disabled: nothing runs meanwhile."""
+        self.set_enabled(False)
+        request = NewExecution(FOLDER, PROJECT, PACKAGE, start=True)
+        began = time.perf_counter()
+        ids = [self.catalog.create_execution_with(request) for _ in range(count)]
+        single = count / (time.perf_counter() - began)
+        began = time.perf_counter()
         for _ in range(count):
             execution_id = self.catalog.create_execution(FOLDER, PROJECT, PACKAGE)
             self.catalog.start_execution(execution_id)
             ids.append(execution_id)
-        return ids
+        ssis = count / (time.perf_counter() - began)
+        self.set_enabled(True)
+        self.wake()
+        self.wait_terminal(ids, timeout_s=max(120.0, count / 10))
+        return single, ssis
 
     # -- reading the catalog -------------------------------------------------------------
 

@@ -72,6 +72,8 @@ class Plan:
     Celery + db: ours' concurrency, and issue 9's best (one process, one child)."""
     light_samples: int
     saturated: int
+    enqueue_singles: int = 500
+    """Executions enqueued one call at a time (each way) for the single-call rates."""
     history: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Dialect -> (small, large) finished executions for the history latency."""
     history_burst: int = 400
@@ -116,6 +118,7 @@ QUICK = Plan(
     saturated=100,
     history={"sqlite": (100, 2000)},
     history_burst=50,
+    enqueue_singles=50,
     heartbeat_workers=50,
     heartbeat_seconds=3,
     profile_s=0,
@@ -253,6 +256,9 @@ def measure_ours(plan: Plan, folder: Path, figures: dict[str, Any], broker: int 
                 return e2e_figures(result)
 
             series = repeat(plan, f"scaleout {key}", plan.first_tasks, once)
+            single, ssis = cluster.enqueue_one_at_a_time(plan.enqueue_singles)
+            series["enqueue_single_per_s"] = round(single, 1)
+            series["enqueue_ssis_per_s"] = round(ssis, 1)
             figures[f"e2e_{key}"] = series
             light = cluster.light_latency(plan.light_samples)
             figures[f"latency_light_{dialect}"] = latency_figures(light)
@@ -580,9 +586,11 @@ def headlines(plan: Plan, figures: dict[str, Any]) -> None:
     figures["e2e_sqlite_vs_procrastinate"] = _ratio(ours, rate)
     for name in ("master", "workers", "rabbitmq"):
         figures[f"{name}_cpu_ms_per_exec"] = head[f"{name}_cpu_ms_per_exec"]
-    figures["enqueue_per_s"] = head["enqueue_per_s"]
+    for name in ("enqueue_per_s", "enqueue_single_per_s", "enqueue_ssis_per_s"):
+        figures[name] = head.get(name)
     if pg:
         figures["enqueue_postgresql_per_s"] = pg["enqueue_per_s"]
+        figures["enqueue_single_postgresql_per_s"] = pg.get("enqueue_single_per_s")
         figures["commits_per_exec_postgresql"] = pg.get("commits_per_exec")
     light = figures["latency_light_sqlite"]
     figures["dispatch_p50_ms"] = light["p50_ms"]
@@ -703,7 +711,9 @@ _HEADLINES = {
     "workers_cpu_ms_per_exec": "all workers' CPU per execution",
     "rabbitmq_cpu_ms_per_exec": "the RabbitMQ node's beam.smp CPU per execution",
     "commits_per_exec_postgresql": "catalog commits per execution (xact_commit)",
-    "enqueue_per_s": "create + start_execution from one client, SQLite",
+    "enqueue_per_s": "started executions/s from one client, run_many of 500, SQLite",
+    "enqueue_single_per_s": "the same, one create_execution_with (+ start) per execution",
+    "enqueue_ssis_per_s": "the same, SSIS's create_execution then start_execution",
     "history_latency_ratio": "p50 at large history / p50 at small (PostgreSQL)",
     "master_rss_mb": "master peak RSS during the large-history runs",
     "heartbeat_master_cpu_percent": "master CPU (% of one core) under the simulated heartbeats",

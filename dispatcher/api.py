@@ -120,6 +120,15 @@ class Started:
     warning: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class StartedMany:
+    """Executions started together (:meth:`ScaleOut.run_many`), ids in order."""
+
+    execution_ids: list[int]
+    woken: bool
+    warning: str = ""
+
+
 def split_parameter(name: str) -> tuple[int | None, str]:
     """(object type or None when unprefixed, bare name) of ``$Package::Rows`` or ``Rows``."""
     lowered = name.lower()
@@ -265,6 +274,36 @@ class ScaleOut:
             request, start=True, retry_count=retry_count, reference_id=reference_id
         )
         return self._woken(self.catalog.create_execution_with(created))
+
+    def run_many(  # run's options, and how many
+        self,
+        folder: str,
+        project: str,
+        package: str,
+        count: int,
+        *,
+        parameters: Mapping[str, ParameterScalar] | None = None,
+        workers: Sequence[str] = (),
+        retry_count: int = 0,
+        caller_name: str | None = None,
+        reference_id: int | None = None,
+        wake: bool = True,
+    ) -> StartedMany:
+        """``count`` executions of one package, created and started in one transaction
+        (at most ``MAX_EXECUTIONS_PER_CALL``; a refusal leaves none behind), then one wake.
+        Without ``parameters`` or ``workers`` they are written with one statement per
+        table: the way to enqueue many at once."""
+        if count < 1:
+            raise OperationRefused(f"count must be at least 1, not {count}")
+        request = _new_execution(
+            folder, project, package, parameters=parameters, workers=workers, caller=caller_name
+        )
+        started = dataclasses.replace(
+            request, start=True, retry_count=retry_count, reference_id=reference_id
+        )
+        ids = self.catalog.create_executions_with([started] * count)
+        warning = self.wake() if wake else ""
+        return StartedMany(ids, woken=wake and not warning, warning=warning)
 
     def rerun_execution(self, execution_id: int, *, caller: str | None = None) -> int:
         """Run ``execution_id`` again: a new execution of the same package (its project's

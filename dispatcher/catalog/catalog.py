@@ -255,6 +255,11 @@ class Catalog:
         a refusal anywhere writes nothing."""
         return self._run(lambda tx: procedures.create_execution_with(tx, self.keyring, request))
 
+    def create_executions_with(self, requests: Sequence[procedures.NewExecution]) -> list[int]:
+        """Many :meth:`create_execution_with` in one transaction (at most
+        ``MAX_EXECUTIONS_PER_CALL``), ids in order: a refusal anywhere writes nothing."""
+        return self._run(lambda tx: procedures.create_executions_with(tx, self.keyring, requests))
+
     def set_parameter_by_name(
         self, execution_id: int, object_type: int | None, name: str, value: ParameterScalar
     ) -> None:

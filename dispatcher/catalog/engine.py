@@ -240,6 +240,18 @@ def new_id(result: sa.CursorResult[Any]) -> int:
     return int(key[0])
 
 
+def inserted_ids(tx: Tx, table: sa.Table, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert ``rows`` into ``table``; the identities generated, in the rows' order. One
+    statement (RETURNING, ordered by parameter) where the dialect can keep the order;
+    one insert per row on SQL Server, whose ordered bulk insert needs a sentinel column
+    our tables do not have."""
+    if tx.conn.dialect.name == "mssql":
+        return [new_id(tx.conn.execute(sa.insert(table), row)) for row in rows]
+    [key] = table.primary_key.columns
+    insert = sa.insert(table).returning(key, sort_by_parameter_order=True)
+    return [int(value) for value in tx.conn.execute(insert, rows).scalars()]
+
+
 def to_db(tx: Tx, value: datetime) -> datetime:
     """A time to store: naive UTC on SQLite (which keeps text), aware elsewhere."""
     value = utc(value)

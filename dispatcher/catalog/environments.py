@@ -538,6 +538,25 @@ def resolve_values(  # noqa: PLR0917  # the execution's identity, as create_exec
 ) -> None:
     """Write the value of every declared parameter that has one (see the module doc),
     except those in ``given``, which the caller sets itself."""
+    rows = resolved_values(tx, keys, project, lsn, package_name, reference_id, given)
+    if rows:
+        tx.conn.execute(
+            sa.insert(tx.t.execution_parameter_values),
+            [{**row, "execution_id": execution_id} for row in rows],
+        )
+
+
+def resolved_values(  # noqa: PLR0917  # as resolve_values, without the execution
+    tx: Tx,
+    keys: Keyring,
+    project: Any,
+    lsn: int,
+    package_name: str,
+    reference_id: int | None,
+    given: set[tuple[int, str]],
+) -> list[dict[str, Any]]:
+    """The value rows :func:`resolve_values` writes, less their ``execution_id``: the same
+    for every execution of one package and reference that sets nothing itself."""
     environment = _reference_variables(tx, project, reference_id)
     rows = []
     for param in _declared_rows(tx, lsn, project.name, package_name):
@@ -547,15 +566,13 @@ def resolve_values(  # noqa: PLR0917  # the execution's identity, as create_exec
         if stored is not None:
             rows.append(
                 {
-                    "execution_id": execution_id,
                     "object_type": param.object_type,
                     "parameter_name": param.parameter_name,
                     "parameter_value": stored,
                     "sensitive": bool(param.sensitive),
                 }
             )
-    if rows:
-        tx.conn.execute(sa.insert(tx.t.execution_parameter_values), rows)
+    return rows
 
 
 Environment = tuple[str, dict[str, Any]]

@@ -7,6 +7,7 @@ call leaves no partial rows.
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import Sequence
@@ -15,8 +16,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dispatcher.catalog.engine import Tx, locked, new_id
-from dispatcher.catalog.environments import resolve_values, unresolved_references
+from dispatcher.catalog.engine import Tx, inserted_ids, locked
+from dispatcher.catalog.environments import (
+    resolve_values,
+    resolved_values,
+    unresolved_references,
+)
 from dispatcher.catalog.projects import folder_id, manifest_at, project_row
 from dispatcher.errors import NotFound, OperationRefused
 from dispatcher.keys import Keyring, is_sealed
@@ -62,23 +67,27 @@ def create_execution(
     caller sets in the same transaction (so a reference need not cover them)."""
     _require_scale_out(tx, runinscaleout)
     project, lsn = _entry_point(tx, folder_name, project_name, package_name)
-    execution_id = _insert_operation(tx, int(project.project_id), project_name, caller_name)
+    operation = _operation_row(tx, int(project.project_id), project_name, caller_name)
+    [execution_id] = inserted_ids(tx, tx.t.operations, [operation])
     job_id = uuid.uuid4()
     tx.conn.execute(
-        sa.insert(tx.t.executions).values(
-            execution_id=execution_id,
-            folder_name=folder_name,
-            project_name=project_name,
-            package_name=package_name,
-            reference_id=reference_id,
-            project_lsn=lsn,
-            use32bitruntime=use32bitruntime,
-            runinscaleout=True,
-            useanyworker=useanyworker,
-            job_id=job_id,
-        )
+        sa.insert(tx.t.executions),
+        {
+            "execution_id": execution_id,
+            "folder_name": folder_name,
+            "project_name": project_name,
+            "package_name": package_name,
+            "reference_id": reference_id,
+            "project_lsn": lsn,
+            "use32bitruntime": use32bitruntime,
+            "runinscaleout": True,
+            "useanyworker": useanyworker,
+            "job_id": job_id,
+        },
     )
-    _insert_job(tx, job_id, execution_id, useanyworker, caller_name)
+    tx.conn.execute(
+        sa.insert(tx.t.jobs), _job_row(tx, job_id, execution_id, useanyworker, caller_name)
+    )
     manifest = manifest_at(tx, lsn)
     given = {_where_declared(manifest, package_name, t, name) for t, name in explicit}
     resolve_values(tx, keys, execution_id, project, lsn, package_name, reference_id, given)
@@ -110,22 +119,20 @@ def _entry_point(tx: Tx, folder_name: str, project_name: str, package: str) -> t
     return project, lsn
 
 
-def _insert_job(
+def _job_row(
     tx: Tx, job_id: uuid.UUID, execution_id: int, useanyworker: bool, creator: str | None
-) -> None:
+) -> dict[str, Any]:
     """SSIS's internal.create_job: the job that will hold the execution's task."""
-    tx.conn.execute(
-        sa.insert(tx.t.jobs).values(
-            job_id=job_id,
-            execution_id=execution_id,
-            job_type=1,
-            use_any_worker=useanyworker,
-            is_cancelled=False,
-            creator=creator,
-            created_time=tx.now,
-            last_updated_time=tx.now,
-        )
-    )
+    return {
+        "job_id": job_id,
+        "execution_id": execution_id,
+        "job_type": 1,
+        "use_any_worker": useanyworker,
+        "is_cancelled": False,
+        "creator": creator,
+        "created_time": tx.now,
+        "last_updated_time": tx.now,
+    }
 
 
 def _require_scale_out(tx: Tx, runinscaleout: bool | None) -> None:
@@ -140,21 +147,24 @@ def _require_scale_out(tx: Tx, runinscaleout: bool | None) -> None:
         raise OperationRefused(msg, hint="pass runinscaleout=True or leave it unset", code=27255)
 
 
-def _insert_operation(tx: Tx, project_id: int, project_name: str, caller: str | None) -> int:
-    result = tx.conn.execute(
-        sa.insert(tx.t.operations).values(
-            operation_type=OPERATION_EXECUTION,
-            created_time=tx.now,
-            object_type=OBJECT_PROJECT,
-            object_id=project_id,
-            object_name=project_name,
-            status=int(ExecutionStatus.CREATED),
-            caller_name=caller,
-            executed_count=0,
-            machine_name="",
-        )
-    )
-    return new_id(result)
+def _operation_row(
+    tx: Tx,
+    project_id: int,
+    project_name: str,
+    caller: str | None,
+    status: ExecutionStatus = ExecutionStatus.CREATED,
+) -> dict[str, Any]:
+    return {
+        "operation_type": OPERATION_EXECUTION,
+        "created_time": tx.now,
+        "object_type": OBJECT_PROJECT,
+        "object_id": project_id,
+        "object_name": project_name,
+        "status": int(status),
+        "caller_name": caller,
+        "executed_count": 0,
+        "machine_name": "",
+    }
 
 
 def execution_row(tx: Tx, execution_id: int, *, lock: bool = False) -> Any:
@@ -223,6 +233,77 @@ def create_execution_with(tx: Tx, keys: Keyring, request: NewExecution) -> int:
         _require_parameters(tx, execution_row(tx, execution_id), subject=request.package_name)
         start_execution(tx, execution_id, request.retry_count)
     return execution_id
+
+
+MAX_EXECUTIONS_PER_CALL = 1000
+"""The most executions one :func:`create_executions_with` call creates: its transaction
+holds the catalog's write lock while it runs (the whole database on SQLite)."""
+
+
+def create_executions_with(tx: Tx, keys: Keyring, requests: Sequence[NewExecution]) -> list[int]:
+    """:func:`create_execution_with` for each request, in one transaction; the new ids in
+    the requests' order. Consecutive equal requests that set nothing per execution (no
+    parameters, no workers) are written together, one INSERT per table, with the rows one
+    call at a time would write. A refusal anywhere writes nothing."""
+    if len(requests) > MAX_EXECUTIONS_PER_CALL:
+        msg = f"{len(requests)} executions in one call, more than {MAX_EXECUTIONS_PER_CALL}"
+        raise OperationRefused(msg, hint=f"split them into calls of {MAX_EXECUTIONS_PER_CALL}")
+    ids: list[int] = []
+    for request, alike in itertools.groupby(requests):
+        count = len(list(alike))
+        if request.parameters or request.workers:
+            ids.extend(create_execution_with(tx, keys, request) for _ in range(count))
+        else:
+            ids.extend(_create_alike(tx, keys, request, count))
+    return ids
+
+
+def _create_alike(tx: Tx, keys: Keyring, request: NewExecution, count: int) -> list[int]:
+    """``count`` executions of ``request``, which sets no value or worker of its own: they
+    get the same values (the package's resolved ones), checked once."""
+    if request.retry_count < 0:
+        msg = f"retry_count must be 0 or more, not {request.retry_count}"
+        raise OperationRefused(msg, code=27101)
+    folder, project_name, package_name = (
+        request.folder_name,
+        request.project_name,
+        request.package_name,
+    )
+    project, lsn = _entry_point(tx, folder, project_name, package_name)
+    values = resolved_values(tx, keys, project, lsn, package_name, request.reference_id, set())
+    status = ExecutionStatus.CREATED
+    if request.start:
+        given = {(value["object_type"], value["parameter_name"]) for value in values}
+        _require_given(tx, Package(lsn, project_name, package_name), given, package_name)
+        status = ExecutionStatus.PENDING  # what start_execution moves it to
+    operation = _operation_row(tx, int(project.project_id), project_name, request.caller_name)
+    ids = inserted_ids(tx, tx.t.operations, [{**operation, "status": int(status)}] * count)
+    jobs = {execution_id: uuid.uuid4() for execution_id in ids}
+    execution = {
+        "folder_name": folder,
+        "project_name": project_name,
+        "package_name": package_name,
+        "reference_id": request.reference_id,
+        "project_lsn": lsn,
+        "use32bitruntime": False,
+        "runinscaleout": True,
+        "useanyworker": True,
+    }
+    tx.conn.execute(
+        sa.insert(tx.t.executions),
+        [{**execution, "execution_id": i, "job_id": job} for i, job in jobs.items()],
+    )
+    tx.conn.execute(
+        sa.insert(tx.t.jobs),
+        [_job_row(tx, job, i, True, request.caller_name) for i, job in jobs.items()],
+    )
+    if values:
+        rows = [{**value, "execution_id": i} for i in ids for value in values]
+        tx.conn.execute(sa.insert(tx.t.execution_parameter_values), rows)
+    if request.start:
+        tasks = [_task_row(tx, i, job, request.retry_count) for i, job in jobs.items()]
+        tx.conn.execute(sa.insert(tx.t.tasks), tasks)
+    return ids
 
 
 def rerun_execution(tx: Tx, keys: Keyring, execution_id: int, caller_name: str | None) -> int:
@@ -452,49 +533,66 @@ def start_execution(tx: Tx, execution_id: int, retry_count: int = 0) -> None:
     )
     if moved.rowcount != 1:
         raise OperationRefused(f"execution {execution_id} already started")
-    tx.conn.execute(
-        sa.insert(tx.t.tasks).values(
-            task_id=uuid.uuid4(),
-            job_id=row.job_id,
-            execution_id=execution_id,
-            task_type=0,
-            status=int(TaskState.PENDING),
-            attempt=0,
-            executed_count=0,
-            max_executed_count=retry_count + 1,
-            ready_for_dispatch_time=tx.now,
-            is_cancelled=False,
-            cancel_sent=False,
-            published=False,
-            created_time=tx.now,
-            last_updated_time=tx.now,
-        )
-    )
+    tx.conn.execute(sa.insert(tx.t.tasks), _task_row(tx, execution_id, row.job_id, retry_count))
+
+
+def _task_row(tx: Tx, execution_id: int, job_id: uuid.UUID, retry_count: int) -> dict[str, Any]:
+    """A started execution's task: pending, ready now, retry_count + 1 attempts."""
+    return {
+        "task_id": uuid.uuid4(),
+        "job_id": job_id,
+        "execution_id": execution_id,
+        "task_type": 0,
+        "status": int(TaskState.PENDING),
+        "attempt": 0,
+        "executed_count": 0,
+        "max_executed_count": retry_count + 1,
+        "ready_for_dispatch_time": tx.now,
+        "is_cancelled": False,
+        "cancel_sent": False,
+        "published": False,
+        "created_time": tx.now,
+        "last_updated_time": tx.now,
+    }
 
 
 def _require_parameters(tx: Tx, row: Any, *, subject: str = "") -> None:
-    manifest = manifest_at(tx, row.project_lsn)
     values = tx.t.execution_parameter_values
     query = sa.select(values.c.object_type, values.c.parameter_name).where(
         values.c.execution_id == row.execution_id
     )
     given = {(r.object_type, r.parameter_name) for r in tx.conn.execute(query)}
+    package = Package(int(row.project_lsn), row.project_name, row.package_name)
+    _require_given(tx, package, given, subject or f"execution {row.execution_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    """A package of one project version: what an execution runs."""
+
+    lsn: int
+    project_name: str
+    package_name: str
+
+
+def _require_given(tx: Tx, package: Package, given: set[tuple[int, str]], who: str) -> None:
+    """Refuse to start an execution of ``package`` when a required parameter or a
+    referenced one is not in ``given``."""
+    manifest = manifest_at(tx, package.lsn)
     missing = [
         name
         for object_type in (OBJECT_PROJECT, OBJECT_PACKAGE)
-        for name, spec in _declared(manifest, row.package_name, object_type).items()
+        for name, spec in _declared(manifest, package.package_name, object_type).items()
         if spec.required and spec.default is None and (object_type, name) not in given
     ]
     referenced = unresolved_references(
-        tx, row.project_lsn, row.project_name, row.package_name, given
+        tx, package.lsn, package.project_name, package.package_name, given
     )
     if referenced:
-        who = subject or f"execution {row.execution_id}"
         msg = f"{who} takes {', '.join(referenced)} from an environment, and has no reference"
         hint = "create it with --reference ID (`scaleout environments references`), or set them"
         raise OperationRefused(msg, hint=hint, code=27100)
     if missing:
-        who = subject or f"execution {row.execution_id}"
         msg = f"{who} lacks required parameters: {', '.join(missing)}"
         hint = f"give them with --param, e.g. --param {missing[0]}=..."
         raise OperationRefused(msg, hint=hint, code=27100)

@@ -7,12 +7,14 @@ its packages and parameters, unless the bytes equal the current version's (a no-
 from __future__ import annotations
 
 import json
+from functools import cache, lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 
 from dispatcher.catalog.engine import Tx, new_id
 from dispatcher.catalog.records import DeployResult
+from dispatcher.catalog.tables import Tables
 from dispatcher.errors import OperationRefused
 from schemas.project import (
     ArchiveError,
@@ -199,6 +201,19 @@ def _record_deploy(tx: Tx, project_id: int, project_name: str) -> None:
 
 
 def manifest_at(tx: Tx, lsn: int) -> ProjectManifest:
-    versions = tx.t.object_versions
-    query = sa.select(versions.c.manifest).where(versions.c.object_version_lsn == lsn)
-    return ProjectManifest.model_validate_json(tx.conn.execute(query).scalar_one())
+    return _parsed_manifest(tx.conn.execute(_manifest_query(tx.t), {"b_lsn": lsn}).scalar_one())
+
+
+@cache
+def _manifest_query(t: Tables) -> sa.Select[tuple[Any]]:
+    versions = t.object_versions
+    return sa.select(versions.c.manifest).where(
+        versions.c.object_version_lsn == sa.bindparam("b_lsn")
+    )
+
+
+@lru_cache(maxsize=64)
+def _parsed_manifest(text: str) -> ProjectManifest:
+    """Parsed once per text (manifests are frozen; a project version's never changes), as
+    every create and start of an execution reads its manifest."""
+    return ProjectManifest.model_validate_json(text)

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from dispatcher.api import ScaleOut, Started, WaitTimeout
+from dispatcher.catalog.procedures import MAX_EXECUTIONS_PER_CALL as MAX_COUNT
 from dispatcher.catalog.records import ExecutionFilter, ExecutionRow, MessageRow
 from dispatcher.cli import render, render_objects
 from dispatcher.cli.common import (
@@ -78,6 +79,16 @@ def executions_create(  # noqa: PLR0917  # typer passes options by keyword
         ),
     ] = None,
     start: Annotated[bool, opt("--start", env="SCALEOUT_START", help="start it too")] = False,
+    count: Annotated[
+        int,
+        opt(
+            "--count",
+            env="SCALEOUT_COUNT",
+            help=f"with --start: this many executions, in one transaction (1 to {MAX_COUNT})",
+            min=1,
+            max=MAX_COUNT,
+        ),
+    ] = 1,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600.0,
     quiet: QuietOpt = False,
@@ -88,6 +99,18 @@ def executions_create(  # noqa: PLR0917  # typer passes options by keyword
     if retry_count and not (start or wait):
         msg = "--retry-count applies when the execution starts: add --start"
         raise typer.BadParameter(msg, param_hint="--retry-count")
+    if count > 1:
+        _check_many(start=start, wait=wait)
+        with session(ctx) as so:
+            many = so.run_many(
+                folder, project, package, count, parameters=params, workers=worker,
+                retry_count=retry_count, caller_name="scaleout-cli", reference_id=reference,
+            )  # fmt: skip
+        if many.warning:
+            say(f"warning: {many.warning}", "yellow")
+        first, last = many.execution_ids[0], many.execution_ids[-1]
+        emit(many.execution_ids, as_json, f"executions {first} to {last} created and started")
+        return
     with session(ctx) as so:
         if not (start or wait):
             execution_id = so.create_execution(
@@ -104,6 +127,15 @@ def executions_create(  # noqa: PLR0917  # typer passes options by keyword
         )  # fmt: skip
         how = Waiting(wait, timeout, quiet, created=True)
         _after_start(so, started, how, as_json=as_json)
+
+
+def _check_many(*, start: bool, wait: bool) -> None:
+    if not start:
+        msg = "--count creates and starts many executions: add --start"
+        raise typer.BadParameter(msg, param_hint="--count")
+    if wait:
+        msg = "--wait follows one execution; with --count, watch `scaleout executions list`"
+        raise typer.BadParameter(msg, param_hint="--count")
 
 
 def _report(so: ScaleOut, execution_id: int, as_json: bool, what: str) -> None:

@@ -145,3 +145,53 @@ def test_logs_of_a_new_execution_are_empty_json_lines(ready: Cli) -> None:
     result = ready.ok("executions", "logs", str(execution_id), "--json")
 
     assert result.stdout.strip() == ""
+
+
+def test_create_count_starts_many_in_one_go(ready: Cli) -> None:
+    """create --start --count N: N pending executions, their ids printed in order; a
+    refused batch (a required value missing) leaves none."""
+    before = ready.ok("executions", "list", "--json").json()
+    listed = ready.ok(
+        "executions", "create", "--folder", "F", "--project", "SalesETL",
+        "--package", "LoadSales", "--start", "--count", "25", "--json",
+    ).json()  # fmt: skip
+    human = ready.ok(
+        "executions", "create", "--folder", "F", "--project", "SalesETL",
+        "--package", "LoadSales", "--start", "--count", "2",
+    )  # fmt: skip
+    refused = ready.run(
+        "executions", "create", "--folder", "F", "--project", "SalesETL",
+        "--package", "Sleep", "--start", "--count", "3",
+    )  # fmt: skip
+    after = ready.ok("executions", "list", "--status", "pending", "--json").json()
+
+    assert len(listed) == 25
+    assert listed == sorted(listed)
+    assert f"executions {listed[-1] + 1} to {listed[-1] + 2} created and started" in human.stdout
+    assert refused.returncode == 1, str(refused)
+    assert "Seconds" in refused.stderr
+    assert len(after) == len(before) + 27
+    assert set(listed) <= {row["execution_id"] for row in after}
+
+
+def test_create_count_usage_errors_exit_2(ready: Cli) -> None:
+    """--count without --start, with --wait, of 0 or above the bound: exit 2."""
+    base = (
+        "executions",
+        "create",
+        "--folder",
+        "F",
+        "--project",
+        "SalesETL",
+        "--package",
+        "LoadSales",
+    )
+    for extra in (
+        ("--count", "3"),
+        ("--start", "--wait", "--count", "3"),
+        ("--start", "--count", "0"),
+        ("--start", "--count", "1001"),
+    ):
+        result = ready.run(*base, *extra)
+        assert result.returncode == 2, str(result)
+        assert "--count" in result.stderr
