@@ -44,24 +44,31 @@ AllowedWorkers = frozenset[str] | None
 
 def claim_tasks(tx: Tx, timing: Timing, limit: int, keys: Keyring) -> list[Assignment]:
     """Claim up to ``limit`` pending tasks, oldest first, for eligible workers. A task
-    whose sensitive values this master cannot decrypt stays pending (and is logged)."""
+    whose sensitive values this master cannot decrypt stays pending (and is logged).
+
+    The free slots are read first, and pending tasks are read a page at a time, a page
+    no larger than the slots still free: under load few slots are free at each pass,
+    and reading (and locking) ``limit`` tasks to place a handful was most of the claim's
+    cost. A task no free worker may run (its allowed workers are busy) does not block
+    those behind it: the next page is read, up to ``limit`` tasks in all."""
     if limit <= 0:
         return []
-    rows = _pending(tx, limit)
-    slots = _free_slots(tx, timing) if rows else {}
-    if not slots:
-        return []
-    rows = _openable(tx, keys, rows)
-    allowed = _allowed_workers(tx, {row.execution_id for row in rows})
+    slots = _free_slots(tx, timing)
     claimed: list[tuple[TaskRow, str]] = []
     writes = BatchedWrites(tx)
-    for row in rows:
-        worker = _pick(slots, allowed.get(row.execution_id))
-        if worker is not None:
-            values = _dispatch_values(tx, timing, row, worker)
-            writes.move(TaskEvent.DISPATCH, row.task_id, row.attempt, values, not_cancelled=True)
-            slots[worker] -= 1
-            claimed.append((row, worker))
+    seen: set[uuid.UUID] = set()
+    scanned = 0
+    while scanned < limit and (free := sum(slots.values())) > 0:
+        page = min(limit - scanned, free)
+        rows = _pending(tx, page, scanned)
+        scanned += page
+        # Rows locked by another transaction are skipped, so a page can shift when such
+        # a lock is released; a task is still placed once only.
+        fresh = [row for row in rows if row.task_id not in seen]
+        seen.update(row.task_id for row in rows)
+        claimed.extend(_place(tx, timing, keys, fresh, slots, writes))
+        if len(rows) < page:
+            break  # no more pending tasks
     if not claimed:
         return []
     writes.write()
@@ -80,6 +87,28 @@ def claim_tasks(tx: Tx, timing: Timing, limit: int, keys: Keyring) -> list[Assig
     return assignments(tx, keys, [row.task_id for row, _ in claimed])
 
 
+def _place(  # noqa: PLR0917  # one page of the claim, with the claim's state
+    tx: Tx,
+    timing: Timing,
+    keys: Keyring,
+    rows: list[TaskRow],
+    slots: dict[str, int],
+    writes: BatchedWrites,
+) -> list[tuple[TaskRow, str]]:
+    """The tasks of ``rows`` given a worker (its slot taken, its move collected)."""
+    rows = _openable(tx, keys, rows)
+    allowed = _allowed_workers(tx, {row.execution_id for row in rows}) if rows else {}
+    placed = []
+    for row in rows:
+        worker = _pick(slots, allowed.get(row.execution_id))
+        if worker is not None:
+            values = _dispatch_values(tx, timing, row, worker)
+            writes.move(TaskEvent.DISPATCH, row.task_id, row.attempt, values, not_cancelled=True)
+            slots[worker] -= 1
+            placed.append((row, worker))
+    return placed
+
+
 def _openable(tx: Tx, keys: Keyring, rows: list[TaskRow]) -> list[TaskRow]:
     locked_out = unopenable(tx, keys, [row.execution_id for row in rows])
     for execution_id, key_id in locked_out.items():
@@ -93,13 +122,17 @@ def _openable(tx: Tx, keys: Keyring, rows: list[TaskRow]) -> list[TaskRow]:
     return [row for row in rows if row.execution_id not in locked_out]
 
 
-def _pending(tx: Tx, limit: int) -> list[TaskRow]:
-    return fetch_rows(tx, _pending_query(tx.t, limit))
+def _pending(tx: Tx, limit: int, offset: int) -> list[TaskRow]:
+    return fetch_rows(tx, _pending_query(tx.t, limit, offset))
 
 
-@lru_cache(maxsize=16)
-def _pending_query(t: Tables, limit: int) -> sa.Select[Any]:
-    """Built once per limit (the dispatcher's batch size): see state._load_query."""
+@lru_cache(maxsize=256)
+def _pending_query(t: Tables, limit: int, offset: int) -> sa.Select[Any]:
+    """Built once per page (a page is at most the free slots, an offset a sum of
+    pages): see state._load_query. The limit stays a literal, which SQL Server's TOP
+    and OFFSET ... FETCH want. Moves are written when the claim ends, so a later page
+    of the same claim still sees the earlier pages' tasks as pending, at the same
+    places."""
     tasks = t.tasks
     query = (
         sa.select(*task_columns(t))
@@ -107,6 +140,8 @@ def _pending_query(t: Tables, limit: int) -> sa.Select[Any]:
         .order_by(tasks.c.ready_for_dispatch_time, tasks.c.task_id)
         .limit(limit)
     )
+    if offset:
+        query = query.offset(offset)
     return locked(query, tasks, skip_locked=True)
 
 

@@ -114,6 +114,27 @@ def test_claim_respects_allowed_workers(catalog: Catalog) -> None:
     assert (assignment.execution_id, assignment.worker_id) == (execution_id, "w2")
 
 
+def test_tasks_only_a_busy_worker_may_run_do_not_block_those_behind(catalog: Catalog) -> None:
+    """The claim reads pending tasks a page (the free slots) at a time: a head of tasks
+    waiting for a full worker is read past, up to the claim's limit, and each task is
+    placed once."""
+    online_worker(catalog, "w1", max_task_count=2)
+    online_worker(catalog, "w2", max_task_count=1)
+    held = started_execution(catalog, useanyworker=False, workers=("w2",))
+    [busy] = catalog.claim_tasks(10)
+    for _ in range(3):
+        started_execution(catalog, useanyworker=False, workers=("w2",))
+    anyone = [started_execution(catalog) for _ in range(2)]
+
+    too_short = catalog.claim_tasks(3)  # the limit bounds what one claim reads
+    claimed = catalog.claim_tasks(10)
+
+    assert (busy.execution_id, busy.worker_id) == (held, "w2")
+    assert too_short == []
+    assert [(a.execution_id, a.worker_id) for a in claimed] == [(i, "w1") for i in anyone]
+    assert catalog.claim_tasks(10) == []
+
+
 def test_allowed_worker_disabled_leaves_task_pending(catalog: Catalog) -> None:
     """If the only allowed worker is disabled, the task waits even though others are free."""
     online_worker(catalog, "w1")
