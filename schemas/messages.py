@@ -46,7 +46,10 @@ from pydantic.config import JsonDict
 SCHEMA_VERSION: Final = 1
 MAX_BODY_BYTES: Final = 1024 * 1024
 """Largest body a consumer decodes; project archives have their own, larger bound."""
-MAX_ARCHIVE_BODY_BYTES: Final = 64 * 1024 * 1024
+MAX_ARCHIVE_BODY_BYTES: Final = 64 * 1024 * 1024 + 64 * 1024
+"""A project.archive body: the largest archive (``schemas.project.MAX_ARCHIVE_BYTES``, 48
+MiB) is exactly 64 MiB in base64, and the JSON envelope around it needs room too (a test
+checks the largest archive's message decodes)."""
 MAX_RUNNING_PER_HEARTBEAT: Final = 1024
 """Attempts one heartbeat may list: far above any MaxTaskCount, and a bound on what one
 message can make the master look up (a longer list is dead-lettered as invalid)."""

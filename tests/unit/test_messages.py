@@ -3,6 +3,7 @@ reason (schemas/messages.py)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from schemas.messages import (
+    MAX_ARCHIVE_BODY_BYTES,
     MAX_BODY_BYTES,
     MESSAGE_TYPES,
     AgentHeartbeat,
@@ -36,6 +38,7 @@ from schemas.messages import (
     decode,
     encode,
 )
+from schemas.project import MAX_ARCHIVE_BYTES
 
 TASK = uuid.UUID("6f1c2a7e-0000-4000-8000-000000000001")
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -158,6 +161,18 @@ def test_decode_honours_a_larger_bound() -> None:
     with pytest.raises(DecodeError):
         decode(body)
     assert decode(body, max_bytes=len(body)) == message
+
+
+def test_the_largest_deployable_archive_fits_its_message() -> None:
+    """An archive at deploy's limit still reaches a worker: its base64 body with the JSON
+    envelope is within the bound the worker decodes with."""
+    archive = bytes(MAX_ARCHIVE_BYTES)
+    message = ProjectArchive(
+        project_hash=HASH, found=True, archive_b64=base64.b64encode(archive).decode()
+    )
+    body = encode(message)
+    assert len(body) <= MAX_ARCHIVE_BODY_BYTES
+    assert decode(body, max_bytes=MAX_ARCHIVE_BODY_BYTES) == message
 
 
 def test_invalid_detail_never_echoes_values() -> None:
