@@ -172,3 +172,55 @@ def test_a_poison_message_is_dead_lettered_after_the_delivery_limit(
     assert len(errors) == len(attempts)
     (body, _), *_ = drain(tls_broker, vhost, topology.DEAD_QUEUE)
     assert decode(body) == poison
+
+
+def test_batched_acks_settle_each_delivery_once_among_requeues_and_dead_letters(
+    tls_broker: TlsBroker, vhost: str
+) -> None:
+    """Batches of all-ack verdicts are settled with one multiple ack; batches holding a
+    requeue or a dead letter one delivery at a time. Either way every delivery is settled
+    exactly once: nothing acked twice (the broker would close the channel and redeliver),
+    nothing left unacked, a requeued one seen again, a rejected one dead-lettered."""
+    worker = tls_broker.settings_for("w1", vhost)
+    reports = [good_report() for _ in range(60)]
+    requeue_once = {str(r.message_id) for r in reports[5::13]}
+    reject = {str(r.message_id) for r in reports[9::17]} - requeue_once
+    with Publisher(worker, name="t-many", user_id="w1") as publisher:
+        publisher.publish_batch(
+            [(topology.STATUS_EXCHANGE, topology.STATUS_ROUTING_KEY, r) for r in reports]
+        )
+    seen: dict[str, int] = {}
+
+    def handler(deliveries: Sequence[Delivery]) -> Sequence[Verdict]:
+        verdicts = []
+        for delivery in deliveries:
+            key = delivery.message_id
+            seen[key] = seen.get(key, 0) + 1
+            if key in requeue_once and seen[key] == 1:
+                verdicts.append(Verdict(Disposition.REQUEUE, "again"))
+            elif key in reject:
+                verdicts.append(Verdict(Disposition.DEAD_LETTER, "invalid"))
+            else:
+                verdicts.append(ACK)
+        return verdicts
+
+    stop = threading.Event()
+    consumer = Consumer(
+        tls_broker.settings_for("scaleout-master", vhost),
+        topology.STATUS_QUEUE,
+        handler,
+        name="t-status",
+        batch_max=8,
+    )
+    runner = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    runner.start()
+    expected = {str(r.message_id): 2 if str(r.message_id) in requeue_once else 1 for r in reports}
+    try:
+        wait_for(lambda: seen == expected, 30)
+        wait_for(lambda: tls_broker.queue_depth(vhost, topology.DEAD_QUEUE) == len(reject), 30)
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+    assert seen == expected  # nothing redelivered after a channel error
+    assert tls_broker.queue_depth(vhost, topology.STATUS_QUEUE) == 0  # nothing left unacked
