@@ -32,19 +32,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from schemas.messages import AgentHeartbeat, TaskAssign
+from schemas.messages import AgentHeartbeat
 from schemas.states import AttemptKey
 
 Clock = Callable[[], float]
 
 _WATCH_POLL_MAX_S = 1.0
-
-
-def assignment_deadline(assign: TaskAssign, received_at: float) -> float:
-    """The lease of ``assign`` on this worker's monotonic clock, from the assignment alone:
-    the time it had left when the master sent it, counted from when it arrived."""
-    remaining = (assign.lease_expires_at - assign.sent_at).total_seconds()
-    return received_at + max(0.0, remaining)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +67,10 @@ class Leases:
         self._lock = threading.Lock()
         self._leases: dict[AttemptKey, _Lease] = {}
 
-    def hold(self, key: AttemptKey, assigned_deadline: float, started_sent_at: float) -> None:
+    def hold(self, key: AttemptKey, started_sent_at: float) -> None:
         """The attempt's ``task.started`` (sent at ``started_sent_at``) was confirmed and
-        its package starts."""
-        del assigned_deadline  # replaced: the master renews the lease when it applies started
+        its package starts: the master renewed its lease when it applied that report, so
+        the lease runs from then (the assignment's own lease no longer counts)."""
         deadline = started_sent_at + self._lease_s
         with self._lock:
             self._leases[key] = _Lease(deadline, started_sent_at)

@@ -36,7 +36,7 @@ from schemas.messages import (
 from schemas.states import AttemptKey
 
 from .attempt import Prepared, TaskRun, prepare
-from .leases import Leases, assignment_deadline
+from .leases import Leases
 from .outbox import Outgoing, Reporter
 from .projects import FetchFailed, ProjectStore, ProjectUnavailable
 from .resources import LoadMonitor
@@ -75,8 +75,6 @@ class _Starting:
     assign: TaskAssign
     prepared: Prepared
     future: Future[bool]
-    lease_deadline: float
-    """The lease as the assignment gave it, on the monotonic clock."""
     sent_at: float
     """When the report was submitted: a confirmed one renews the lease from then."""
 
@@ -242,7 +240,6 @@ class TaskHandler:
         assign = self._accept(delivery)
         if isinstance(assign, Verdict):
             return assign
-        lease_deadline = assignment_deadline(assign, time.monotonic())  # before any wait
         key = key_of(assign)
         if self._registry.seen(key) or any(s.key == key for s in starting):
             logger.info("task.redelivered: %s/%d already accepted; acked", *key)
@@ -256,7 +253,7 @@ class TaskHandler:
                 self._finish_unstarted(assign, TaskOutcome.CANCELED, "canceled before it started")
                 return ACK
         try:
-            return self._submit_start(assign, index, starting, lease_deadline)
+            return self._submit_start(assign, index, starting)
         except BaseException:
             self._registry.unreserve(key)  # the consumer requeues; the slot must not leak
             raise
@@ -276,7 +273,7 @@ class TaskHandler:
         return message
 
     def _submit_start(
-        self, assign: TaskAssign, index: int, starting: list[_Starting], lease_deadline: float
+        self, assign: TaskAssign, index: int, starting: list[_Starting]
     ) -> Verdict | None:
         key = key_of(assign)
         try:
@@ -297,7 +294,7 @@ class TaskHandler:
         )
         sent_at = time.monotonic()
         future = self._reporter.submit(_status(started), durable=False)
-        starting.append(_Starting(index, assign, prepared, future, lease_deadline, sent_at))
+        starting.append(_Starting(index, assign, prepared, future, sent_at))
         return None
 
     def _settle(self, starting: list[_Starting], verdicts: list[Verdict | None]) -> None:
@@ -322,7 +319,7 @@ class TaskHandler:
     def _run(self, item: _Starting) -> None:
         assign, key = item.assign, item.key
         run = TaskRun(self._settings, assign, item.prepared, self._reporter, on_end=self._ended)
-        self._leases.hold(key, item.lease_deadline, item.sent_at)
+        self._leases.hold(key, item.sent_at)
         self._registry.started(key, run)
         run.start()
         logger.debug(

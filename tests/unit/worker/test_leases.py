@@ -9,12 +9,12 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from consumers.worker.attempt import TaskRun, prepare
 from consumers.worker.heartbeat import Heartbeat
-from consumers.worker.leases import Leases, LeaseWatch, LostLease, assignment_deadline
+from consumers.worker.leases import Leases, LeaseWatch, LostLease
 from consumers.worker.outbox import Outgoing
 from consumers.worker.projects import Project
 from consumers.worker.settings import WorkerSettings
@@ -46,35 +46,22 @@ def key() -> AttemptKey:
     return (uuid.uuid4(), 1)
 
 
-def held(clock: Clock, k: AttemptKey, *, assigned: float = 300.0) -> Leases:
+def held(clock: Clock, k: AttemptKey) -> Leases:
     leases = Leases(LEASE_S, MARGIN_S, clock)
-    leases.hold(k, clock.now + assigned, started_sent_at=clock.now)
+    leases.hold(k, started_sent_at=clock.now)
     return leases
-
-
-def test_the_assignment_counts_from_its_arrival_with_the_masters_own_times() -> None:
-    """received + (lease_expires_at - sent_at): a master whose clock is a day off from
-    this worker's gives the same deadline."""
-    skewed = datetime.now(UTC) - timedelta(days=1)
-    assert assignment_deadline(assign(remaining_s=300), received_at=50.0) == 350.0
-    assert assignment_deadline(assign(remaining_s=300, sent_at=skewed), received_at=50.0) == 350.0
-
-
-def test_an_assignment_sent_after_its_lease_gives_no_time() -> None:
-    assert assignment_deadline(assign(remaining_s=-5), received_at=50.0) == 50.0
 
 
 def test_the_started_report_sets_the_lease_to_its_send_time_plus_the_lease_interval() -> None:
     """The master sets the lease to its now + LeaseInterval when it applies task.started,
     and it applies every confirmed report before it judges a lease (its read horizon), or
-    refuses it with a task.refused: a 300 s dispatch lease becomes started + 60 s, and so
-    does a 20 s one (the chaos suite's 5 s initial lease lapsed during a broker restart
-    right after a start, and the worker stopped a package the master still held)."""
-    clock, k, short = Clock(), key(), key()
-    leases = held(clock, k, assigned=300)
-    leases.hold(short, clock.now + 20, started_sent_at=clock.now)
+    refuses it with a task.refused: whatever the dispatch lease was, the attempt's lease
+    runs from its started report (the chaos suite's 5 s initial lease lapsed during a
+    broker restart right after a start, and the worker stopped a package the master
+    still held)."""
+    clock, k = Clock(), key()
+    leases = held(clock, k)
     assert leases.deadline(k) == clock.now + LEASE_S
-    assert leases.deadline(short) == clock.now + LEASE_S
 
 
 def test_a_confirmed_beat_extends_to_its_send_time_plus_its_lease() -> None:
@@ -95,7 +82,7 @@ def test_an_older_beat_confirmed_late_never_shortens_the_deadline() -> None:
 def test_a_beat_extends_only_the_attempts_it_listed() -> None:
     clock, listed, unlisted = Clock(), key(), key()
     leases = held(clock, listed)
-    leases.hold(unlisted, clock.now + 300, started_sent_at=clock.now)
+    leases.hold(unlisted, started_sent_at=clock.now)
     leases.renewed([listed, key()], sent_at=clock.now + 30, lease_s=LEASE_S)
     assert leases.deadline(listed) == clock.now + 30 + LEASE_S
     assert leases.deadline(unlisted) == clock.now + LEASE_S
@@ -185,7 +172,7 @@ def test_failed_heartbeats_extend_nothing_and_confirmed_ones_do() -> None:
     k = key()
     leases = Leases(LEASE_S, MARGIN_S)
     began = time.monotonic()
-    leases.hold(k, began + 300, started_sent_at=began)
+    leases.hold(k, started_sent_at=began)
     stop = run_heartbeat(publisher, leases, k)
     try:
         wait_for(lambda: publisher.calls >= 5, 5, "failing beats")
