@@ -37,7 +37,13 @@ def workers_add(  # noqa: PLR0917  # typer passes options by keyword
     ] = "",
     enable: Annotated[bool, opt("--enable", env="SCALEOUT_ENABLE", help="enable it now")] = False,
     max_task_count: Annotated[
-        int, opt("--max-task-count", env="SCALEOUT_MAX_TASK_COUNT", help="packages at once", min=1)
+        int,
+        opt(
+            "--max-task-count",
+            env="SCALEOUT_MAX_TASK_COUNT",
+            help="packages at once, until the worker's first heartbeat reports its own",
+            min=1,
+        ),
     ] = 10,
     as_json: JsonFlag = False,
 ) -> None:
