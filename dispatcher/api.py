@@ -16,7 +16,6 @@ instead of at its next poll. Errors are :class:`dispatcher.errors.ScaleoutError`
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -228,11 +227,10 @@ class ScaleOut:
         One transaction: an unknown parameter, a wrong type or an unknown worker leaves
         nothing behind."""
         request = _new_execution(
-            folder, project, package, parameters=parameters, workers=workers, caller=caller_name
-        )
-        return self.catalog.create_execution_with(
-            dataclasses.replace(request, reference_id=reference_id)
-        )
+            folder, project, package, parameters=parameters, workers=workers,
+            caller=caller_name, reference_id=reference_id,
+        )  # fmt: skip
+        return self.catalog.create_execution_with(request)
 
     def set_parameter(self, execution_id: int, name: str, value: ParameterScalar) -> None:
         """Set a parameter value. ``$Project::``, ``$Package::`` and ``$ServerOption::``
@@ -268,14 +266,12 @@ class ScaleOut:
         """Create and start an execution in one transaction (a refused start, such as a
         missing required parameter, leaves no execution behind), then wake the master."""
         request = _new_execution(
-            folder, project, package, parameters=parameters, workers=workers, caller=caller_name
-        )
-        created = dataclasses.replace(
-            request, start=True, retry_count=retry_count, reference_id=reference_id
-        )
-        return self._woken(self.catalog.create_execution_with(created))
+            folder, project, package, parameters=parameters, workers=workers,
+            caller=caller_name, start=True, retry_count=retry_count, reference_id=reference_id,
+        )  # fmt: skip
+        return self._woken(self.catalog.create_execution_with(request))
 
-    def run_many(  # run's options, and how many
+    def run_many(
         self,
         folder: str,
         project: str,
@@ -296,12 +292,10 @@ class ScaleOut:
         if count < 1:
             raise OperationRefused(f"count must be at least 1, not {count}")
         request = _new_execution(
-            folder, project, package, parameters=parameters, workers=workers, caller=caller_name
-        )
-        started = dataclasses.replace(
-            request, start=True, retry_count=retry_count, reference_id=reference_id
-        )
-        ids = self.catalog.create_executions_with([started] * count)
+            folder, project, package, parameters=parameters, workers=workers,
+            caller=caller_name, start=True, retry_count=retry_count, reference_id=reference_id,
+        )  # fmt: skip
+        ids = self.catalog.create_executions_with([request] * count)
         warning = self.wake() if wake else ""
         return StartedMany(ids, woken=wake and not warning, warning=warning)
 
@@ -638,11 +632,14 @@ def _new_execution(
     parameters: Mapping[str, ParameterScalar] | None,
     workers: Sequence[str],
     caller: str | None,
+    reference_id: int | None,
+    start: bool = False,
+    retry_count: int = 0,
 ) -> NewExecution:
     values = [(*split_parameter(name), value) for name, value in (parameters or {}).items()]
     return NewExecution(
         folder, project, package, parameters=values, workers=tuple(workers),
-        caller_name=caller,
+        caller_name=caller, start=start, retry_count=retry_count, reference_id=reference_id,
     )  # fmt: skip
 
 
