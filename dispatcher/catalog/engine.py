@@ -111,13 +111,23 @@ IDLE_IN_TRANSACTION_TIMEOUT_S = 10
 but a process that was paused (SIGSTOP, a VM freeze): its open transaction would hold its
 row locks, the leader lease's among them, and keep a standby from taking over."""
 
+LOCK_TIMEOUT_S = IDLE_IN_TRANSACTION_TIMEOUT_S
+"""PostgreSQL aborts a statement that waited this long for a lock, which releases the locks
+its transaction held. Without it the idle timeout alone does not bound a pause: a paused
+master's session that was waiting for its sibling's lock runs on when the sibling is
+ended, then idles holding the lease row's lock for another 10 s, and so on down the chain
+(seen: a takeover 21 s after the pause). No transaction of ours holds a lock this long."""
+
 
 def _engine_options(name: str, timeout_s: int) -> dict[str, Any]:
     if name == "postgresql":
         idle_ms = IDLE_IN_TRANSACTION_TIMEOUT_S * 1000
+        lock_ms = LOCK_TIMEOUT_S * 1000
         connect_args = {
             "connect_timeout": timeout_s,
-            "options": f"-c idle_in_transaction_session_timeout={idle_ms}",
+            "options": (
+                f"-c idle_in_transaction_session_timeout={idle_ms} -c lock_timeout={lock_ms}"
+            ),
         }
         return {"connect_args": connect_args, "pool_pre_ping": True}
     if name == "mssql":

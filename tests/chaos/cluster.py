@@ -300,10 +300,11 @@ def small_cluster(
     vhost: str,
     workers: tuple[str, ...],
     timing: Timing | None = None,
+    catalog_url: str | None = None,
 ) -> tuple[Cluster, Catalog]:
-    """A master and ``workers`` on a SQLite catalog with the chaos project deployed,
-    running and online."""
-    url = f"sqlite:///{tmp_path / 'ssisdb.sqlite3'}"
+    """A master and ``workers`` on ``catalog_url`` (a SQLite file in ``tmp_path`` unless
+    given) with the chaos project deployed, running and online."""
+    url = catalog_url or f"sqlite:///{tmp_path / 'ssisdb.sqlite3'}"
     timing = timing or Timing()
     catalog = Catalog.open(
         url, worker_offline_after_s=timing.worker_offline_after_s, initial_lease_s=5

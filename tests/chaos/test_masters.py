@@ -30,10 +30,16 @@ EXECUTIONS = 60
 
 @pytest.fixture
 def two_masters(
-    tmp_path: Path, tls_broker: TlsBroker, vhost: str
+    tmp_path: Path, tls_broker: TlsBroker, vhost: str, request: pytest.FixtureRequest
 ) -> Iterator[tuple[Cluster, Catalog]]:
-    """master (the leader: it starts first) and master2 (a standby), workers w1 and w2."""
-    cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, ("w1", "w2"))
+    """master (the leader: it starts first) and master2 (a standby), workers w1 and w2, on
+    a SQLite file, or on PostgreSQL where the test asks for ``pg_catalog_url``."""
+    url = (
+        request.getfixturevalue("pg_catalog_url")
+        if "pg_catalog_url" in request.fixturenames
+        else None
+    )
+    cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, ("w1", "w2"), catalog_url=url)
     try:
         standby = cluster.add_standby()
         standby.start()
@@ -143,12 +149,18 @@ def test_a_standby_takes_over_from_a_killed_leader(two_masters: tuple[Cluster, C
 
 @pytest.mark.chaos
 @pytest.mark.timeout(400)
+@pytest.mark.usefixtures("pg_catalog_url")
 def test_a_paused_leader_is_fenced_when_it_resumes_and_steps_down(
     two_masters: tuple[Cluster, Catalog],
 ) -> None:
     """SIGSTOP of the leader past its lease: master2 takes over; on SIGCONT the old
     leader's first writes are refused (NotLeader), it writes nothing under its old epoch
-    and steps down to standby."""
+    and steps down to standby.
+
+    On PostgreSQL: the pause may land inside one of the leader's transactions, whose locks
+    the server ends after 10 s idle. A SQLite file has no such bound (a stopped process
+    keeps its write lock until it resumes), so a takeover past a pause is not promised
+    there (docs/design.md section 13)."""
     cluster, catalog = two_masters
     _run(cluster, catalog, "leader_paused")
 

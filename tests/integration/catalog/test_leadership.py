@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from dispatcher.catalog import Catalog
-from dispatcher.catalog.engine import IDLE_IN_TRANSACTION_TIMEOUT_S
+from dispatcher.catalog.engine import IDLE_IN_TRANSACTION_TIMEOUT_S, LOCK_TIMEOUT_S
 from dispatcher.catalog.records import MasterInstance, MasterRole
 from dispatcher.errors import NotLeader
 from tests.fixtures.catalog import online_worker, started_execution, table_counts
@@ -154,12 +154,14 @@ def test_a_paused_masters_open_transaction_cannot_hold_the_lease_forever(
     pg_catalog_url: str,
 ) -> None:
     """A master paused inside a transaction keeps its locks (the lease row's among them)
-    until PostgreSQL ends the idle session: our connections set that timeout."""
+    until PostgreSQL ends the idle session, and one paused while it waited for a lock
+    until that wait times out: our connections set both timeouts."""
     catalog = Catalog.open(pg_catalog_url)
     try:
         with catalog._tx() as tx:
-            shown = tx.conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar()
+            idle = tx.conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar()
+            lock = tx.conn.exec_driver_sql("SHOW lock_timeout").scalar()
     finally:
         catalog.close()
 
-    assert shown == f"{IDLE_IN_TRANSACTION_TIMEOUT_S}s"
+    assert (idle, lock) == (f"{IDLE_IN_TRANSACTION_TIMEOUT_S}s", f"{LOCK_TIMEOUT_S}s")
