@@ -70,20 +70,17 @@ def create_execution(
     operation = _operation_row(tx, int(project.project_id), project_name, caller_name)
     [execution_id] = inserted_ids(tx, tx.t.operations, [operation])
     job_id = uuid.uuid4()
+    entry = Entry(folder_name, project_name, package_name, lsn)
     tx.conn.execute(
         sa.insert(tx.t.executions),
-        {
-            "execution_id": execution_id,
-            "folder_name": folder_name,
-            "project_name": project_name,
-            "package_name": package_name,
-            "reference_id": reference_id,
-            "project_lsn": lsn,
-            "use32bitruntime": use32bitruntime,
-            "runinscaleout": True,
-            "useanyworker": useanyworker,
-            "job_id": job_id,
-        },
+        _execution_row(
+            entry,
+            execution_id,
+            job_id,
+            reference_id=reference_id,
+            use32bitruntime=use32bitruntime,
+            useanyworker=useanyworker,
+        ),
     )
     tx.conn.execute(
         sa.insert(tx.t.jobs), _job_row(tx, job_id, execution_id, useanyworker, caller_name)
@@ -117,6 +114,39 @@ def _entry_point(tx: Tx, folder_name: str, project_name: str, package: str) -> t
     if manifest_at(tx, lsn).package(package) is None:
         raise NotFound(f"package {package!r} does not exist in project {project_name!r}")
     return project, lsn
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """The package an execution runs, at the project version (lsn) it was created on."""
+
+    folder_name: str
+    project_name: str
+    package_name: str
+    project_lsn: int
+
+
+def _execution_row(
+    entry: Entry,
+    execution_id: int,
+    job_id: uuid.UUID,
+    *,
+    reference_id: int | None,
+    use32bitruntime: bool,
+    useanyworker: bool,
+) -> dict[str, Any]:
+    return {
+        "execution_id": execution_id,
+        "folder_name": entry.folder_name,
+        "project_name": entry.project_name,
+        "package_name": entry.package_name,
+        "reference_id": reference_id,
+        "project_lsn": entry.project_lsn,
+        "use32bitruntime": use32bitruntime,
+        "runinscaleout": True,
+        "useanyworker": useanyworker,
+        "job_id": job_id,
+    }
 
 
 def _job_row(
@@ -279,20 +309,13 @@ def _create_alike(tx: Tx, keys: Keyring, request: NewExecution, count: int) -> l
     operation = _operation_row(tx, int(project.project_id), project_name, request.caller_name)
     ids = inserted_ids(tx, tx.t.operations, [{**operation, "status": int(status)}] * count)
     jobs = {execution_id: uuid.uuid4() for execution_id in ids}
-    execution = {
-        "folder_name": folder,
-        "project_name": project_name,
-        "package_name": package_name,
-        "reference_id": request.reference_id,
-        "project_lsn": lsn,
-        "use32bitruntime": False,
-        "runinscaleout": True,
-        "useanyworker": True,
-    }
-    tx.conn.execute(
-        sa.insert(tx.t.executions),
-        [{**execution, "execution_id": i, "job_id": job} for i, job in jobs.items()],
-    )
+    entry = Entry(folder, project_name, package_name, lsn)
+    ref = request.reference_id
+    executions = [
+        _execution_row(entry, i, job, reference_id=ref, use32bitruntime=False, useanyworker=True)
+        for i, job in jobs.items()
+    ]
+    tx.conn.execute(sa.insert(tx.t.executions), executions)
     tx.conn.execute(
         sa.insert(tx.t.jobs),
         [_job_row(tx, job, i, True, request.caller_name) for i, job in jobs.items()],
