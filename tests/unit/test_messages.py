@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -201,3 +202,26 @@ def test_consumer_reasons_carry_reason_and_detail(reason: DecodeReason) -> None:
     assert error.reason is reason
     assert error.detail == "task.started on scaleout.master.heartbeat"
     assert str(error) == f"{reason.value}: task.started on scaleout.master.heartbeat"
+
+
+def test_message_ids_are_version_4_uuids_unique_across_a_fork() -> None:
+    """Ids come from a private generator (not os.urandom per message): still RFC 4122
+    version 4, never repeated, and a forked child does not replay its parent's."""
+    ids = [TaskStarted(**ABOUT, worker_id="w1").message_id for _ in range(20_000)]
+    assert {(i.version, i.variant) for i in ids} == {(4, uuid.RFC_4122)}
+    assert len(set(ids)) == len(ids)
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read)
+        child = [str(TaskStarted(**ABOUT, worker_id="w1").message_id) for _ in range(100)]
+        os.write(write, "\n".join(child).encode())
+        os._exit(0)
+    os.close(write)
+    parent = {str(TaskStarted(**ABOUT, worker_id="w1").message_id) for _ in range(100)}
+    with os.fdopen(read) as pipe:
+        from_child = set(pipe.read().split("\n"))
+    os.waitpid(pid, 0)
+    assert len(from_child) == 100
+    assert not parent & from_child
