@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -106,8 +107,9 @@ class StatusHandler:
         metrics.RECONCILE_SIZE.observe(len(accepted))
         freed = False
         refused: list[tuple[StatusReport, str, ReportOutcome]] = []
+        tally: Counter[tuple[str, str]] = Counter()
         for (_, report, sender), result in zip(accepted, results, strict=True):
-            metrics.REPORTS.labels(type=report.type, outcome=result.outcome.value).inc()
+            tally[report.type, result.outcome.value] += 1
             if result.dispatch_latency_s is not None:
                 metrics.DISPATCH_LATENCY.observe(result.dispatch_latency_s)
             if result.retried:
@@ -121,6 +123,8 @@ class StatusHandler:
                 detail = report_detail(report.type, report.execution_id, report.attempt, outcome)
                 self._refusals.note(sender, outcome, detail)
                 refused.append((report, sender, result.outcome))
+        for (report_type, outcome), count in tally.items():  # one labels() per kind
+            metrics.REPORTS.labels(type=report_type, outcome=outcome).inc(count)
         if refused and self._replies is not None:
             self._replies.send(refused)
         if freed:
