@@ -70,11 +70,10 @@ def create_execution(
     operation = _operation_row(tx, int(project.project_id), project_name, caller_name)
     [execution_id] = inserted_ids(tx, tx.t.operations, [operation])
     job_id = uuid.uuid4()
-    entry = Entry(folder_name, project_name, package_name, lsn)
     tx.conn.execute(
         sa.insert(tx.t.executions),
         _execution_row(
-            entry,
+            Package(lsn, project_name, package_name, folder_name),
             execution_id,
             job_id,
             reference_id=reference_id,
@@ -116,18 +115,8 @@ def _entry_point(tx: Tx, folder_name: str, project_name: str, package: str) -> t
     return project, lsn
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """The package an execution runs, at the project version (lsn) it was created on."""
-
-    folder_name: str
-    project_name: str
-    package_name: str
-    project_lsn: int
-
-
 def _execution_row(
-    entry: Entry,
+    package: Package,
     execution_id: int,
     job_id: uuid.UUID,
     *,
@@ -137,11 +126,11 @@ def _execution_row(
 ) -> dict[str, Any]:
     return {
         "execution_id": execution_id,
-        "folder_name": entry.folder_name,
-        "project_name": entry.project_name,
-        "package_name": entry.package_name,
+        "folder_name": package.folder_name,
+        "project_name": package.project_name,
+        "package_name": package.package_name,
         "reference_id": reference_id,
-        "project_lsn": entry.project_lsn,
+        "project_lsn": package.lsn,
         "use32bitruntime": use32bitruntime,
         "runinscaleout": True,
         "useanyworker": useanyworker,
@@ -300,19 +289,19 @@ def _create_alike(tx: Tx, keys: Keyring, request: NewExecution, count: int) -> l
         request.package_name,
     )
     project, lsn = _entry_point(tx, folder, project_name, package_name)
+    package = Package(lsn, project_name, package_name, folder)
     values = resolved_values(tx, keys, project, lsn, package_name, request.reference_id, set())
     status = ExecutionStatus.CREATED
     if request.start:
         given = {(value["object_type"], value["parameter_name"]) for value in values}
-        _require_given(tx, Package(lsn, project_name, package_name), given, package_name)
+        _require_given(tx, package, given, package_name)
         status = ExecutionStatus.PENDING  # what start_execution moves it to
     operation = _operation_row(tx, int(project.project_id), project_name, request.caller_name)
     ids = inserted_ids(tx, tx.t.operations, [{**operation, "status": int(status)}] * count)
     jobs = {execution_id: uuid.uuid4() for execution_id in ids}
-    entry = Entry(folder, project_name, package_name, lsn)
     ref = request.reference_id
     executions = [
-        _execution_row(entry, i, job, reference_id=ref, use32bitruntime=False, useanyworker=True)
+        _execution_row(package, i, job, reference_id=ref, use32bitruntime=False, useanyworker=True)
         for i, job in jobs.items()
     ]
     tx.conn.execute(sa.insert(tx.t.executions), executions)
@@ -585,7 +574,7 @@ def _require_parameters(tx: Tx, row: Any, *, subject: str = "") -> None:
         values.c.execution_id == row.execution_id
     )
     given = {(r.object_type, r.parameter_name) for r in tx.conn.execute(query)}
-    package = Package(int(row.project_lsn), row.project_name, row.package_name)
+    package = Package(int(row.project_lsn), row.project_name, row.package_name, row.folder_name)
     _require_given(tx, package, given, subject or f"execution {row.execution_id}")
 
 
@@ -596,6 +585,7 @@ class Package:
     lsn: int
     project_name: str
     package_name: str
+    folder_name: str
 
 
 def _require_given(tx: Tx, package: Package, given: set[tuple[int, str]], who: str) -> None:

@@ -33,12 +33,9 @@ def two_masters(
     tmp_path: Path, tls_broker: TlsBroker, vhost: str, request: pytest.FixtureRequest
 ) -> Iterator[tuple[Cluster, Catalog]]:
     """master (the leader: it starts first) and master2 (a standby), workers w1 and w2, on
-    a SQLite file, or on PostgreSQL where the test asks for ``pg_catalog_url``."""
-    url = (
-        request.getfixturevalue("pg_catalog_url")
-        if "pg_catalog_url" in request.fixturenames
-        else None
-    )
+    a SQLite file, or on PostgreSQL when parametrized indirectly with "postgresql"."""
+    dialect = getattr(request, "param", "sqlite")
+    url = request.getfixturevalue("pg_catalog_url") if dialect == "postgresql" else None
     cluster, catalog = small_cluster(tmp_path, tls_broker, vhost, ("w1", "w2"), catalog_url=url)
     try:
         standby = cluster.add_standby()
@@ -149,7 +146,7 @@ def test_a_standby_takes_over_from_a_killed_leader(two_masters: tuple[Cluster, C
 
 @pytest.mark.chaos
 @pytest.mark.timeout(400)
-@pytest.mark.usefixtures("pg_catalog_url")
+@pytest.mark.parametrize("two_masters", ["postgresql"], indirect=True)
 def test_a_paused_leader_is_fenced_when_it_resumes_and_steps_down(
     two_masters: tuple[Cluster, Catalog],
 ) -> None:
