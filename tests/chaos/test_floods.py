@@ -97,7 +97,11 @@ def test_a_flood_is_bounded_and_the_master_keeps_dispatching(
     assert {catalog.get_execution(i).status for i in ids} == {ExecutionStatus.SUCCEEDED}
     assert tls_broker.queue_depth(vhost, topology.DEAD_QUEUE) == 0
     assert counter(cluster, "scaleout_cancels_capped_total") == INVENTED - MAX_CANCELS_PER_HEARTBEAT
-    assert counter(cluster, "scaleout_cancels_sent_total") <= MAX_CANCELS_PER_HEARTBEAT
+    # w1's own heartbeats wait behind the flood, so some list attempts that had finished
+    # meanwhile and are answered with stale-attempt cancels, which w1 ignores: only the
+    # rest answer w2's invented attempts.
+    to_w1 = cluster.workers["w1"].log().count("task.cancel_ignored:")
+    assert counter(cluster, "scaleout_cancels_sent_total") - to_w1 <= MAX_CANCELS_PER_HEARTBEAT
     # A quorum queue checks its bound after the publishes in flight: the replies of one
     # status batch and the cancels of one heartbeat may overshoot it, no more.
     in_flight = MAX_PER_BATCH + MAX_CANCELS_PER_HEARTBEAT
