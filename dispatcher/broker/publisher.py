@@ -339,9 +339,13 @@ class Publisher:
 def _wake(connection: BlockingConnection) -> None:
     """End the current process_data_events wait. Our callbacks run on the channel's
     asynchronous core, which BlockingConnection does not watch: without a ready event it
-    would sit out its whole time limit after the confirm we wait for has arrived."""
+    would sit out its whole time limit after the confirm we wait for has arrived.
+
+    They run on the owning thread, inside that wait, so a timer due now is the ready event:
+    it fires right after the poll that brought the confirm. (``add_callback_threadsafe``
+    would do too, at the price of a write to the loop's wake-up socket and one more poll.)"""
     with contextlib.suppress(*CONNECTION_ERRORS):
-        connection.add_callback_threadsafe(_nothing)
+        connection.call_later(0, _nothing)
 
 
 def _nothing() -> None:
