@@ -110,9 +110,12 @@ class Cluster:
         broker_url: str,
         workers: int,
         max_task_count: int | None = None,
+        task_backlog: int | None = None,
     ) -> None:
         self.max_task_count = max_task_count
         """None: the product default (SSIS's MaxTaskCount, 10)."""
+        self.task_backlog = task_backlog
+        """None: the product default (none)."""
         self.folder = folder
         self.catalog_url = catalog_url
         self.broker = BrokerSettings(url=broker_url)
@@ -149,6 +152,8 @@ class Cluster:
             }
             if self.max_task_count is not None:
                 env["SCALEOUT_MAX_TASK_COUNT"] = str(self.max_task_count)
+            if self.task_backlog is not None:
+                env["SCALEOUT_TASK_BACKLOG"] = str(self.task_backlog)
             self.children.python(worker, ["-m", "dispatcher.cli", "worker"], env)
         self.outbound = Outbound(self.broker, name="bench-client")
         self._wait_master(timeout_s=60)
@@ -398,9 +403,10 @@ def running_cluster(
     broker_url: str,
     workers: int,
     max_task_count: int | None = None,
+    task_backlog: int | None = None,
 ) -> Iterator[Cluster]:
     folder.mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(folder, catalog_url, broker_url, workers, max_task_count)
+    cluster = Cluster(folder, catalog_url, broker_url, workers, max_task_count, task_backlog)
     try:
         cluster.prepare()
         cluster.start()

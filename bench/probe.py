@@ -26,18 +26,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dialect", default="sqlite", choices=("sqlite", "postgresql"))
     parser.add_argument("--profile", type=int, default=0, help="py-spy seconds (0: none)")
     parser.add_argument("--max-task-count", type=int, help="workers' MaxTaskCount (default 10)")
+    parser.add_argument("--backlog", type=int, help="workers' TaskBacklog (default 0)")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="scaleout-probe-"))
     figures: dict[str, Any] = {
         "tasks": args.tasks,
         "workers": args.workers,
         "max_task_count": args.max_task_count or 10,
+        "task_backlog": args.backlog or 0,
     }
     broker = beam_pid()
     with (
         fresh_vhost() as vhost,
         catalog_database(args.dialect, folder, "probe") as url,
-        running_cluster(folder, url, amqp_url(vhost), args.workers, args.max_task_count) as cluster,
+        running_cluster(
+            folder, url, amqp_url(vhost), args.workers, args.max_task_count, args.backlog
+        ) as cluster,
     ):
         cluster.warm_up(10)
         profiles = []

@@ -82,6 +82,8 @@ class Plan:
     profile_s: int = 20
     wide_slots: int = 0
     """MaxTaskCount of an extra one-run headline (0: none)."""
+    backlog: int = 0
+    """TaskBacklog of an extra one-run headline at MaxTaskCount ``slots`` (0: none)."""
 
 
 FULL = Plan(
@@ -100,6 +102,7 @@ FULL = Plan(
     history={"sqlite": (1000, 100_000), "postgresql": (1000, 1_000_000)},
     profile_s=15,
     wide_slots=40,
+    backlog=10,
 )
 """Heartbeats: 500 simulated workers. They register disabled, so the master declares no
 queues for them."""
@@ -267,19 +270,27 @@ def measure_ours(plan: Plan, folder: Path, figures: dict[str, Any], broker: int 
             figures[f"latency_saturated_{dialect}"] = latency_figures(saturated)
     if plan.wide_slots:
         key = f"sqlite_w{plan.workers}_mtc{plan.wide_slots}"
-        figures[f"e2e_{key}"] = measure_wide(plan, folder, key, broker)
+        figures[f"e2e_{key}"] = measure_variant(plan, folder, key, broker, plan.wide_slots)
+    if plan.backlog:
+        key = f"sqlite_w{plan.workers}_backlog{plan.backlog}"
+        figures[f"e2e_{key}"] = measure_variant(plan, folder, key, broker, plan.slots, plan.backlog)
 
 
-def measure_wide(plan: Plan, folder: Path, key: str, broker: int | None) -> Run:
-    """The headline once more with MaxTaskCount raised (one run): how much of the
-    throughput is bounded by slots x round trip rather than by CPU."""
-    out.print(f"scaleout end to end: {key} (MaxTaskCount {plan.wide_slots}), one run ...")
+def measure_variant(
+    plan: Plan, folder: Path, key: str, broker: int | None, slots: int, backlog: int = 0
+) -> Run:
+    """The headline once more (one run) with MaxTaskCount raised, or with a TaskBacklog:
+    how much of the throughput is bounded by slots x round trip rather than by CPU, and
+    how much of that the backlog wins back while MaxTaskCount still bounds what runs."""
+    out.print(f"scaleout end to end: {key} (MaxTaskCount {slots}, backlog {backlog}), one run")
     where = folder / f"ours-{key}"
     where.mkdir()
     with (
         fresh_vhost() as vhost,
         catalog_database("sqlite", where, key) as url,
-        running_cluster(where, url, amqp_url(vhost), plan.workers, plan.wide_slots) as cluster,
+        running_cluster(
+            where, url, amqp_url(vhost), plan.workers, slots, backlog or None
+        ) as cluster,
     ):
         cluster.warm_up(10)
         tasks = plan.first_tasks
@@ -565,6 +576,8 @@ def headlines(plan: Plan, figures: dict[str, Any]) -> None:
     head = figures[f"e2e_sqlite_w{w}"]
     ours = float(head["per_s"])
     figures["e2e_per_s"] = head["per_s"]
+    backlog = figures.get(f"e2e_sqlite_w{w}_backlog{plan.backlog}")
+    figures["e2e_backlog_per_s"] = backlog["per_s"] if backlog else None
     pg = figures.get(f"e2e_postgresql_w{w}")
     ours_pg = float(pg["per_s"]) if pg else float("nan")
     figures["e2e_postgresql_per_s"] = pg["per_s"] if pg else None
@@ -697,6 +710,7 @@ def _note(value: dict[str, Any]) -> str:
 _HEADLINES = {
     "e2e_per_s": "executions/s, SQLite, 4 workers x MaxTaskCount 10 (median)",
     "e2e_postgresql_per_s": "the same on PostgreSQL",
+    "e2e_backlog_per_s": "the same with TaskBacklog 10 (one run)",
     "e2e_vs_celery_db_best": "ours (SQLite) / Celery + db backend, its best configuration",
     "e2e_vs_procrastinate": "ours (PostgreSQL) / procrastinate, its best configuration",
     "e2e_vs_protocol_loop": "ours / raw pika doing our protocol, no catalog",

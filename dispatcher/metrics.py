@@ -272,6 +272,13 @@ WORKER_ATTEMPTS_STOPPED = Counter(
     ["reason"],
     registry=WORKER,
 )
+WORKER_ASSIGNMENTS_DROPPED = Counter(
+    "scaleout_worker_assignments_dropped_total",
+    "Assignments this worker acked without starting them, by reason (lease_lapsed: it "
+    "waited for a slot past its dispatch lease)",
+    ["reason"],
+    registry=WORKER,
+)
 WORKER_PROGRESS_SENT = Counter(
     "scaleout_worker_progress_sent_total",
     "task.progress reports submitted to the broker",

@@ -126,11 +126,14 @@ def _busy(worker: WorkerAgentRow) -> str:
     if not worker.accepting:
         why = f": {worker.not_accepting}" if worker.not_accepting else ""
         return f"{wid} is not accepting tasks{why}"
-    return f"{wid} runs {worker.running_tasks}/{worker.max_task_count}"
+    backlog = f" + a backlog of {worker.task_backlog}" if worker.task_backlog else ""
+    return f"{wid} runs {worker.running_tasks}/{worker.max_task_count}{backlog}"
 
 
 def _free(worker: WorkerAgentRow) -> bool:
-    return worker.accepting and worker.running_tasks < worker.max_task_count
+    """As the dispatcher counts: its leased tasks against MaxTaskCount plus its backlog."""
+    capacity = worker.max_task_count + worker.task_backlog
+    return worker.accepting and worker.running_tasks < capacity
 
 
 def _refused_since_seen(worker: WorkerAgentRow) -> bool:

@@ -52,6 +52,8 @@ MAX_ARCHIVE_BODY_BYTES: Final = 64 * 1024 * 1024 + 64 * 1024
 """A project.archive body: the largest archive (``schemas.project.MAX_ARCHIVE_BYTES``, 48
 MiB) is exactly 64 MiB in base64, and the JSON envelope around it needs room too (a test
 checks the largest archive's message decodes)."""
+MAX_TASK_BACKLOG: Final = 1000
+"""Bound of a worker's TaskBacklog (heartbeat ``task_backlog``)."""
 MAX_RUNNING_PER_HEARTBEAT: Final = 1024
 """Attempts one heartbeat may list: far above any MaxTaskCount, and a bound on what one
 message can make the master look up (a longer list is dead-lettered as invalid)."""
@@ -272,6 +274,9 @@ class AgentHeartbeat(_Message):
     display_name: str = ""
     running: Annotated[tuple[RunningAttempt, ...], Field(max_length=MAX_RUNNING_PER_HEARTBEAT)] = ()
     max_task_count: Annotated[int, Field(ge=0)] = 10
+    task_backlog: Annotated[int, Field(ge=0, le=MAX_TASK_BACKLOG)] = 0
+    """The worker's TaskBacklog: assignments it takes beyond MaxTaskCount and holds until a
+    slot frees. MaxTaskCount still bounds what runs."""
     cpu_percent: Annotated[float, Field(ge=0)] = 0.0
     free_memory_mb: Annotated[float, Field(ge=0)] = 0.0
     free_disk_mb: Annotated[float, Field(ge=0)] = 0.0

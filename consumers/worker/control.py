@@ -70,6 +70,9 @@ class ControlHandler:
         if self._registry.cancel_waiting(key):
             logger.info("task.cancel_waiting: %s/%d dropped before it started", *key)
             return
+        if self._registry.cancel_unseen(key):  # its assignment may still be on its way
+            logger.info("task.cancel_early: %s/%d not taken yet; it will not start", *key)
+            return
         logger.info("task.cancel_ignored: %s/%d is not running here", *key)
 
     def _refused(self, refused: TaskRefused) -> None:

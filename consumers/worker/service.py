@@ -146,9 +146,10 @@ class WorkerService:
         control = Consumer(
             s.broker, control_queue(s.worker_id), self.control, name=f"{name}-control", prefetch=10
         )
-        # The master never assigns more than MaxTaskCount to a worker, so a window of that
-        # size takes them all at once and their started reports share one round trip.
-        window = max(1, s.max_task_count)
+        # The master never assigns more than MaxTaskCount + TaskBacklog to a worker, so a
+        # window of that size takes them all at once and their started reports share one
+        # round trip; the backlog's assignments wait for a slot in the handler.
+        window = max(1, s.max_task_count + s.task_backlog)
         tasks = Consumer(
             s.broker,
             worker_queue(s.worker_id),
@@ -298,6 +299,7 @@ class WorkerService:
             display_name=s.display_name,
             running=self.registry.running_attempts(),
             max_task_count=s.max_task_count,
+            task_backlog=s.task_backlog,
             cpu_percent=load.cpu_percent,
             free_memory_mb=load.free_memory_mb,
             free_disk_mb=load.free_disk_mb or 0.0,

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from dispatcher.settings import BrokerSettings, ScaleoutSettings, parse_timespan, ssis
-from schemas.messages import WorkerId
+from schemas.messages import MAX_TASK_BACKLOG, WorkerId
 
 DEFAULT_MASTER_USER = "scaleout-master"
 """The master's RabbitMQ user (its certificate's CN) in a TLS deployment."""
@@ -35,6 +35,8 @@ _DISK_NAMES = {
 }
 """PascalCase file keys for the disk settings, in SSIS's style. SSIS has no such settings,
 so they are aliases, not SSIS names: the README's SSIS column shows none for them."""
+_OUR_NAMES = {"TaskBacklog": "task_backlog"}
+"""PascalCase file keys of our other settings that SSIS lacks; aliases too."""
 _WEEK_S = 7 * 86400.0
 
 
@@ -48,7 +50,7 @@ class WorkerSettings(ScaleoutSettings):
     """The Scale Out Worker; SSIS's WorkerSettings.config."""
 
     toml_section: ClassVar[str] = "worker"
-    toml_aliases: ClassVar[dict[str, str]] = {**_MISSPELT, **_DISK_NAMES}
+    toml_aliases: ClassVar[dict[str, str]] = {**_MISSPELT, **_DISK_NAMES, **_OUR_NAMES}
     """SSIS's docs spell two settings wrongly; a config copied from them still loads. The
     disk settings, which SSIS lacks, take PascalCase keys as well."""
 
@@ -90,6 +92,18 @@ class WorkerSettings(ScaleoutSettings):
         ),
     )
     max_task_count: int = Field(10, ge=1, **ssis("MaxTaskCount", "packages run at once"))
+    task_backlog: int = Field(
+        0,
+        ge=0,
+        le=MAX_TASK_BACKLOG,
+        description=(
+            "assignments taken beyond MaxTaskCount and held until a slot frees, so a short "
+            "package's slot turns over without a round trip to the master; MaxTaskCount "
+            "still bounds what runs. For short packages: an assignment held behind long ones "
+            "waits, and is handed back by the master's expiry timer when its dispatch lease "
+            "ends first (file key TaskBacklog; not an SSIS setting)"
+        ),
+    )
     lease_interval_s: float = Field(
         60.0,
         gt=0,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from dispatcher import metrics
 from dispatcher.broker import ACK, Delivery, Disposition, Verdict
 from dispatcher.broker.topology import STATUS_EXCHANGE, STATUS_ROUTING_KEY
 from schemas.messages import (
@@ -93,6 +94,9 @@ class Registry:
         self._reserved: set[AttemptKey] = set()
         self._running: dict[AttemptKey, TaskRun] = {}
         self._finished: OrderedDict[AttemptKey, None] = OrderedDict()
+        self._canceled_early: OrderedDict[AttemptKey, None] = OrderedDict()
+        """Cancels of attempts not seen here yet: an assignment held in the backlog (not
+        yet waiting for a slot), or one the cancel overtook."""
         self._on_change = on_change
 
     def seen(self, key: AttemptKey) -> bool:
@@ -156,6 +160,25 @@ class Registry:
                 return False
             waiting.canceled = True
             self._cond.notify_all()
+            return True
+
+    def cancel_unseen(self, key: AttemptKey) -> bool:
+        """Remember a cancel of an attempt this worker has not taken yet, so that it is
+        not started when its assignment comes; False if the attempt was seen already."""
+        with self._cond:
+            if key in self._reserved or key in self._running or key in self._finished:
+                return False
+            self._canceled_early[key] = None
+            while len(self._canceled_early) > _REMEMBERED:
+                self._canceled_early.popitem(last=False)
+            return True
+
+    def take_early_cancel(self, key: AttemptKey) -> bool:
+        """Whether a cancel came for ``key`` before its assignment (forgotten once asked)."""
+        with self._cond:
+            if key not in self._canceled_early:
+                return False
+            del self._canceled_early[key]
             return True
 
     def run_of(self, key: AttemptKey) -> TaskRun | None:
@@ -244,6 +267,29 @@ class TaskHandler:
         if self._registry.seen(key) or any(s.key == key for s in starting):
             logger.info("task.redelivered: %s/%d already accepted; acked", *key)
             return ACK
+        refused = self._reserve(delivery, assign, starting, verdicts)
+        if refused is not None:
+            return refused
+        try:
+            return self._submit_start(assign, index, starting)
+        except BaseException:
+            self._registry.unreserve(key)  # the consumer requeues; the slot must not leak
+            raise
+
+    def _reserve(
+        self,
+        delivery: Delivery,
+        assign: TaskAssign,
+        starting: list[_Starting],
+        verdicts: list[Verdict | None],
+    ) -> Verdict | None:
+        """Reserve a slot for ``assign``, waiting for one if need be; None once reserved,
+        else the verdict of an assignment that must not start (canceled, too old, or the
+        worker stops)."""
+        key = key_of(assign)
+        if self._registry.take_early_cancel(key):
+            self._finish_unstarted(assign, TaskOutcome.CANCELED, "canceled before it started")
+            return ACK
         if not self._registry.try_reserve(key, self._load.accepting):
             self._settle(starting, verdicts)  # start what is confirmed before blocking
             slot = self._registry.wait_for_slot(key, self._load.accepting, self._stopping)
@@ -252,11 +298,35 @@ class TaskHandler:
             if slot is SlotResult.CANCELED:
                 self._finish_unstarted(assign, TaskOutcome.CANCELED, "canceled before it started")
                 return ACK
-        try:
-            return self._submit_start(assign, index, starting)
-        except BaseException:
-            self._registry.unreserve(key)  # the consumer requeues; the slot must not leak
-            raise
+        if self._lapsed(assign, delivery):  # it may have waited behind one that waited
+            self._registry.unreserve(key)
+            return ACK
+        return None
+
+    def _lapsed(self, assign: TaskAssign, delivery: Delivery) -> bool:
+        """Whether an assignment is too old to start: its dispatch lease has ended at the
+        master, or ends within one TaskHeartbeatInterval (or half the lease, if that is
+        shorter, so that a short dispatch lease does not keep every assignment out).
+
+        The master then hands the task to a new attempt (its expiry timer withdraws this
+        one), so starting it could run the package twice. The lease's end is estimated as
+        in :mod:`~consumers.worker.leases`, from the master's two times and this worker's
+        receipt; the delivery is acked and nothing is reported, as the withdrawal needs
+        no word from here."""
+        received = time.monotonic() if delivery.received_at is None else delivery.received_at
+        lease_s = (assign.lease_expires_at - assign.sent_at).total_seconds()
+        left = received + lease_s - time.monotonic()
+        if left > min(self._settings.task_heartbeat_interval_s, lease_s / 2):
+            return False
+        metrics.WORKER_ASSIGNMENTS_DROPPED.labels(reason="lease_lapsed").inc()
+        logger.warning(
+            "task.lease_lapsed: %s/%d waited for a slot past its dispatch lease (%.0f s); "
+            "acked unstarted, the master's expiry timer requeues it",
+            *key_of(assign),
+            lease_s,
+            extra={"task_id": str(assign.task_id), "attempt": assign.attempt},
+        )
+        return True
 
     def _accept(self, delivery: Delivery) -> TaskAssign | Verdict:
         """The assignment in ``delivery``, or the dead-letter verdict that refuses it."""

@@ -67,6 +67,9 @@ class Delivery:
     redelivered: bool
     delivery_tag: int
     headers: Mapping[str, object]
+    received_at: float | None = None
+    """``time.monotonic()`` when the connection's thread took it; None if not known. A
+    handler that holds a delivery a while judges its age by this, not by when it got it."""
 
 
 class Disposition(StrEnum):
@@ -251,6 +254,7 @@ class Consumer:
             redelivered=bool(method.redelivered),
             delivery_tag=int(method.delivery_tag or 0),
             headers=dict(properties.headers or {}),
+            received_at=time.monotonic(),
         )
         self._inbox.put((generation, delivery))
 

@@ -162,10 +162,13 @@ def _free_slots_query(t: Tables) -> sa.Select[Any]:
         .subquery()
     )
     online_since = sa.bindparam("online_since", type_=workers.c.last_online_time.type)
+    # A worker holds up to its TaskBacklog beyond MaxTaskCount until a slot frees, so its
+    # dispatched and running tasks count against both.
+    capacity = workers.c.max_task_count + workers.c.task_backlog
     return (
         sa.select(
             workers.c.worker_agent_id,
-            (workers.c.max_task_count - sa.func.coalesce(leased.c.held, 0)).label("free"),
+            (capacity - sa.func.coalesce(leased.c.held, 0)).label("free"),
         )
         .outerjoin(leased, leased.c.worker_agent_id == workers.c.worker_agent_id)
         .where(

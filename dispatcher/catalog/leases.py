@@ -91,6 +91,7 @@ def _refresh(tx: Tx, heartbeat: AgentHeartbeat, sender: str) -> None:
             machine_name=heartbeat.machine_name[:256],
             user_account=heartbeat.user_account[:256],
             max_task_count=heartbeat.max_task_count,
+            task_backlog=heartbeat.task_backlog,
             cpu_percent=heartbeat.cpu_percent,
             free_memory_mb=heartbeat.free_memory_mb,
             accepting=heartbeat.accepting,

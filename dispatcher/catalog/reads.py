@@ -239,6 +239,7 @@ def _worker_rows(tx: Tx, timing: Timing, rows: Iterable[Any]) -> list[WorkerAgen
             last_refusal_reason=row.last_refusal_reason or "",
             last_refusal_detail=row.last_refusal_detail or "",
             last_refusal_time=aware(row.last_refusal_time),
+            task_backlog=row.task_backlog,
         )
         for row in rows
     ]

@@ -170,6 +170,9 @@ class WorkerAgentRow:
     ``DecodeReason`` (``forged_sender``) or a ``ReportOutcome`` (``stale``, ...); '' if none."""
     last_refusal_detail: str = ""
     last_refusal_time: datetime | None = None
+    task_backlog: int = 0
+    """Assignments it holds beyond ``max_task_count`` until a slot frees (its TaskBacklog):
+    the dispatcher gives it up to ``max_task_count + task_backlog`` leased tasks."""
 
 
 REFUSAL_DETAIL_MAX_CHARS = 256

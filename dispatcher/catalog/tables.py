@@ -326,6 +326,9 @@ def _agents_and_properties(n: _Namer) -> dict[str, sa.Table]:
         sa.Column("user_account", sa.Unicode(256), nullable=False, default=""),
         sa.Column("last_online_time", Stamp, nullable=True),
         sa.Column("max_task_count", sa.Integer, nullable=False, default=10),
+        # Revision 0007: the assignments it holds beyond max_task_count (its TaskBacklog);
+        # the server default keeps the capacity of rows written before it.
+        sa.Column("task_backlog", sa.Integer, nullable=False, default=0, server_default="0"),
         sa.Column("cpu_percent", sa.Float, nullable=True),
         sa.Column("free_memory_mb", sa.Float, nullable=True),
         sa.Column("accepting", sa.Boolean, nullable=False, default=True),

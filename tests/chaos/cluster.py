@@ -49,6 +49,9 @@ class Timing:
     initial_lease_s: float = 5.0
     heartbeat_error_tolerance_s: float = 1.5
     max_task_count: int = 8
+    task_backlog: int = 3
+    backlog_workers: tuple[str, ...] = ("w1", "w3")
+    """Half the workers hold a backlog, so faults meet held assignments too."""
     expiry_grace_s: float = 8.0
     """After the master starts or its heartbeat consumer reconnects, leases are judged
     only after this long: the workers' own reconnect backoff (up to ~5 s) plus a beat."""
@@ -231,6 +234,7 @@ class Cluster:
                 "LeaseInterval": t.lease_interval_s,
                 "HeartbeatErrorTolerance": t.heartbeat_error_tolerance_s,
                 "MaxTaskCount": t.max_task_count,
+                "TaskBacklog": t.task_backlog if worker_id in t.backlog_workers else 0,
                 "TaskRequestMaxCPU": 100,
                 "TaskRequestMinMemory": 0,
                 "TasksRootFolder": folder / "tasks",

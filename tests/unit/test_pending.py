@@ -84,6 +84,12 @@ OFFLINE = {"is_online": False, "last_online_time": NOW - timedelta(minutes=3)}
             facts(worker(running_tasks=4)),
             "every eligible worker is busy (w1 runs 4/4); it starts when a task ends",
         ),
+        (facts(worker(running_tasks=4, task_backlog=2)), ""),
+        (
+            facts(worker(running_tasks=6, task_backlog=2)),
+            "every eligible worker is busy (w1 runs 6/4 + a backlog of 2); it starts when a "
+            "task ends",
+        ),
         (
             facts(worker(accepting=False, not_accepting="free disk 80 MB < 500 MB")),
             "no eligible worker is accepting tasks (w1 is not accepting tasks: free disk "

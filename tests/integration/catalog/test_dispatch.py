@@ -6,6 +6,8 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from dispatcher.catalog import Catalog
 from schemas.project import content_hash
 from schemas.states import ExecutionStatus, TaskState
@@ -78,6 +80,23 @@ def test_claim_respects_max_task_count(catalog: Catalog) -> None:
     assert [a.execution_id for a in first] == ids[:2]
     assert second == []
     assert catalog.get_worker_agent("w1").running_tasks == 2
+
+
+@pytest.mark.parametrize(("task_backlog", "given"), [(1, 3), (0, 2)])
+def test_claim_fills_max_task_count_and_the_task_backlog(
+    catalog: Catalog, task_backlog: int, given: int
+) -> None:
+    """A worker is given up to MaxTaskCount + TaskBacklog leased tasks, no more: it holds
+    the backlog until a slot frees."""
+    online_worker(catalog, "w1", max_task_count=2, task_backlog=task_backlog)
+    ids = [started_execution(catalog) for _ in range(4)]
+
+    first = catalog.claim_tasks(10)
+    second = catalog.claim_tasks(10)
+
+    assert [a.execution_id for a in first] == ids[:given]
+    assert second == []
+    assert catalog.get_worker_agent("w1").running_tasks == given
 
 
 def test_claim_is_oldest_first(catalog: Catalog) -> None:

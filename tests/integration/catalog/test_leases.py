@@ -76,6 +76,16 @@ def test_a_heartbeat_saying_why_it_refuses_work_is_recorded(catalog: Catalog) ->
     assert catalog.get_worker_agent("w8").is_online
 
 
+def test_heartbeat_stores_the_task_backlog(catalog: Catalog) -> None:
+    """The worker row keeps the TaskBacklog of the latest heartbeat (0 when it says none)."""
+    catalog.record_heartbeat(heartbeat("w9", max_task_count=2, task_backlog=3), "w9")
+    stored = catalog.get_worker_agent("w9")
+    catalog.record_heartbeat(heartbeat("w9", max_task_count=2), "w9")
+
+    assert (stored.max_task_count, stored.task_backlog) == (2, 3)
+    assert catalog.get_worker_agent("w9").task_backlog == 0
+
+
 def test_heartbeat_renews_leases(quick: Catalog) -> None:
     """Attempts the worker runs get their lease renewed, so they do not expire."""
     online_worker(quick, "w1")

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from dispatcher.catalog import Catalog, ReportOutcome
 from dispatcher.catalog.engine import create, transaction
 from dispatcher.catalog.migrate import MIGRATIONS, version_table_options
+from dispatcher.catalog.migrations import schema_0001
 from dispatcher.catalog.tables import tables_for
 from dispatcher.errors import (
     CatalogNotInitialised,
@@ -27,6 +28,7 @@ from dispatcher.errors import (
     MissingDriver,
     OperationRefused,
 )
+from schemas.messages import TaskProgress
 from schemas.states import ExecutionStatus, TaskState
 from tests.fixtures.catalog import (
     create_database,
@@ -34,7 +36,6 @@ from tests.fixtures.catalog import (
     drop_database,
     online_worker,
     pg_url,
-    progress,
     started_execution,
 )
 
@@ -58,7 +59,7 @@ def test_init_is_idempotent_and_reports_the_revision(catalog: Catalog) -> None:
     """init on a migrated catalog changes nothing and the revision is the head."""
     catalog.init()
 
-    assert catalog.schema_revision() == "0006"
+    assert catalog.schema_revision() == "0007"
 
 
 def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
@@ -73,7 +74,7 @@ def test_fresh_database_is_not_initialised(tmp_path: Path) -> None:
     assert f"{path} does not exist" in str(info.value)
     assert not path.exists()  # reading a missing catalog does not create it
     fresh.init()
-    assert fresh.schema_revision() == "0006"
+    assert fresh.schema_revision() == "0007"
     fresh.close()
 
 
@@ -86,7 +87,7 @@ def test_fresh_postgresql_database_is_not_initialised(pg_template: str) -> None:
         with pytest.raises(CatalogNotInitialised):
             fresh.list_worker_agents()
         fresh.init()
-        assert fresh.schema_revision() == "0006"
+        assert fresh.schema_revision() == "0007"
     finally:
         fresh.close()
         drop_database(name)
@@ -134,7 +135,7 @@ def test_a_0001_catalog_upgrades_in_place(tmp_path: Path) -> None:
         }
     engine.dispose()
 
-    assert old.schema_revision() == "0006"
+    assert old.schema_revision() == "0007"
     assert {"ix_internal_tasks_cancels", "ix_internal_jobs_execution"} <= indexes
     assert old.get_execution(execution_id).execution_id == execution_id
     old.close()
@@ -185,19 +186,54 @@ def legacy_started_execution(catalog: Catalog, url: str) -> int:
     return execution_id
 
 
-def online_at_an_old_revision(catalog: Catalog, engine: sa.Engine, worker_id: str) -> None:
-    """An enabled, online worker on a catalog at an older revision: a heartbeat would write
-    the columns of later revisions, so the row is registered and stamped directly."""
-    catalog.add_worker_agent(worker_id, is_enabled=True)
-    workers = tables_for(engine.dialect.name).worker_agents
-    now = datetime.now(UTC)
-    stamp = now.replace(tzinfo=None) if engine.dialect.name == "sqlite" else now
+def online_at_an_old_revision(engine: sa.Engine, worker_id: str) -> None:
+    """An enabled, online worker on a catalog at an older revision: a heartbeat (or
+    add_worker_agent) would write the columns of later revisions, so the row is written
+    with the tables of revision 0001."""
+    workers = schema_0001.build(flat=engine.dialect.name == "sqlite").worker_agents
+    now = _stamp(engine)
     with engine.begin() as conn:
         conn.execute(
-            sa.update(workers)
-            .where(workers.c.worker_agent_id == worker_id)
-            .values(last_online_time=stamp)
+            sa.insert(workers).values(
+                worker_agent_id=worker_id, is_enabled=True, last_online_time=now,
+                created_time=now,
+            )
+        )  # fmt: skip
+
+
+def legacy_dispatch(engine: sa.Engine, execution_id: int, worker_id: str) -> TaskProgress:
+    """Dispatch the execution's pending task to ``worker_id`` as an older revision's claim
+    did (claim_tasks now reads the columns of revision 0007); the worker's progress report
+    for that attempt."""
+    t = schema_0001.build(flat=engine.dialect.name == "sqlite")
+    now = _stamp(engine)
+    with engine.begin() as conn:
+        task_id = conn.execute(
+            sa.select(t.tasks.c.task_id).where(t.tasks.c.execution_id == execution_id)
+        ).scalar_one()
+        conn.execute(
+            sa.update(t.tasks)
+            .where(t.tasks.c.task_id == task_id)
+            .values(
+                status=int(TaskState.DISPATCHED), attempt=1, worker_agent_id=worker_id,
+                last_pickup_time=now, expires_at=now + timedelta(seconds=300),
+                published=False, last_updated_time=now,
+            )
+        )  # fmt: skip
+        conn.execute(
+            sa.insert(t.task_attempts).values(
+                task_id=task_id, attempt=1, worker_agent_id=worker_id, dispatched_at=now
+            )
         )
+    return TaskProgress(
+        task_id=task_id, attempt=1, execution_id=execution_id, worker_id=worker_id, percent=50
+    )
+
+
+def _stamp(engine: sa.Engine) -> datetime:
+    """Now, as this dialect stores a timestamp (naive UTC on SQLite)."""
+    now = datetime.now(UTC)
+    return now.replace(tzinfo=None) if engine.dialect.name == "sqlite" else now
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -224,9 +260,9 @@ def test_a_0002_catalog_upgrades_to_attempt_progress(empty_url: str) -> None:
         config.attributes["connection"] = conn
         command.upgrade(config, "0002")
     old = Catalog.open(empty_url)
-    online_at_an_old_revision(old, engine, "w1")
+    online_at_an_old_revision(engine, "w1")
     execution_id = legacy_started_execution(old, empty_url)
-    [assignment] = old.claim_tasks(1)
+    report = legacy_dispatch(engine, execution_id, "w1")
     assert old.schema_revision() == "0002"
 
     old.init()
@@ -239,14 +275,42 @@ def test_a_0002_catalog_upgrades_to_attempt_progress(empty_url: str) -> None:
             for name in (tables.task_attempts.name, tables.task_attempts_history.name)
         }
     engine.dispose()
-    [result] = old.apply_status_reports([(progress(assignment), "w1")])
+    [result] = old.apply_status_reports([(report, "w1")])
 
-    assert old.schema_revision() == "0006"
+    assert old.schema_revision() == "0007"
     progress_columns = {"progress_percent", "progress_message", "progress_time"}
     assert all(progress_columns <= names for names in columns.values())
     assert result.outcome is ReportOutcome.APPLIED
     assert old.get_execution(execution_id).progress_percent == 50
     old.close()
+
+
+def test_a_0006_catalog_gets_the_task_backlog_and_loses_it_on_downgrade(empty_url: str) -> None:
+    """A worker of a catalog at 0006 has a TaskBacklog of 0 after the upgrade (its
+    capacity is unchanged), and the downgrade to 0006 drops the column again."""
+    engine = sa.create_engine(empty_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0006")
+    online_at_an_old_revision(engine, "w1")
+    old = Catalog.open(empty_url)
+
+    old.init()
+    upgraded = old.get_worker_agent("w1")
+    old.close()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0006")
+    table = tables_for(engine.dialect.name).worker_agents
+    with engine.connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns(table.name, table.schema)}
+    engine.dispose()
+
+    assert (upgraded.max_task_count, upgraded.task_backlog) == (10, 0)
+    assert "max_task_count" in columns
+    assert "task_backlog" not in columns
 
 
 def test_views_use_ssis_names(catalog: Catalog, catalog_url: str) -> None:

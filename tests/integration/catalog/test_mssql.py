@@ -51,6 +51,9 @@ def test_migration_renders_for_mssql() -> None:
     assert "ALTER TABLE internal.task_attempts ADD progress_message NVARCHAR(1024) NULL" in script
     assert "ALTER TABLE internal.worker_agents ADD last_refusal_time DATETIMEOFFSET NULL" in script
     assert "CREATE INDEX ix_operation_messages_time ON internal.operation_messages" in script
+    assert (
+        "ALTER TABLE internal.worker_agents ADD task_backlog INTEGER NOT NULL DEFAULT '0'" in script
+    )
 
 
 def test_every_catalog_statement_compiles_for_mssql(
@@ -82,5 +85,5 @@ def test_operations_on_live_sql_server() -> None:
 
     exercise_catalog(catalog, suffix=uuid.uuid4().hex[:8])
 
-    assert catalog.schema_revision() == "0006"
+    assert catalog.schema_revision() == "0007"
     catalog.close()

@@ -202,7 +202,7 @@ def test_a_0003_catalog_upgrades_to_worker_status(tmp_path: Path) -> None:
     engine.dispose()
     old.record_refusals([Refusal("w1", "forged_sender", "detail")])
 
-    assert old.schema_revision() == "0006"
+    assert old.schema_revision() == "0007"
     assert {"not_accepting", "free_disk_mb", "last_refusal_reason"} <= columns
     assert "ix_internal_operation_messages_time" in indexes
     assert old.get_worker_agent("w1").last_refusal_reason == "forged_sender"

@@ -4,8 +4,10 @@ repeated assignment is handed back or acked without running twice."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
+import time
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
@@ -18,10 +20,11 @@ from consumers.worker.projects import Project
 from consumers.worker.resources import LoadMonitor
 from consumers.worker.settings import WorkerSettings
 from consumers.worker.tasks import Registry, TaskHandler
+from dispatcher import metrics
 from dispatcher.broker import ACK, Delivery, Disposition, Verdict
 from dispatcher.errors import BrokerUnavailable
 from dispatcher.testing import make_assign
-from schemas.messages import TaskAssign, TaskFinished, TaskStarted, encode
+from schemas.messages import TaskAssign, TaskFinished, TaskOutcome, TaskStarted, encode
 from schemas.project import ProjectManifest
 from tests.fixtures.polling import wait_for
 
@@ -59,9 +62,14 @@ class OneProject:
         return self.project
 
 
-def assignment(worker: str = "w1") -> TaskAssign:
+def assignment(worker: str = "w1", *, lease_s: float = 60.0) -> TaskAssign:
     return make_assign(
-        worker_id=worker, folder="Bench", project="Bench", package="Noop", project_hash=HASH
+        worker_id=worker,
+        folder="Bench",
+        project="Bench",
+        package="Noop",
+        project_hash=HASH,
+        lease_s=lease_s,
     )
 
 
@@ -180,3 +188,48 @@ def test_a_full_worker_starts_what_it_has_before_waiting_for_a_slot(
     thread.join(5)
     assert verdicts == [ACK] * 5
     wait_for(lambda: len(reporter.finished) == 5)
+
+
+def dropped(reason: str) -> float:
+    labels = {"reason": reason}
+    return metrics.WORKER.get_sample_value("scaleout_worker_assignments_dropped_total", labels) or 0
+
+
+def test_an_assignment_held_past_its_dispatch_lease_is_acked_unstarted(
+    parts: tuple[TaskHandler, HeldReporter, Registry],
+) -> None:
+    """Two assignments with a 300 s dispatch lease: one received 295 s ago (it waited in
+    the backlog; less than one TaskHeartbeatInterval of its lease is left), one just now.
+    The old one is acked without a started report, counted; only the new one runs, since
+    the master's expiry timer gives the old task to a new attempt."""
+    handler, reporter, registry = parts
+    old, new = assignment(lease_s=300), assignment(lease_s=300)
+    aged = dataclasses.replace(delivery(old, 1), received_at=time.monotonic() - 295)
+    before = dropped("lease_lapsed")
+    thread, verdicts = run_in_thread(handler, [aged, delivery(new, 2)])
+    wait_for(lambda: len(reporter.started) == 1)
+    reporter.started[0][1].set_result(True)
+    thread.join(5)
+    assert verdicts == [ACK, ACK]
+    assert [s.task_id for s, _ in reporter.started] == [new.task_id]
+    wait_for(lambda: len(reporter.finished) == 1)
+    assert reporter.finished[0].task_id == new.task_id
+    assert dropped("lease_lapsed") == before + 1
+    assert not registry.seen((old.task_id, old.attempt))  # a redelivery is judged again
+
+
+def test_a_cancel_that_comes_before_its_assignment_keeps_it_from_starting(
+    parts: tuple[TaskHandler, HeldReporter, Registry],
+) -> None:
+    """A cancel for an attempt the worker has not taken yet (held in the backlog, or
+    overtaken on the way) is remembered: the assignment is reported canceled and never
+    started. A cancel of an attempt that already ended here is not remembered."""
+    handler, reporter, registry = parts
+    message = assignment()
+    assert registry.cancel_unseen((message.task_id, message.attempt))
+    assert handler([delivery(message, 1)]) == [ACK]
+    assert reporter.started == []
+    assert [(f.task_id, f.outcome) for f in reporter.finished] == [
+        (message.task_id, TaskOutcome.CANCELED)
+    ]
+    assert not registry.cancel_unseen((message.task_id, message.attempt))
