@@ -375,6 +375,7 @@ def worker_detail(row: WorkerAgentRow) -> Table:
         ("user account", row.user_account or "-"),
         ("tags", row.tags or "-"),
         ("running", f"{row.running_tasks}/{row.max_task_count}"),
+        ("task backlog", str(row.task_backlog) if row.task_backlog else "-"),
         ("last seen", _seen(row.last_online_time)),
         ("cpu", "-" if row.cpu_percent is None else f"{percent(row.cpu_percent)} %"),
         ("free memory", _megabytes(row.free_memory_mb)),
