@@ -125,6 +125,7 @@ QUICK = Plan(
     heartbeat_workers=50,
     heartbeat_seconds=3,
     profile_s=0,
+    backlog=10,
 )
 
 out = Console(stderr=False, width=120)
