@@ -26,6 +26,13 @@ from schemas.messages import AgentHeartbeat
 
 logger = logging.getLogger(__name__)
 
+RETRY_AFTER_FAILURE_S = 2.0
+"""A beat that failed is tried again this soon (or at the interval, if shorter). A worker
+idle at AgentHeartbeatInterval (60 s) whose first beat found no heartbeat queue yet (its
+master still starting) otherwise stayed unseen, and got no task, for a whole minute. A
+broker that is down is not hammered: each try already waits out the publisher's own
+reconnect budget."""
+
 
 class HeartbeatPublisher(Protocol):
     def publish(self, exchange: str, routing_key: str, message: BaseModel) -> None: ...
@@ -65,9 +72,12 @@ class Heartbeat:
 
     def run(self, stop: threading.Event) -> None:
         last_sent = float("-inf")
+        failed = False
         try:
             while not stop.is_set():
                 interval = self._task_interval_s if self._busy() else self._agent_interval_s
+                if failed:
+                    interval = min(interval, RETRY_AFTER_FAILURE_S)
                 wait = last_sent + interval - time.monotonic()
                 if wait > 0:
                     self._changed.wait(min(wait, 1.0))
@@ -77,11 +87,12 @@ class Heartbeat:
                 if last_sent != float("-inf"):
                     metrics.WORKER_HEARTBEAT_GAP.observe(now - last_sent)
                 last_sent = now
-                self._beat(self._snapshot(), sent_at=now)
+                failed = not self._beat(self._snapshot(), sent_at=now)
         finally:
             self._close()
 
-    def _beat(self, beat: AgentHeartbeat, *, sent_at: float) -> None:
+    def _beat(self, beat: AgentHeartbeat, *, sent_at: float) -> bool:
+        """Send one beat; whether the broker confirmed it."""
         try:
             if self._publisher is None:
                 self._publisher = self._connect()
@@ -101,9 +112,10 @@ class Heartbeat:
                 )
                 self._on_tolerance_exceeded()
                 self.last_ok = time.monotonic()
-            return
+            return False
         self.last_ok = time.monotonic()
         self._on_confirmed(beat, sent_at)
+        return True
 
     def _close(self) -> None:
         publisher, self._publisher = self._publisher, None

@@ -24,18 +24,17 @@ def task_for(worker: str) -> TaskAssign:
     return make_assign(worker_id=worker, package="pkg.dtsx", project_hash="0" * 64, lease_s=300)
 
 
-def test_task_round_trips_over_tls(tls_broker: TlsBroker, vhost: str) -> None:
-    """A confirmed task published by the master reaches worker w1's consumer intact."""
-    sent = task_for("w1")
-    with Publisher(tls_broker.settings_for("scaleout-master", vhost), name="t-master") as pub:
-        pub.publish(topology.TASKS_EXCHANGE, "w1", sent)
-
+def consume_w1(
+    tls_broker: TlsBroker, vhost: str, *, count: int, timeout_s: float
+) -> list[Delivery]:
+    """Consume from w1's queue, as w1, until ``count`` deliveries came (acking each)."""
     got: list[Delivery] = []
     stop = threading.Event()
 
     def handler(deliveries: Sequence[Delivery]) -> Sequence[Verdict]:
         got.extend(deliveries)
-        stop.set()
+        if len(got) >= count:
+            stop.set()
         return [ACK] * len(deliveries)
 
     consumer = Consumer(
@@ -43,8 +42,20 @@ def test_task_round_trips_over_tls(tls_broker: TlsBroker, vhost: str) -> None:
     )
     runner = threading.Thread(target=consumer.run, args=(stop,))
     runner.start()
+    runner.join(timeout=timeout_s)
+    stop.set()
     runner.join(timeout=30)
     assert not runner.is_alive()
+    return got
+
+
+def test_task_round_trips_over_tls(tls_broker: TlsBroker, vhost: str) -> None:
+    """A confirmed task published by the master reaches worker w1's consumer intact."""
+    sent = task_for("w1")
+    with Publisher(tls_broker.settings_for("scaleout-master", vhost), name="t-master") as pub:
+        pub.publish(topology.TASKS_EXCHANGE, "w1", sent)
+
+    got = consume_w1(tls_broker, vhost, count=1, timeout_s=30)
     assert len(got) == 1
     assert decode(got[0].body) == sent
     assert got[0].message_id == str(sent.message_id)
@@ -151,21 +162,5 @@ def test_a_batch_of_small_and_large_messages_round_trips_intact_and_in_order(
         results = pub.publish_batch([(topology.TASKS_EXCHANGE, "w1", b) for b in sent])
     assert results == [None] * len(sent)
 
-    got: list[bytes] = []
-    stop = threading.Event()
-
-    def handler(deliveries: Sequence[Delivery]) -> Sequence[Verdict]:
-        got.extend(d.body for d in deliveries)
-        if len(got) >= len(sent):
-            stop.set()
-        return [ACK] * len(deliveries)
-
-    consumer = Consumer(
-        tls_broker.settings_for("w1", vhost), topology.worker_queue("w1"), handler, name="t-w1"
-    )
-    runner = threading.Thread(target=consumer.run, args=(stop,))
-    runner.start()
-    runner.join(timeout=60)
-    stop.set()
-    assert not runner.is_alive()
-    assert [_Blob.model_validate_json(body) for body in got] == sent
+    got = consume_w1(tls_broker, vhost, count=len(sent), timeout_s=60)
+    assert [_Blob.model_validate_json(d.body) for d in got] == sent

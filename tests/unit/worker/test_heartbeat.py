@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 
-from consumers.worker.heartbeat import Heartbeat
+from consumers.worker.heartbeat import RETRY_AFTER_FAILURE_S, Heartbeat
 from dispatcher.broker.topology import HEARTBEAT_EXCHANGE, HEARTBEAT_ROUTING_KEY
 from dispatcher.errors import BrokerUnavailable
 from dispatcher.testing import FakePublisher
@@ -77,3 +77,21 @@ def test_failures_without_running_packages_kill_nothing() -> None:
     )
     run_for(heartbeat, 0.5)
     assert not killed.is_set()
+
+
+def test_a_failed_beat_is_tried_again_within_seconds_not_a_whole_interval() -> None:
+    """An idle worker (AgentHeartbeatInterval 60 s) whose first beat is refused (no
+    heartbeat queue yet: its master is still starting) beats again after
+    RETRY_AFTER_FAILURE_S, and then keeps the 60 s pace once a beat got through."""
+    publisher = FakePublisher()
+    publisher.fail_next(1)
+    heartbeat = Heartbeat(
+        lambda: publisher,
+        lambda: AgentHeartbeat(worker_id="w1"),
+        agent_interval_s=60,
+        task_interval_s=10,
+        error_tolerance_s=600,
+        on_tolerance_exceeded=lambda: None,
+    )
+    run_for(heartbeat, RETRY_AFTER_FAILURE_S + 5)
+    assert len(publisher.published) == 1  # the retry, and nothing more for 60 s
