@@ -131,9 +131,7 @@ def _busy(worker: WorkerAgentRow) -> str:
 
 
 def _free(worker: WorkerAgentRow) -> bool:
-    """As the dispatcher counts: its leased tasks against MaxTaskCount plus its backlog."""
-    capacity = worker.max_task_count + worker.task_backlog
-    return worker.accepting and worker.running_tasks < capacity
+    return worker.accepting and worker.running_tasks < worker.capacity
 
 
 def _refused_since_seen(worker: WorkerAgentRow) -> bool:

@@ -171,8 +171,12 @@ class WorkerAgentRow:
     last_refusal_detail: str = ""
     last_refusal_time: datetime | None = None
     task_backlog: int = 0
-    """Assignments it holds beyond ``max_task_count`` until a slot frees (its TaskBacklog):
-    the dispatcher gives it up to ``max_task_count + task_backlog`` leased tasks."""
+    """Assignments it holds beyond ``max_task_count`` until a slot frees (its TaskBacklog)."""
+
+    @property
+    def capacity(self) -> int:
+        """The leased tasks the dispatcher gives it at most (its slot count in the claim)."""
+        return self.max_task_count + self.task_backlog
 
 
 REFUSAL_DETAIL_MAX_CHARS = 256

@@ -117,7 +117,7 @@ def verdict(worker: WorkerAgentRow) -> str:
         return "offline" if worker.last_online_time is None else "offline (heartbeats stopped)"
     if not worker.accepting:
         return f"not accepting tasks{': ' + worker.not_accepting if worker.not_accepting else ''}"
-    if worker.running_tasks >= worker.max_task_count + worker.task_backlog:
+    if worker.running_tasks >= worker.capacity:
         return f"busy: {worker.running_tasks}/{worker.max_task_count}"
     return "free: can take it"
 
